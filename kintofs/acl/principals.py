@@ -1,0 +1,15 @@
+"""Principals: the names a request acts under."""
+
+EVERYONE = "system.Everyone"
+AUTHENTICATED = "system.Authenticated"
+
+
+def group_uri(bucket_id, group_id):
+    return f"/buckets/{bucket_id}/groups/{group_id}"
+
+
+def principals_of(userid, groups=()):
+    """Everything a caller is: its user id, the system principals, its groups."""
+    if userid is None:
+        return [EVERYONE]
+    return [userid, EVERYONE, AUTHENTICATED, *groups]

@@ -1,0 +1,99 @@
+"""Kinto's permission rules: names per kind, inheritance, editing ACLs.
+
+An ACL is a dict ``{permission: [principal, ...]}`` stored in a sidecar.
+"""
+
+PERMISSIONS = {
+    "bucket": ("read", "write", "collection:create", "group:create"),
+    "group": ("read", "write"),
+    "collection": ("read", "write", "record:create"),
+    "record": ("read", "write"),
+    "account": ("read", "write"),
+}
+
+# (kind of the object, permission asked) -> the grants that satisfy it, as
+# {kind of the object or of an ancestor: permissions}.  "list" is reading the
+# plural endpoint of the object's children.
+INHERITANCE = {
+    ("bucket", "read"): {"bucket": {"write", "read", "collection:create", "group:create"}},
+    ("bucket", "write"): {"bucket": {"write"}},
+    ("bucket", "collection:create"): {"bucket": {"write", "collection:create"}},
+    ("bucket", "group:create"): {"bucket": {"write", "group:create"}},
+    ("bucket", "list"): {"bucket": {"write", "read"}},
+    ("group", "read"): {"bucket": {"write", "read"}, "group": {"write", "read"}},
+    ("group", "write"): {"bucket": {"write"}, "group": {"write"}},
+    ("collection", "read"): {"bucket": {"write", "read"},
+                             "collection": {"write", "read", "record:create"}},
+    ("collection", "write"): {"bucket": {"write"}, "collection": {"write"}},
+    ("collection", "record:create"): {"bucket": {"write"},
+                                      "collection": {"write", "record:create"}},
+    ("collection", "list"): {"bucket": {"write", "read"}, "collection": {"write", "read"}},
+    ("record", "read"): {"bucket": {"write", "read"}, "collection": {"write", "read"},
+                         "record": {"write", "read"}},
+    ("record", "write"): {"bucket": {"write"}, "collection": {"write"}, "record": {"write"}},
+    ("account", "read"): {"account": {"write", "read"}},
+    ("account", "write"): {"account": {"write"}},
+}
+
+
+def allowed(principals, kind, permission, acls, extra_principals=()):
+    """True if ``principals`` hold ``permission`` on an object of ``kind``.
+
+    ``acls`` maps the kinds along the object's path (itself and its
+    ancestors) to their ACLs; ``extra_principals`` are granted the permission
+    by settings (e.g. ``record_read_principals``).
+    """
+    principals = set(principals)
+    if principals & set(extra_principals):
+        return True
+    for holder_kind, permissions in INHERITANCE[(kind, permission)].items():
+        acl = acls.get(holder_kind) or {}
+        if any(principals & set(acl.get(name, ())) for name in permissions):
+            return True
+    return False
+
+
+def grants_by_own_acl(principals, kind, permission, acl):
+    """True if the object's own ACL (no ancestors) grants ``permission``."""
+    own = INHERITANCE[(kind, permission)].get(kind, set())
+    principals = set(principals)
+    return any(principals & set(acl.get(name, ())) for name in own)
+
+
+def normalize_acl(acl):
+    """Sorted, de-duplicated principals; empty permissions dropped."""
+    return {name: sorted(set(members)) for name, members in sorted(acl.items()) if members}
+
+
+def creator_acl(acl, writer):
+    """``acl`` with ``writer`` added to ``write``: editors always own what they edit."""
+    result = {name: list(members) for name, members in acl.items()}
+    result["write"] = [*result.get("write", []), writer]
+    return normalize_acl(result)
+
+
+def replace_acl(acl, requested):
+    """PUT semantics: every permission is replaced (``None`` values dropped).
+
+    An empty request (or one of only ``None``) leaves the ACL unchanged.
+    """
+    requested = {name: members for name, members in requested.items() if members is not None}
+    if not requested:
+        return dict(acl)
+    return normalize_acl(requested)
+
+
+def merge_acl(acl, requested):
+    """PATCH semantics: permissions named in ``requested`` are replaced."""
+    result = dict(acl)
+    for name, members in requested.items():
+        if members is not None:
+            result[name] = members
+    return normalize_acl(result)
+
+
+def visible_acl(acl, principals):
+    """What a caller may see of an ACL: all of it if it is a writer, else nothing."""
+    if set(principals) & set(acl.get("write", ())):
+        return normalize_acl(acl)
+    return {}

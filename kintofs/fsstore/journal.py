@@ -1,0 +1,99 @@
+"""The append-only journal of one list: ``_journal.jsonl`` in the list folder.
+
+One JSON object per line, in the order the writes happened::
+
+    {"ts": 1795343847096, "op": "put", "id": "r1"}
+    {"ts": 1795343847097, "op": "delete", "id": "r1"}
+    {"ts": 1795343847000, "op": "init"}
+
+``put`` means the object file now holds the version stamped ``ts``,
+``delete`` leaves a tombstone stamped ``ts``, and ``init`` only records the
+list timestamp a reader saw before anything was written.  The list timestamp
+is the largest ``ts`` in the file.
+
+Only holders of the list lock append.  A crash can leave a last line without
+its newline; readers skip it and the next writer cuts it off first.
+"""
+import json
+import os
+
+from .atomic import fsync_folder, raise_if_disk_refused, write_bytes
+
+JOURNAL_NAME = "_journal.jsonl"
+
+
+def encode(entries):
+    return b"".join(
+        json.dumps(entry, separators=(",", ":")).encode() + b"\n" for entry in entries
+    )
+
+
+class Journal:
+    def __init__(self, folder, *, fsync=True):
+        self.path = os.path.join(folder, JOURNAL_NAME)
+        self.fsync = fsync
+
+    def identity(self):
+        """``(inode, size)`` of the file, or None when it does not exist.
+
+        Any change by any process changes this pair: appends grow the size,
+        and a compaction replaces the file (new inode).
+        """
+        try:
+            status = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (status.st_ino, status.st_size)
+
+    def read(self, offset=0):
+        """``(entries, end)``: complete lines from ``offset``, and where they end."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return [], 0
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        entries = []
+        for line in complete.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue  # damaged line: `kintofs check` reports it
+            if isinstance(entry, dict) and isinstance(entry.get("ts"), int):
+                entries.append(entry)
+        return entries, offset + len(complete)
+
+    def append(self, entries):
+        """Append ``entries`` durably (caller holds the list lock)."""
+        try:
+            is_new = not os.path.exists(self.path)
+            with open(self.path, "ab+") as f:
+                self._cut_torn_tail(f)
+                f.write(encode(entries))
+                f.flush()
+                if self.fsync:
+                    os.fsync(f.fileno())
+            if self.fsync and is_new:
+                fsync_folder(os.path.dirname(self.path))
+        except OSError as error:
+            raise_if_disk_refused(error)
+            raise
+
+    def rewrite(self, entries):
+        """Replace the whole journal (compaction; caller holds the lock)."""
+        write_bytes(self.path, encode(entries), fsync=self.fsync)
+
+    @staticmethod
+    def _cut_torn_tail(f):
+        """Drop a last line that a crash left without its newline."""
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        content = f.read()
+        f.truncate(content.rfind(b"\n") + 1)
+        f.seek(0, os.SEEK_END)

@@ -1,0 +1,379 @@
+"""One list of objects on disk, with the in-memory index that serves reads.
+
+A list lives in one folder.  A leaf object (group, record, account) is the
+file ``<id>.json`` with its ACL sidecar ``<id>.acl``; a container object
+(bucket, collection) is the folder ``<id>/`` holding ``_<kind>.json`` and
+``_<kind>.acl`` next to the folders of its own lists.  The folder also holds
+``_journal.jsonl`` (see journal.py) and ``_lock`` (see locks.py).
+
+The index (objects, tombstones, list timestamp) is loaded once and kept
+current by our own writes.  Before each use it is checked against the
+journal's ``(inode, size)``: if another process appended, only the new lines
+are read; if the journal was replaced, the list is loaded again.
+"""
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+
+from .atomic import raise_if_disk_refused, read_json, write_json
+from .base import ObjectList, ParentNotFound, Stored, tombstone
+from .journal import Journal
+from .locks import locked
+
+logger = logging.getLogger(__name__)
+
+TRASH_PREFIX = ".trash-"
+
+# Rewrite the journal once it holds this many more lines than the index has ids.
+COMPACT_SLACK = 1000
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+def is_timestamp(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+class FileList(ObjectList):
+    def __init__(self, folder, kind, *, container, valid_id, fsync=True, clock=now_ms,
+                 on_container_deleted=None):
+        self.folder = folder
+        self.kind = kind
+        self.container = container
+        self.valid_id = valid_id
+        self.fsync = fsync
+        self.clock = clock
+        self.on_container_deleted = on_container_deleted or (lambda list_, object_id: None)
+        self.journal = Journal(folder, fsync=fsync)
+        self._guard = threading.RLock()
+        self._write_guard = threading.Lock()
+        self._reset(identity=None)
+
+    # -- where things are -------------------------------------------------
+
+    def data_path(self, object_id):
+        if self.container:
+            return os.path.join(self.folder, object_id, f"_{self.kind}.json")
+        return os.path.join(self.folder, f"{object_id}.json")
+
+    def acl_path(self, object_id):
+        if self.container:
+            return os.path.join(self.folder, object_id, f"_{self.kind}.acl")
+        return os.path.join(self.folder, f"{object_id}.acl")
+
+    def child_folder(self, object_id):
+        """The folder of a container object (where its own lists live)."""
+        return os.path.join(self.folder, object_id)
+
+    # -- reading ----------------------------------------------------------
+
+    def get(self, object_id):
+        self._refresh()
+        with self._guard:
+            return self._objects.get(object_id)
+
+    def objects(self):
+        self._refresh()
+        with self._guard:
+            return dict(self._objects)
+
+    def tombstones(self):
+        self._refresh()
+        with self._guard:
+            return dict(self._tombstones)
+
+    def timestamp(self):
+        self._refresh()
+        with self._guard:
+            if self._timestamp is not None:
+                return self._timestamp
+        # Never written: store "now" so that every later read agrees (Kinto does).
+        try:
+            with self.transaction() as writer:
+                return writer.timestamp()
+        except ParentNotFound:
+            return self.clock()
+
+    # -- writing ----------------------------------------------------------
+
+    @contextmanager
+    def transaction(self):
+        """Lock the list (threads and processes) and yield a :class:`Writer`."""
+        self._ensure_folder()
+        with self._write_guard, locked(self.folder):
+            self._refresh(have_lock=True)
+            yield Writer(self)
+
+    def _ensure_folder(self):
+        try:
+            os.mkdir(self.folder, 0o700)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:
+            raise ParentNotFound(self.folder) from None
+        except OSError as error:
+            raise_if_disk_refused(error)
+            raise
+
+    # -- the index --------------------------------------------------------
+
+    def _reset(self, identity):
+        self._identity = identity
+        self._offset = 0
+        self._line_count = 0
+        self._objects = {}
+        self._tombstones = {}
+        self._timestamp = None
+        self._loaded = False
+
+    def _refresh(self, have_lock=False):
+        identity = self.journal.identity()
+        with self._guard:
+            if self._loaded and identity == self._identity:
+                return
+            grown = (
+                self._loaded and identity and self._identity
+                and identity[0] == self._identity[0] and identity[1] > self._identity[1]
+            )
+            if grown:
+                self._read_new_lines(identity)
+                return
+        if not os.path.isdir(self.folder):
+            with self._guard:
+                self._reset(identity=None)
+                self._loaded = True
+            return
+        if have_lock:
+            self._load()
+        else:
+            with self._write_guard, locked(self.folder):
+                self._load()
+
+    def _read_new_lines(self, identity):
+        """Apply what another process appended since we last looked."""
+        entries, end = self.journal.read(self._offset)
+        for entry in entries:
+            self._apply(entry, self._read_object(entry.get("id")) if entry["op"] == "put" else None)
+        self._offset = end
+        self._identity = identity
+        self._line_count += len(entries)
+
+    def _apply(self, entry, stored):
+        ts = entry["ts"]
+        self._timestamp = ts if self._timestamp is None else max(self._timestamp, ts)
+        object_id = entry.get("id")
+        if entry["op"] == "put" and stored is not None:
+            self._objects[object_id] = stored
+            self._tombstones.pop(object_id, None)
+        elif entry["op"] in ("put", "delete") and isinstance(object_id, str):
+            self._objects.pop(object_id, None)
+            self._tombstones[object_id] = ts
+
+    def _load(self):
+        """Read the folder and its journal from scratch (caller holds the lock).
+
+        The files are the truth for live objects, the journal for timestamps
+        and tombstones.  Where they disagree (a crash between writing a file
+        and its journal line, or a file changed by hand) the journal gets a
+        repair line, so readers and pollers see a normal change.
+        """
+        entries, end = self.journal.read(0)
+        with self._guard:
+            self._reset(identity=self.journal.identity())
+            self._offset = end
+            self._line_count = len(entries)
+            latest = {}
+            for entry in entries:
+                self._timestamp = entry["ts"] if self._timestamp is None else max(self._timestamp, entry["ts"])
+                if entry["op"] in ("put", "delete") and isinstance(entry.get("id"), str):
+                    latest[entry["id"]] = entry
+            for object_id, entry in latest.items():
+                if entry["op"] == "delete":
+                    self._tombstones[object_id] = entry["ts"]
+            repairs = []
+            on_disk = set()
+            for object_id in self._scan_ids():
+                stored = self._read_object(object_id)
+                if stored is None:
+                    continue
+                on_disk.add(object_id)
+                entry = latest.get(object_id)
+                if entry is None or entry["op"] != "put" or entry["ts"] != stored.data.get("last_modified"):
+                    stored = self._repair_unjournaled(object_id, stored)
+                    repairs.append({"ts": stored.data["last_modified"], "op": "put", "id": object_id})
+                self._objects[object_id] = stored
+                self._tombstones.pop(object_id, None)
+            for object_id, entry in latest.items():
+                if entry["op"] == "put" and object_id not in on_disk:
+                    ts = self._next_timestamp()
+                    self._timestamp = ts
+                    self._tombstones[object_id] = ts
+                    repairs.append({"ts": ts, "op": "delete", "id": object_id})
+            if repairs:
+                logger.warning("%s: journal repaired for %d object(s)", self.folder, len(repairs))
+                self._append(repairs)
+            self._loaded = True
+
+    def _repair_unjournaled(self, object_id, stored):
+        """Give a file the journal never saw a timestamp the list can vouch for."""
+        current = stored.data.get("last_modified")
+        if is_timestamp(current) and (self._timestamp is None or current > self._timestamp):
+            ts = current
+        else:
+            ts = self._next_timestamp()
+            data = dict(stored.data, id=object_id, last_modified=ts)
+            write_json(self.data_path(object_id), data, fsync=self.fsync)
+            stored = Stored(data, stored.acl)
+        self._timestamp = ts if self._timestamp is None else max(self._timestamp, ts)
+        return stored
+
+    def _scan_ids(self):
+        try:
+            entries = list(os.scandir(self.folder))
+        except FileNotFoundError:
+            return []
+        ids = []
+        for entry in entries:
+            if self.container:
+                if entry.is_dir(follow_symlinks=False) and self.valid_id(entry.name):
+                    ids.append(entry.name)
+            elif entry.name.endswith(".json") and entry.is_file(follow_symlinks=False):
+                object_id = entry.name[: -len(".json")]
+                if self.valid_id(object_id):
+                    ids.append(object_id)
+        return ids
+
+    def _read_object(self, object_id):
+        if not isinstance(object_id, str) or not self.valid_id(object_id):
+            return None
+        try:
+            data = read_json(self.data_path(object_id))
+            acl = read_json(self.acl_path(object_id))
+        except (OSError, ValueError) as error:
+            logger.error("%s: unreadable object %r: %s", self.folder, object_id, error)
+            return None
+        if not isinstance(data, dict):
+            return None
+        return Stored(data, acl if isinstance(acl, dict) else {})
+
+    # -- timestamps and journal writes (caller holds the lock) ------------
+
+    def _next_timestamp(self, requested=None, current=None):
+        """Kinto's rule: strictly after the list timestamp, unless the client
+        asked for a specific value newer than the object's current one."""
+        list_ts = self._timestamp or 0
+        if is_timestamp(requested) and (current is None or requested > current):
+            return list_ts + 1 if requested == list_ts else requested
+        return max(self.clock(), list_ts + 1)
+
+    def _append(self, entries):
+        # We hold the lock and have read every earlier line, so the file now
+        # ends exactly after what we know.
+        self.journal.append(entries)
+        self._identity = self.journal.identity()
+        self._offset = self._identity[1]
+        self._line_count += len(entries)
+        if self._line_count > 2 * (len(self._objects) + len(self._tombstones)) + COMPACT_SLACK:
+            self._compact()
+
+    def _compact(self):
+        """Keep one line per id (its latest) plus the list timestamp."""
+        entries = [{"ts": self._timestamp, "op": "init"}] if self._timestamp else []
+        entries += [{"ts": s.data["last_modified"], "op": "put", "id": i} for i, s in self._objects.items()]
+        entries += [{"ts": ts, "op": "delete", "id": i} for i, ts in self._tombstones.items()]
+        entries.sort(key=lambda e: e["ts"])
+        self.journal.rewrite(entries)
+        identity = self.journal.identity()
+        self._identity, self._offset, self._line_count = identity, identity[1], len(entries)
+
+
+class Writer:
+    """What a transaction may do; every method runs under the list lock."""
+
+    def __init__(self, object_list):
+        self._list = object_list
+
+    def get(self, object_id):
+        return self._list._objects.get(object_id)
+
+    def timestamp(self):
+        lst = self._list
+        with lst._guard:
+            if lst._timestamp is None:
+                ts = lst._next_timestamp()
+                lst._append([{"ts": ts, "op": "init"}])
+                lst._timestamp = ts
+            return lst._timestamp
+
+    def put(self, object_id, data, acl, *, requested_ts=None):
+        """Store ``data`` (with ``id`` and a fresh ``last_modified``) and ``acl``."""
+        lst = self._list
+        with lst._guard:
+            current = lst._objects.get(object_id)
+            ts = lst._next_timestamp(requested_ts, current.data.get("last_modified") if current else None)
+            data = dict(data, id=object_id, last_modified=ts)
+            try:
+                if lst.container and current is None:
+                    _make_folder(lst.child_folder(object_id))
+                # Data before ACL: a crash in between leaves the old ACL (or none
+                # on a new object), which grants less, never more.
+                write_json(lst.data_path(object_id), data, fsync=lst.fsync)
+                write_json(lst.acl_path(object_id), acl, fsync=lst.fsync)
+            except FileNotFoundError:
+                raise ParentNotFound(lst.folder) from None  # deleted meanwhile
+            except OSError as error:
+                raise_if_disk_refused(error)
+                raise
+            lst._objects[object_id] = Stored(data, acl)
+            lst._tombstones.pop(object_id, None)
+            lst._timestamp = max(lst._timestamp or 0, ts)
+            lst._append([{"ts": ts, "op": "put", "id": object_id}])
+            return data
+
+    def delete(self, object_id, *, requested_ts=None):
+        """Delete a live object (and, for containers, everything inside it)."""
+        lst = self._list
+        with lst._guard:
+            current = lst._objects[object_id]
+            ts = lst._next_timestamp(requested_ts, current.data.get("last_modified"))
+            trash = None
+            try:
+                if lst.container:
+                    # One rename makes the whole subtree vanish at once.
+                    trash = os.path.join(lst.folder, f"{TRASH_PREFIX}{uuid.uuid4().hex}")
+                    os.rename(lst.child_folder(object_id), trash)
+                else:
+                    os.unlink(lst.data_path(object_id))
+                    _unlink_quietly(lst.acl_path(object_id))
+            except OSError as error:
+                raise_if_disk_refused(error)
+                raise
+            del lst._objects[object_id]
+            lst._tombstones[object_id] = ts
+            lst._timestamp = max(lst._timestamp or 0, ts)
+            lst._append([{"ts": ts, "op": "delete", "id": object_id}])
+        if trash:
+            shutil.rmtree(trash, ignore_errors=True)
+            lst.on_container_deleted(lst, object_id)
+        return tombstone(object_id, ts)
+
+
+def _make_folder(path):
+    """mkdir, not makedirs: a parent deleted meanwhile must not come back."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

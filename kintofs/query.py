@@ -1,0 +1,574 @@
+"""Querystring semantics of Kinto's plural endpoints (protocol doc, section 8).
+
+Pure functions, independent of HTTP and storage: parse a querystring into a
+`Query`, then filter, sort, paginate, project and count plain JSON objects.
+
+Values are compared with one total order, shared by filters, sorting and
+pagination tokens:
+null < strings < numbers < booleans < arrays < objects < missing field.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import operator
+import re
+import uuid
+from dataclasses import dataclass
+
+ID_FIELD = "id"
+MODIFIED_FIELD = "last_modified"
+DELETED_FIELD = "deleted"
+
+# Polling parameters and the comparison they stand for on last_modified.
+TIMESTAMP_PARAMS = {"_since": "gt", "_before": "lt", "_to": "lt"}
+# Parameters typed as integers by Kinto's querystring schema.
+INTEGER_PARAMS = ("_before", "_limit", "_since", "_to", MODIFIED_FIELD)
+
+OPERATORS = ("lt", "min", "max", "not", "eq", "gt", "in", "exclude",
+             "like", "has", "contains_any", "contains")
+FILTER_NAME = re.compile(r"(%s)_([\w.]+)" % "|".join(OPERATORS))
+SORT_ITEM = re.compile(r"([-+]?)([\w.]+)")
+TIMESTAMP_STRING = re.compile(r'[0-9]+|"[0-9]+"')
+
+MAX_INTEGER = 2**63
+ONE_DAY_MS = 24 * 3600 * 1000
+TOKEN_ERROR = "_token has invalid content"
+
+COMPARISONS = {
+    "eq": operator.eq,
+    "not": operator.ne,
+    "lt": operator.lt,
+    "max": operator.le,
+    "gt": operator.gt,
+    "min": operator.ge,
+}
+
+
+class _Missing:
+    """Marker for an absent field; it sorts after every JSON value."""
+
+    def __repr__(self):
+        return "MISSING"
+
+
+MISSING = _Missing()
+
+
+class QueryError(ValueError):
+    """A bad querystring. The HTTP layer turns it into Kinto's 400 errno 107."""
+
+    location = "querystring"
+
+    def __init__(self, name, description):
+        self.name = name
+        self.description = description
+        prefix = f"{name} in querystring" if name else "querystring"
+        super().__init__(f"{prefix}: {description}")
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One condition: `operator` is one of OPERATORS, `field` a dotted path."""
+
+    field: str
+    operator: str
+    value: object
+
+
+@dataclass
+class Query:
+    filters: list
+    sort: list
+    limit: int | None
+    token: str | None
+    fields: list | None
+    includes_tombstones: bool
+    deprecated_to: bool
+    since: int | None
+
+
+@dataclass
+class Page:
+    objects: list
+    next_token: str | None
+    limit: int
+
+
+# ---------------------------------------------------------------- values
+
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_value(raw):
+    """Parse a raw value as JSON, keeping it as a string when that fails.
+
+    A list (the values of a repeated parameter) is returned unchanged, as Kinto
+    does. NaN and Infinity stay strings: they would break the total order.
+    """
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except ValueError:
+        return raw
+
+
+def _typed_json_value(raw):
+    """Like _json_value, but booleans stay raw strings (Kinto's typed fields)."""
+    value = _json_value(raw)
+    return raw if isinstance(value, bool) else value
+
+
+def _comma_list(raw):
+    """Split a comma-separated value; a repeated parameter is already a list."""
+    return raw.split(",") if isinstance(raw, str) else list(raw)
+
+
+def lookup(obj, path):
+    """Value at a dotted path, or MISSING. The longest existing key prefix wins."""
+    if path in obj:
+        return obj[path]
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        head = ".".join(parts[:cut])
+        if head in obj:
+            value = obj[head]
+            if isinstance(value, dict):
+                return lookup(value, ".".join(parts[cut:]))
+            return MISSING
+    return MISSING
+
+
+def sort_key(value):
+    """A tuple ordering JSON values (and MISSING) in Kinto's total order.
+
+    Equal keys mean equal values: type-sensitive (1 != "1", 1 != true) but
+    2 == 2.0; arrays and objects compare structurally.
+    """
+    if value is MISSING:
+        return (6,)
+    if value is None:
+        return (0,)
+    if isinstance(value, str):
+        return (1, value)
+    if isinstance(value, bool):  # before numbers: bool is an int in Python
+        return (3, value)
+    if isinstance(value, (int, float)):
+        return (2, value)
+    if isinstance(value, list):
+        return (4, tuple(sort_key(item) for item in value))
+    if isinstance(value, dict):
+        return (5, tuple(sorted((key, sort_key(item)) for key, item in value.items())))
+    raise TypeError(f"not a JSON value: {value!r}")
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _group_params(params):
+    """Name (stripped) -> raw value; a repeated name gets the list of its values."""
+    grouped = {}
+    for name, value in params:
+        name = name.strip()
+        if name not in grouped:
+            grouped[name] = value
+        elif isinstance(grouped[name], list):
+            grouped[name].append(value)
+        else:
+            grouped[name] = [grouped[name], value]
+    return grouped
+
+
+def _integer_param(name, raw):
+    """Kinto's integer query fields: an int in [0, 2**63], or the empty-ish value."""
+    value = _typed_json_value(raw)
+    if value != 0 and not value:
+        return value  # null, "" ...: treated as "not given" by Kinto's schema
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise QueryError(name, f'"{value}" is not a number') from None
+    if number < 0:
+        raise QueryError(name, f"{number} is less than minimum value 0")
+    if number > MAX_INTEGER:
+        raise QueryError(name, f"{number} is greater than maximum value {MAX_INTEGER}")
+    return number
+
+
+def _id_param(raw):
+    """Kinto's `id` query field: a string (or an empty-ish value)."""
+    value = _typed_json_value(raw)
+    if value and not isinstance(value, str):
+        raise QueryError(ID_FIELD, f"{value} is not a string: {{'id': ''}}")
+    return value
+
+
+def _typed_values(grouped):
+    """Validate the parameters that Kinto's querystring schema types."""
+    typed = {}
+    for name in sorted(grouped):  # Kinto reports errors sorted by name
+        if name in INTEGER_PARAMS:
+            typed[name] = _integer_param(name, grouped[name])
+        elif name == ID_FIELD:
+            typed[name] = _id_param(grouped[name])
+    return typed
+
+
+def _filter_value(name, raw):
+    """Parse a filter value: in_/exclude_ split on commas, contains_ as a list."""
+    if name.startswith("contains_"):
+        value = _json_value(raw)
+        return value if isinstance(value, list) else [value]
+    if name.startswith(("in_", "exclude_")):
+        return [_json_value(piece) for piece in _comma_list(raw)]
+    return _json_value(raw)
+
+
+def _timestamp(value, now_ms):
+    """A valid timestamp (integer or "integer", >= 0, < now + 24h) or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if not TIMESTAMP_STRING.fullmatch(value):
+            return None
+        value = int(value.strip('"'))
+    if not isinstance(value, (int, float)):
+        return None
+    if not 0 <= int(value) < now_ms + ONE_DAY_MS:
+        return None
+    return value
+
+
+def _timestamp_filter_value(operator_, value, now_ms):
+    """Validated (and normalized) value of a last_modified filter, or None."""
+    if operator_ in ("in", "exclude"):
+        stamps = [_timestamp(item, now_ms) for item in value]
+        return None if None in stamps else stamps
+    stamp = _timestamp(value, now_ms)
+    if stamp is None:
+        return None
+    return value if operator_ in ("like", "has") else stamp
+
+
+def _valid_members(field, values):
+    """in_/exclude_ on id need strings, on last_modified integers."""
+    if field == ID_FIELD:
+        return all(isinstance(v, str) for v in values)
+    if field == MODIFIED_FIELD:
+        return all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    return True
+
+
+def _has_nul(value):
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    return False
+
+
+def _known(field, known):
+    return known is None or field.split(".")[0] in known
+
+
+def _build_filter(name, value, now_ms, known):
+    """One field filter, validated with Kinto's checks in Kinto's order."""
+    match = FILTER_NAME.fullmatch(name)
+    operator_, field = match.groups() if match else ("eq", name)
+    if not _known(field, known):
+        raise QueryError(name, f"Unknown filter field '{name}'")
+    invalid = QueryError(name, f"Invalid value for {name}")
+    if operator_ == "like" and not isinstance(value, str):
+        raise invalid
+    if operator_ in ("in", "exclude") and not _valid_members(field, value):
+        raise invalid
+    if "\x00" in field or _has_nul(value):
+        raise QueryError(name, "Invalid character 0x00")
+    if field == MODIFIED_FIELD:
+        value = _timestamp_filter_value(operator_, value, now_ms)
+        if value is None:
+            raise invalid
+    if field in (ID_FIELD, MODIFIED_FIELD) and operator_ in ("contains", "contains_any"):
+        raise QueryError(name, f"Field '{field}' is not an array")
+    if field == ID_FIELD and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # ids are strings: not_id=1 means "1"
+    return Filter(field, operator_, value)
+
+
+def _extract_filters(grouped, typed, now_ms, known):
+    """Filters from every non-control parameter, plus _since/_before/_to."""
+    filters = []
+    for name, raw in grouped.items():
+        value = typed[name] if name in typed else _filter_value(name, raw)
+        if name in TIMESTAMP_PARAMS:
+            if value is None:
+                continue  # "null" means not specified
+            if _timestamp(value, now_ms) is None:
+                raise QueryError(name, f"Invalid value for {name}")
+            filters.append(Filter(MODIFIED_FIELD, TIMESTAMP_PARAMS[name], value))
+        elif not name.startswith("_"):
+            filters.append(_build_filter(name, value, now_ms, known))
+    return filters
+
+
+def _extract_sort(raw, known, tiebreak):
+    """_sort items as (field, +1/-1), with Kinto's final tie-breaker."""
+    sort = []
+    for item in _comma_list(raw) if raw is not None else []:
+        match = SORT_ITEM.fullmatch(item.strip())
+        if not match:
+            continue  # e.g. the empty item of a trailing comma
+        sign, field = match.groups()
+        if not _known(field, known):
+            raise QueryError(None, f"Unknown sort field '{field}'")
+        sort.append((field, -1 if sign == "-" else 1))
+    if tiebreak != MODIFIED_FIELD:  # permissions endpoint: never by last_modified
+        sort = [item for item in sort if item[0] != MODIFIED_FIELD]
+    if tiebreak not in [field for field, _ in sort]:
+        sort.append((tiebreak, -1))
+    return sort
+
+
+def _extract_fields(raw, known):
+    """_fields, with id and last_modified always added; None when absent."""
+    fields = [field for field in _comma_list(raw) if field] if raw is not None else []
+    if not fields:
+        return None
+    if known is not None:
+        unknown = sorted({field.split(".")[0] for field in fields} - known)
+        if unknown:
+            raise QueryError("Invalid _fields parameter",
+                             f"Fields {','.join(unknown)} do not exist")
+    return fields + [ID_FIELD, MODIFIED_FIELD]
+
+
+def _extract_token(raw, sort):
+    """The raw _token, checked now so that every request with a bad one fails."""
+    if isinstance(raw, list):
+        raise QueryError(None, TOKEN_ERROR)
+    if not raw:
+        return None
+    _decode_token(raw, _total_order(sort))
+    return raw
+
+
+def _since_value(filters):
+    """Lower bound given by _since / gt_last_modified, if any."""
+    bounds = [f.value for f in filters if f.field == MODIFIED_FIELD and f.operator == "gt"]
+    return int(max(bounds)) if bounds else None
+
+
+def parse_query(params, *, now_ms, strict_fields=None, default_sort_tiebreak=MODIFIED_FIELD):
+    """Parse (name, value) pairs into a Query, or raise QueryError.
+
+    strict_fields: known top-level fields of a strict resource (None: schemaless).
+    default_sort_tiebreak: "uri" for the permissions endpoint, which also drops
+    every sort item and filter on last_modified (after validating them).
+    """
+    grouped = _group_params(params)
+    known = None
+    if strict_fields is not None:
+        known = set(strict_fields) | {ID_FIELD, MODIFIED_FIELD, DELETED_FIELD}
+    typed = _typed_values(grouped)
+    filters = _extract_filters(grouped, typed, now_ms, known)
+    limit = typed.get("_limit")
+    sort = _extract_sort(grouped.get("_sort"), known, default_sort_tiebreak)
+    fields = _extract_fields(grouped.get("_fields"), known)
+    token = _extract_token(grouped.get("_token"), sort)
+    tombstones = any(name in grouped for name in TIMESTAMP_PARAMS)
+    tombstones = tombstones or any(f.field == MODIFIED_FIELD for f in filters)
+    if default_sort_tiebreak != MODIFIED_FIELD:
+        filters = [f for f in filters if f.field != MODIFIED_FIELD]
+        tombstones = False
+    return Query(
+        filters=filters,
+        sort=sort,
+        limit=limit if isinstance(limit, int) and limit > 0 else None,
+        token=token,
+        fields=fields,
+        includes_tombstones=tombstones,
+        deprecated_to="_to" in grouped,
+        since=_since_value(filters),
+    )
+
+
+# ---------------------------------------------------------------- filtering
+
+
+@functools.lru_cache(maxsize=256)
+def _like_regex(pattern):
+    """`*` is a wildcard; without any `*` the pattern is a substring."""
+    if "*" not in pattern:
+        pattern = f"*{pattern}*"
+    parts = [re.escape(part) for part in pattern.split("*")]
+    return re.compile(".*".join(parts), re.IGNORECASE | re.DOTALL)
+
+
+def _contains(value, wanted, every):
+    """value is an array holding every (or any) element of wanted."""
+    if not isinstance(value, list):
+        return False
+    present = {sort_key(item) for item in value}
+    found = [sort_key(item) in present for item in wanted]
+    return all(found) if every else any(found)
+
+
+def _matches_one(obj, flt):
+    value = lookup(obj, flt.field)
+    op = flt.operator
+    if op == "has":
+        return (value is not MISSING) == bool(flt.value)
+    if op == "like":
+        return isinstance(value, str) and _like_regex(flt.value).fullmatch(value) is not None
+    if op in ("contains", "contains_any"):
+        return _contains(value, flt.value, every=op == "contains")
+    if op in ("in", "exclude"):
+        key = sort_key(value)
+        found = any(key == sort_key(item) for item in flt.value)
+        return found if op == "in" else not found
+    return COMPARISONS[op](sort_key(value), sort_key(flt.value))
+
+
+def matches(obj, filters):
+    """True when obj satisfies every filter (a missing field is the greatest value)."""
+    return all(_matches_one(obj, flt) for flt in filters)
+
+
+# ---------------------------------------------------------------- ordering
+
+
+def _total_order(sort):
+    """Kinto's sort plus a last `id` tie-breaker, so that no two objects tie."""
+    sort = list(sort)
+    if ID_FIELD in [field for field, _ in sort]:
+        return sort
+    direction = sort[-1][1] if sort else -1
+    return sort + [(ID_FIELD, direction)]
+
+
+def _keys(obj, order):
+    return [sort_key(lookup(obj, field)) for field, _ in order]
+
+
+def _compare_keys(left, right, order):
+    """-1, 0 or 1: position of `left` relative to `right` in the order."""
+    for left_key, right_key, (_, direction) in zip(left, right, order):
+        if left_key != right_key:
+            return direction if left_key > right_key else -direction
+    return 0
+
+
+def _sorted_pairs(pairs, order):
+    """Sort (keys, object) pairs by their keys, stably."""
+    by_keys = functools.cmp_to_key(lambda a, b: _compare_keys(a[0], b[0], order))
+    return sorted(pairs, key=by_keys)
+
+
+def sort_objects(objects, sort):
+    """A new list in Kinto's order (missing values last ascending, first descending)."""
+    order = _total_order(sort)
+    pairs = [(_keys(obj, order), obj) for obj in objects]
+    return [obj for _, obj in _sorted_pairs(pairs, order)]
+
+
+# ---------------------------------------------------------------- pagination
+
+
+def _encode_token(obj, order):
+    """Opaque url-safe token holding the sort values of the page's last object."""
+    last = {}
+    for field, _ in order:
+        value = lookup(obj, field)
+        if value is not MISSING:
+            last[field] = value
+    payload = {"last_object": last, "nonce": uuid.uuid4().hex}
+    text = json.dumps(payload, separators=(",", ":"))
+    return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def _decode_token(token, order):
+    """The cursor keys of a token; QueryError when it is not a valid token."""
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        text = base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
+        data = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise QueryError(None, TOKEN_ERROR) from None
+    if not isinstance(data, dict) or not isinstance(data.get("last_object"), dict):
+        raise QueryError(None, TOKEN_ERROR)
+    last = data["last_object"]
+    stamp = last.get(MODIFIED_FIELD, 0)
+    if isinstance(stamp, bool) or not isinstance(stamp, int) or stamp < 0:
+        raise QueryError(None, TOKEN_ERROR)
+    return [sort_key(last.get(field, MISSING)) for field, _ in order]
+
+
+def effective_limit(query, paginate_by, max_fetch=10000):
+    """Page size: _limit capped by paginate_by, and always by max_fetch."""
+    limit = query.limit or paginate_by
+    if limit and paginate_by:
+        limit = min(limit, paginate_by)
+    return min(limit, max_fetch) if limit else max_fetch
+
+
+def paginate(objects, query, *, paginate_by=None, max_fetch=10000):
+    """Filter, sort, resume after the token (keyset), cut and project one page."""
+    order = _total_order(query.sort)
+    cursor = _decode_token(query.token, order) if query.token else None
+    limit = effective_limit(query, paginate_by, max_fetch)
+    pairs = []
+    for obj in objects:
+        if not matches(obj, query.filters):
+            continue
+        keys = _keys(obj, order)
+        if cursor is None or _compare_keys(keys, cursor, order) > 0:
+            pairs.append((keys, obj))
+    ordered = [obj for _, obj in _sorted_pairs(pairs, order)]
+    page = ordered[:limit]
+    next_token = None
+    if len(ordered) > limit and page:
+        next_token = _encode_token(page[-1], order)
+    if query.fields:
+        page = [project(obj, query.fields) for obj in page]
+    return Page(objects=page, next_token=next_token, limit=limit)
+
+
+# ---------------------------------------------------------------- counting, projection
+
+
+def _is_tombstone(obj):
+    return obj.get(DELETED_FIELD) is True and set(obj) <= {ID_FIELD, MODIFIED_FIELD, DELETED_FIELD}
+
+
+def count(objects, query):
+    """Number of live objects matching the filters (tombstones never count)."""
+    return sum(1 for obj in objects if not _is_tombstone(obj) and matches(obj, query.filters))
+
+
+def _copy_path(source, path, target):
+    """Copy `path` of source into target: `a.b` keeps only b inside a dict a."""
+    head, _, rest = path.partition(".")
+    if head not in source:
+        return
+    value = source[head]
+    if not rest or not isinstance(value, dict):
+        target[head] = value
+        return
+    if target.get(head) is value:
+        return  # the whole of `head` is already kept
+    _copy_path(value, rest, target.setdefault(head, {}))
+
+
+def project(obj, fields):
+    """Subset of obj for _fields; id and last_modified are always kept (shallow copy)."""
+    result = {}
+    for path in list(fields) + [ID_FIELD, MODIFIED_FIELD]:
+        _copy_path(obj, path, result)
+    return result

@@ -1,0 +1,54 @@
+"""Start the daemon: settings -> store -> WSGI app -> cheroot."""
+import logging
+import os
+import signal
+import sys
+
+from cheroot import wsgi
+
+from .fsstore import FileSystemStore
+from .plugins import setup_plugins
+from .web.app import Service, create_app
+
+logger = logging.getLogger("kintofs")
+
+
+def build_app(settings):
+    """The WSGI app and its service for ``settings`` (used by tests and serve)."""
+    store = FileSystemStore(settings["data_dir"], fsync=settings["fsync"])
+    secret = settings["userid_hmac_secret"]
+    if secret is None:
+        # Identities must survive restarts, so an unset secret is made once and kept.
+        secret = store.persistent_secret("userid_hmac_secret")
+    service = Service(settings, store, secret)
+    if "basicauth" in settings["auth_policies"]:
+        service.capabilities["basicauth"] = {
+            "description": "Very basic authentication sessions. Not for production use.",
+            "url": "http://kinto.readthedocs.io/en/stable/api/1.x/authentication.html",
+        }
+    setup_plugins(service, settings["plugins"])
+    return create_app(service), service
+
+
+def serve(settings):
+    logging.basicConfig(level=settings["log_level"].upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.umask(0o077)  # the data belongs to the daemon's user alone
+    app, service = build_app(settings)
+    server = wsgi.Server((settings["bind"], settings["port"]), app,
+                         numthreads=settings["threads"])
+    server.max_request_body_size = settings["max_request_body_bytes"] + 65536
+
+    def stop(signum, frame):
+        logger.info("signal %s: finishing requests in flight, then exiting", signum)
+        server.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.prepare()
+    host, port = server.bind_addr[:2]
+    logger.info("kintofs listening on http://%s:%s/v1/ (data in %s)", host, port,
+                service.store.root)
+    print(f"kintofs listening on http://{host}:{port}/v1/", file=sys.stderr, flush=True)
+    server.serve()
+    return 0

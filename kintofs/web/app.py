@@ -1,0 +1,311 @@
+"""The WSGI application: routes, the request state, and Kinto's edge rules.
+
+Layers, outermost first:
+
+* :class:`EdgeMiddleware` — what happens before routing in Kinto: CORS
+  preflight, version-prefix and trailing-slash redirects, read-only mode,
+  and the headers every response carries.
+* the bottle app — routes to :class:`~kintofs.web.resource.ResourceView`
+  and the utility views, and turns unexpected errors into Kinto JSON.
+"""
+import json
+import logging
+import re
+from fnmatch import fnmatchcase
+from functools import cached_property
+from urllib.parse import parse_qsl, quote
+
+import bottle
+
+from .. import __version__
+from ..acl import principals_of, group_uri
+from ..fsstore import StorageBusy, StorageFull
+from . import errors
+from .auth import authenticate, basicauth_policy
+from .resource import KINDS, ResourceView
+
+logger = logging.getLogger("kintofs")
+
+API_VERSION = "1.23"
+
+EXPOSED_HEADERS = ("Backoff", "Retry-After", "Alert", "Content-Length", "Content-Type", "ETag",
+                   "Last-Modified", "Next-Page", "Total-Objects", "Total-Records",
+                   "Cache-Control", "Expires", "Pragma")
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; ",
+    "X-Content-Type-Options": "nosniff",
+}
+
+PLURAL_METHODS = "HEAD,GET,POST,DELETE,OPTIONS"
+OBJECT_METHODS = "GET,HEAD,PUT,PATCH,DELETE,OPTIONS"
+
+
+class Service:
+    """Everything that lives as long as the daemon: settings, store, plugins' hooks."""
+
+    def __init__(self, settings, store, secret):
+        self.settings = settings
+        self.store = store
+        self.auth_policies = {"basicauth": basicauth_policy(secret)}
+        self.capabilities = {}
+        self.change_listeners = []   # callables(state, action, kind, uri, data, acl)
+        self.validators = []         # callables(state, kind, parent, data)
+        self.heartbeat_checks = {"storage": store.healthy}
+        self.hello_user_extensions = []  # callables(state, user_dict)
+        self.app = bottle.Bottle(catchall=False, autojson=False)
+
+    def policies(self):
+        return [self.auth_policies[name] for name in self.settings["auth_policies"]
+                if name in self.auth_policies]
+
+    def groups_of(self, userid):
+        """Group URIs listing ``userid`` as a member, in every bucket."""
+        found = []
+        for bucket_id in self.store.list((), "bucket").objects():
+            groups = self.store.list((("bucket", bucket_id),), "group").objects()
+            found += [group_uri(bucket_id, group_id) for group_id, stored in groups.items()
+                      if userid in (stored.data.get("members") or ())]
+        return found
+
+
+class RequestState:
+    """What views need to know about the request being served."""
+
+    def __init__(self, service, environ):
+        self.service = service
+        self.environ = environ
+        self.store = service.store
+        self.settings = service.settings
+        self.method = environ["REQUEST_METHOD"].upper()
+        self.query_params = [(name.strip(), value) for name, value in
+                             parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)]
+        self.userid = authenticate(environ, service.policies())
+
+    @cached_property
+    def principals(self):
+        if self.userid is None:
+            return principals_of(None)
+        return principals_of(self.userid, self.service.groups_of(self.userid))
+
+    def denied(self):
+        if self.userid is None:
+            realms = sum(1 for name in self.settings["auth_policies"] if name in ("basicauth", "account"))
+            return errors.unauthorized(realms)
+        return errors.forbidden()
+
+    def notify(self, action, kind, uri, data, object_acl):
+        for listener in self.service.change_listeners:
+            listener(self, action, kind, uri, data, object_acl)
+
+    def validate(self, kind, parent, data):
+        for validator in self.service.validators:
+            validator(self, kind, parent, data)
+
+    def json_patch(self, body, existing, permission_names, principals):
+        from .jsonpatch import apply_json_patch
+        return apply_json_patch(body, existing, permission_names, principals)
+
+    def base_url(self):
+        return base_url(self.environ, self.settings)
+
+    def to_deprecation_alert(self):
+        return json.dumps({
+            "code": "soft-eol",
+            "message": "_to is now deprecated, you should use _before instead",
+            "url": "https://kinto.readthedocs.io/en/2.4.0/api/resource.html"
+                   "#list-of-available-url-parameters",
+        }, separators=(",", ":"))
+
+
+def base_url(environ, settings):
+    scheme = settings.get("http_scheme") or environ.get("wsgi.url_scheme", "http")
+    host = settings.get("http_host") or environ.get("HTTP_HOST") or (
+        f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}")
+    return f"{scheme}://{host}"
+
+
+# -- bottle app --------------------------------------------------------------
+
+def create_app(service):
+    """The WSGI application for ``service`` (plugins already set up)."""
+    app = service.app
+    app.install(_kinto_errors(service))
+    state = lambda: RequestState(service, bottle.request.environ)  # noqa: E731
+
+    def resource_route(path, kind, parent_names, plural):
+        def view(**ids):
+            current = state()
+            parent = tuple((name, ids[name]) for name in parent_names)
+            resource = ResourceView(current, KINDS[kind], parent)
+            if plural:
+                return resource.plural(current.method)
+            return resource.object(current.method, ids[kind])
+        app.route(path, "ANY", view)
+
+    resource_route("/v1/buckets", "bucket", (), True)
+    resource_route("/v1/buckets/<bucket>", "bucket", (), False)
+    resource_route("/v1/buckets/<bucket>/groups", "group", ("bucket",), True)
+    resource_route("/v1/buckets/<bucket>/groups/<group>", "group", ("bucket",), False)
+    resource_route("/v1/buckets/<bucket>/collections", "collection", ("bucket",), True)
+    resource_route("/v1/buckets/<bucket>/collections/<collection>", "collection",
+                   ("bucket",), False)
+    resource_route("/v1/buckets/<bucket>/collections/<collection>/records", "record",
+                   ("bucket", "collection"), True)
+    resource_route("/v1/buckets/<bucket>/collections/<collection>/records/<record>", "record",
+                   ("bucket", "collection"), False)
+
+    from . import utility
+    utility.add_routes(service, state)
+    from .batch import add_batch_route
+    add_batch_route(service)
+
+    app.default_error_handler = _unrouted
+    service.wsgi = EdgeMiddleware(app, service.settings)
+    return service.wsgi
+
+
+def _unrouted(error):
+    """Bottle's own 404/405 (no route matched) in Kinto's words."""
+    if error.status_code == 405:
+        response = errors.method_not_allowed(None)
+    elif error.status_code == 404:
+        response = errors.unknown_url()
+    else:
+        response = errors.internal_error()
+    bottle.response.status = response.status_code
+    bottle.response.content_type = "application/json"
+    return response.body
+
+
+def _kinto_errors(service):
+    """A bottle plugin: storage trouble and bugs become Kinto JSON, never HTML."""
+    retry_after = service.settings["retry_after_seconds"]
+
+    def decorator(callback):
+        def wrapper(*args, **kwargs):
+            try:
+                return callback(*args, **kwargs)
+            except bottle.HTTPResponse:
+                raise
+            except StorageFull:
+                logger.error("disk refused a write", exc_info=True)
+                return errors.insufficient_storage(retry_after)
+            except StorageBusy:
+                logger.warning("storage busy", exc_info=True)
+                return errors.service_unavailable(retry_after)
+            except Exception:
+                logger.exception("unexpected error on %s %s", bottle.request.method,
+                                 bottle.request.path)
+                return errors.internal_error()
+        return wrapper
+
+    return decorator
+
+
+# -- the edge ----------------------------------------------------------------
+
+_OTHER_VERSION = re.compile(r"^/v\d+(/|$)")
+_OBJECT_PATH = re.compile(r"^/v1/buckets/[^/]+((/groups|/collections)/[^/]+(/records/[^/]+)?)?$")
+_PLURAL_PATH = re.compile(r"^/v1/buckets(/[^/]+/(groups|collections)(/[^/]+/records)?)?$")
+
+
+class EdgeMiddleware:
+    """Kinto's behaviour before and around routing (protocol 3.1, 14, 20)."""
+
+    def __init__(self, app, settings):
+        self.app = app
+        self.settings = settings
+
+    def __call__(self, environ, start_response):
+        def start_with_headers(status, headers, exc_info=None):
+            return start_response(status, self._with_common_headers(environ, headers), exc_info)
+
+        early = self._early_response(environ)
+        if early is not None:
+            return self._send(early, start_with_headers)
+        return self.app(environ, start_with_headers)
+
+    def _early_response(self, environ):
+        path = environ.get("PATH_INFO", "") or "/"
+        method = environ["REQUEST_METHOD"].upper()
+        if method == "OPTIONS":
+            return self._preflight(environ, path)
+        if self.settings["readonly"] and method not in ("GET", "HEAD"):
+            return errors.method_not_allowed(None)
+        if not (path == "/v1" or path.startswith("/v1/")):
+            if _OTHER_VERSION.match(path):
+                return errors.http_error(
+                    404, errors.VERSION_NOT_AVAILABLE,
+                    message="The requested API version is not available on this server.")
+            if self.settings["version_prefix_redirect_enabled"]:
+                return self._redirect(environ, "/v1" + path, cache=False)
+            return errors.unknown_url()
+        if self.settings["trailing_slash_redirect_enabled"]:
+            if path == "/v1":
+                return self._redirect(environ, "/v1/", cache=True)
+            if path.endswith("/") and path != "/v1/":
+                return self._redirect(environ, path.rstrip("/"), cache=True)
+        return None
+
+    def _redirect(self, environ, path, cache):
+        location = base_url(environ, self.settings) + quote(path)
+        query = environ.get("QUERY_STRING")
+        if query:
+            location += "?" + query
+        headers = {"Location": location, "Content-Type": "text/plain"}
+        if cache:
+            headers["Cache-Control"] = "max-age=3600"
+        return bottle.HTTPResponse(f"307 Temporary Redirect: {location}", 307, headers)
+
+    def _preflight(self, environ, path):
+        missing = [name for name, key in (("Origin", "HTTP_ORIGIN"),
+                                          ("Access-Control-Request-Method",
+                                           "HTTP_ACCESS_CONTROL_REQUEST_METHOD"))
+                   if not environ.get(key)]
+        if missing:
+            return errors.invalid([{"location": "header", "name": name,
+                                    "description": "this header is mandatory"}
+                                   for name in missing])
+        if _PLURAL_PATH.match(path):
+            methods = PLURAL_METHODS
+        elif _OBJECT_PATH.match(path):
+            methods = OBJECT_METHODS
+        else:
+            methods = "GET,HEAD,POST,OPTIONS"
+        requested = environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")
+        allow_headers = list(EXPOSED_HEADERS) + [
+            h.strip() for h in requested.split(",") if h.strip()]
+        return bottle.HTTPResponse("null", 200, {
+            "Content-Type": "application/json",
+            "Access-Control-Allow-Methods": methods,
+            "Access-Control-Allow-Headers": ", ".join(dict.fromkeys(allow_headers)),
+            "Access-Control-Max-Age": str(self.settings["cors_max_age_seconds"]),
+        })
+
+    def _with_common_headers(self, environ, headers):
+        names = {name.lower() for name, _ in headers}
+        extra = [(k, v) for k, v in SECURITY_HEADERS.items() if k.lower() not in names]
+        extra.append(("Access-Control-Expose-Headers", ", ".join(EXPOSED_HEADERS)))
+        origin = self._allowed_origin(environ.get("HTTP_ORIGIN"))
+        if origin:
+            extra.append(("Access-Control-Allow-Origin", origin))
+        return list(headers) + extra
+
+    def _allowed_origin(self, origin):
+        if not origin:
+            return None
+        patterns = self.settings["cors_origins"]
+        if "*" in patterns:
+            return "*"
+        return origin if any(fnmatchcase(origin, p) for p in patterns) else None
+
+    @staticmethod
+    def _send(response, start_response):
+        body = response.body if isinstance(response.body, (bytes, str)) else ""
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        headers = [(k, v) for k, v in response.headerlist if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(body))))
+        start_response(response.status_line, headers)
+        return [body]

@@ -1,0 +1,167 @@
+"""``POST /v1/batch``: several requests in one (protocol section 13).
+
+Each sub-request runs through the whole WSGI stack (edge rules, auth,
+routing) exactly like a standalone request, one after the other.
+"""
+import io
+import json
+from urllib.parse import unquote
+
+import bottle
+
+from . import errors, request as req
+
+METHODS = ("GET", "HEAD", "DELETE", "TRACE", "POST", "PUT", "PATCH")
+REQUEST_KEYS = ("method", "path", "headers", "body")
+MAX_REDIRECTS = 3
+
+
+def add_batch_route(service):
+    @service.app.route("/v1/batch", ["POST"])
+    def batch():
+        outer = bottle.request.environ
+        settings = service.settings
+        req.content_type_of(outer.get("CONTENT_TYPE"), ("application/json",))
+        body = req.parse_json(req.read_body(outer, settings["max_request_body_bytes"]),
+                              settings["max_json_depth"])
+        requests = parse_batch(body, settings["batch_max_requests"])
+        responses = []
+        try:
+            for sub in requests:
+                response = run_subrequest(service.wsgi, outer, sub)
+                if response["status"] >= 500:
+                    return errors.json_response(response["status"], response["body"])
+                responses.append(response)
+        finally:
+            bottle.request.bind(outer)  # sub-requests rebound the thread-local request
+        return errors.json_response(200, {"responses": responses})
+
+
+def _fail(name, description):
+    return errors.invalid_param("body", name, description)
+
+
+def parse_batch(body, max_requests):
+    """The sub-requests, with ``defaults`` merged in, or Kinto's 400."""
+    if not isinstance(body, dict):
+        raise req.not_a_mapping("", body)
+    unknown = {k: v for k, v in body.items() if k not in ("requests", "defaults")}
+    if unknown:
+        raise _fail("", f'Unrecognized keys in mapping: "{unknown!r}"')
+    if "requests" not in body:
+        raise _fail("requests", "requests in body: Required")
+    requests, defaults = body["requests"], body.get("defaults", {})
+    if not isinstance(requests, list):
+        raise _fail("requests", f'"{requests}" is not iterable')
+    if max_requests and len(requests) > max_requests:
+        raise _fail("requests", f"Number of requests is limited to {max_requests}")
+    if not isinstance(defaults, dict):
+        raise _fail("defaults", f'"{defaults}" is not a mapping type')
+    _check_request(defaults, "defaults", path_required=False)
+    merged = []
+    for index, sub in enumerate(requests):
+        if not isinstance(sub, dict):
+            raise _fail(f"requests.{index}", f'"{sub}" is not a mapping type')
+        sub = deep_merge(defaults, sub)
+        _check_request(sub, f"requests.{index}", path_required=True)
+        if "/batch" in sub["path"]:
+            raise _fail(f"requests.{index}.path", "Recursive call on /batch endpoint is forbidden.")
+        merged.append(sub)
+    return merged
+
+
+def _check_request(sub, name, path_required):
+    unknown = {k: v for k, v in sub.items() if k not in REQUEST_KEYS}
+    if unknown:
+        raise _fail(name, f'Unrecognized keys in mapping: "{unknown!r}"')
+    path = sub.get("path")
+    if path is None and path_required:
+        raise _fail(f"{name}.path", f"{name}.path in body: Required")
+    if path is not None and (not isinstance(path, str) or not path.startswith("/")):
+        raise _fail(f"{name}.path", f"{name}.path in body: String does not match expected pattern")
+    method = sub.get("method", "GET")
+    if not isinstance(method, str) or method.upper() not in METHODS:
+        raise _fail(f"{name}.method", f'"{method}" is not one of {", ".join(METHODS)}')
+    headers = sub.get("headers", {})
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise _fail(f"{name}.headers", "headers should be an object of strings")
+    if "body" in sub and not isinstance(sub["body"], dict):
+        raise _fail(f"{name}.body", f'"{sub["body"]}" is not a mapping type')
+
+
+def deep_merge(defaults, sub):
+    result = dict(sub)
+    for key, value in defaults.items():
+        if key not in result:
+            result[key] = value
+        elif isinstance(value, dict) and isinstance(result[key], dict):
+            result[key] = deep_merge(value, result[key])
+    return result
+
+
+def run_subrequest(wsgi, outer, sub):
+    path, _, query = sub["path"].partition("?")
+    if not (path == "/v1" or path.startswith("/v1/")):
+        path = "/v1" + path
+    method = sub.get("method", "GET").upper()
+    body = json.dumps(sub["body"]).encode() if "body" in sub else b""
+    for _ in range(MAX_REDIRECTS + 1):
+        environ = _sub_environ(outer, method, path, query, sub.get("headers", {}), body)
+        status, headers, content = _call(wsgi, environ)
+        if status != 307:
+            break
+        location = dict(headers).get("Location", "")
+        target = location.split("://", 1)[-1]
+        path, _, query = ("/" + target.split("/", 1)[1]).partition("?")
+    return {
+        "status": status,
+        "path": unquote(path),
+        "headers": dict(headers),
+        "body": _decode(content),
+    }
+
+
+def _sub_environ(outer, method, path, query, headers, body):
+    environ = {key: value for key, value in outer.items()
+               if key.startswith(("HTTP_", "wsgi.", "SERVER_", "REMOTE_"))}
+    environ.pop("HTTP_CONTENT_LENGTH", None)
+    environ.update({
+        "REQUEST_METHOD": method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote(path).encode("utf-8").decode("latin-1"),  # WSGI's str-of-bytes
+        "QUERY_STRING": query,
+        "CONTENT_LENGTH": str(len(body)),
+        "CONTENT_TYPE": "application/json; charset=utf-8" if body else "",
+        "wsgi.input": io.BytesIO(body),
+    })
+    for name, value in headers.items():
+        key = name.upper().replace("-", "_")
+        if key == "CONTENT_TYPE":
+            continue  # a body is always sent as JSON, as Kinto does
+        environ["HTTP_" + key] = value
+    return environ
+
+
+def _call(wsgi, environ):
+    captured = {}
+
+    def start_response(status, headers, exc_info=None):
+        captured["status"] = int(status.split(" ", 1)[0])
+        captured["headers"] = headers
+
+    chunks = wsgi(environ, start_response)
+    try:
+        content = b"".join(chunks)
+    finally:
+        if hasattr(chunks, "close"):
+            chunks.close()
+    return captured["status"], captured["headers"], content
+
+
+def _decode(content):
+    if not content:
+        return ""
+    try:
+        return json.loads(content)
+    except ValueError:
+        return content.decode("utf-8", "replace")

@@ -1,0 +1,43 @@
+"""Validation of the fields Kinto gives a meaning to (protocol 2.1 and 15)."""
+import jsonschema
+
+from .errors import invalid_param
+
+SCHEMA_FIELDS = {
+    "bucket": ("collection:schema", "group:schema", "record:schema"),
+    "collection": ("schema",),
+}
+
+
+def check_typed_fields(kind, data):
+    """400 errno 107 if a typed field of ``kind`` has the wrong shape."""
+    for field in SCHEMA_FIELDS.get(kind, ()):
+        if field in data:
+            check_schema(f"data.{field}", data[field])
+    if kind == "collection" and "cache_expires" in data:
+        value = data["cache_expires"]
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise invalid_param("body", "data.cache_expires", f'"{value}" is not a number')
+    if kind == "group":
+        check_members(data.setdefault("members", []))
+
+
+def check_schema(name, schema):
+    if not isinstance(schema, dict):
+        raise invalid_param("body", name, f"{schema!r} is not of type 'object'")
+    try:
+        jsonschema.Draft7Validator.check_schema(schema)
+    except jsonschema.SchemaError as error:
+        where = "".join(str(part) for part in error.path)
+        raise invalid_param("body", name, f"{where}{error.message}") from None
+
+
+def check_members(members):
+    if not isinstance(members, list):
+        raise invalid_param("body", "data.members", f'"{members}" is not iterable')
+    for index, member in enumerate(members):
+        if not isinstance(member, str):
+            raise invalid_param("body", f"data.members.{index}", f"{member!r} is not a string")
+        if member == "system.Everyone" or member.startswith("/buckets/"):
+            raise invalid_param("body", f"data.members.{index}",
+                                f"'{member}' is not a valid user ID.")

@@ -1,0 +1,147 @@
+"""Reading a request: body, content negotiation, preconditions.
+
+Every function raises a Kinto error response (errors.py) on bad input.
+"""
+import json
+import re
+
+from .errors import invalid, invalid_param, too_large
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+_ETAG = re.compile(r'"(\d+)"')
+
+
+def check_accept(accept):
+    """406 unless the client accepts JSON (missing header, */*, application/*)."""
+    if not accept:
+        return
+    for item in accept.split(","):
+        media = item.split(";")[0].strip().lower()
+        if media in ("*/*", "application/*", JSON):
+            return
+    raise invalid_param("header", "Accept",
+                        "Accept header should be one of ['application/json']", status=406)
+
+
+def content_type_of(header, allowed):
+    """The request's media type if it is one of ``allowed`` (missing means JSON)."""
+    if not header:
+        return JSON
+    media = header.split(";")[0].strip().lower()
+    if media in allowed:
+        return media
+    raise invalid_param("header", "Content-Type",
+                        f"Content-Type header should be one of {list(allowed)}", status=415)
+
+
+def read_body(environ, max_bytes):
+    """The raw body, refusing more than ``max_bytes`` before reading it all."""
+    length = environ.get("CONTENT_LENGTH") or ""
+    if length.strip():
+        try:
+            size = int(length)
+        except ValueError:
+            raise invalid_param("header", "Content-Length", "Invalid Content-Length") from None
+        if size > max_bytes:
+            raise too_large(max_bytes)
+        return environ["wsgi.input"].read(size) if size > 0 else b""
+    stream = environ.get("wsgi.input")
+    if stream is None or "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return b""
+    body = stream.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise too_large(max_bytes)
+    return body
+
+
+def parse_json(raw, max_depth):
+    """The decoded JSON body (``{}`` when empty), as Kinto reports errors."""
+    if not raw.strip():
+        return {}
+    try:
+        text = raw.decode("utf-8")
+        value = json.loads(text)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise invalid([
+            {"location": "body", "name": None, "description": f"Invalid JSON: {error}"},
+            {"location": "body", "name": "", "description": "Required"},
+        ]) from None
+    except RecursionError:
+        raise invalid_param("body", None, "Invalid JSON: nested too deeply") from None
+    if depth_of(value) > max_depth:
+        raise invalid_param("body", None, f"JSON nested deeper than {max_depth} levels")
+    if not isinstance(value, (dict, list)):
+        raise invalid_param("body", None, "Should be a JSON object or an array")
+    return value
+
+
+def depth_of(value):
+    """Nesting depth, without recursion (bodies are untrusted)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def not_a_mapping(name, value):
+    label = f"{name} in body: " if name else ""
+    return invalid_param("body", name or "", f'{label}"{json.dumps(value)}" is not a mapping type: '
+                         "Does not implement dict-like functionality.")
+
+
+def envelope(body, permission_names):
+    """``(data, permissions)`` from ``{"data": ..., "permissions": ...}``; None if absent."""
+    if not isinstance(body, dict):
+        raise not_a_mapping("", body)
+    unknown = {key: value for key, value in body.items() if key not in ("data", "permissions")}
+    if unknown:
+        raise invalid_param("body", "", f'Unrecognized keys in mapping: "{unknown!r}"')
+    data = body.get("data")
+    if "data" in body and not isinstance(data, dict):
+        raise invalid_param("body", "data", f'"{data}" is not a mapping type: '
+                            "Does not implement dict-like functionality.")
+    permissions = body.get("permissions")
+    if "permissions" in body:
+        permissions = check_permissions(permissions, permission_names)
+    return data, permissions
+
+
+def check_permissions(permissions, permission_names):
+    if not isinstance(permissions, dict):
+        raise invalid_param("body", "permissions", f'"{permissions}" is not a mapping type: '
+                            "Does not implement dict-like functionality.")
+    for name, members in permissions.items():
+        if name not in permission_names:
+            raise invalid_param("body", "permissions",
+                                f'"{name}" is not one of {", ".join(permission_names)}')
+        if members is None:
+            continue
+        if not isinstance(members, list):
+            raise invalid_param("body", f"permissions.{name}", f'"{members}" is not iterable')
+        for index, member in enumerate(members):
+            if not isinstance(member, str):
+                raise invalid_param("body", f"permissions.{name}.{index}",
+                                    f"{json.dumps(member)} is not a string")
+    return permissions
+
+
+def precondition(environ, header):
+    """``None``, ``"*"`` or the integer timestamp in an If-Match / If-None-Match header."""
+    value = environ.get("HTTP_" + header.upper().replace("-", "_"))
+    if value is None:
+        return None
+    value = value.strip()
+    if value == "*":
+        return "*"
+    match = _ETAG.fullmatch(value)
+    if not match:
+        raise invalid_param("header", header, "The value should be integer between double quotes.")
+    return int(match.group(1))

@@ -1,0 +1,539 @@
+"""One generic resource serving buckets, groups, collections and records.
+
+A :class:`Kind` says what differs between them (parent, id rules, generated
+ids, typed fields); :class:`ResourceView` implements Kinto's method
+semantics once (protocol sections 6, 7, 9.5).
+"""
+import time
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Callable
+from urllib.parse import urlencode
+
+from .. import acl, ids, query
+from ..acl.principals import EVERYONE
+from ..fsstore import ParentNotFound, tombstone
+from . import errors, request as req
+from .fields import check_typed_fields
+from .patching import merge_patch, shallow_merge
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    parent: str | None
+    generate_id: Callable[[], str] = ids.generate_name
+    id_pattern: object = ids.OBJECT_ID
+    check_fields: Callable = check_typed_fields
+    plural_methods: tuple = ("HEAD", "GET", "POST", "DELETE")
+    object_methods: tuple = ("GET", "HEAD", "PUT", "PATCH", "DELETE")
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def permissions(self):
+        return acl.PERMISSIONS[self.name]
+
+    def valid_id(self, value):
+        return ids.is_valid_id(value, self.id_pattern)
+
+
+KINDS = {
+    "bucket": Kind("bucket", None),
+    "group": Kind("group", "bucket"),
+    "collection": Kind("collection", "bucket"),
+    "record": Kind("record", "collection", generate_id=ids.generate_uuid),
+}
+
+
+def http_date(ms):
+    return formatdate(ms / 1000, usegmt=True)
+
+
+def timestamp_headers(ts):
+    return {"ETag": f'"{ts}"', "Last-Modified": http_date(ts)}
+
+
+class ResourceView:
+    """Kinto's semantics for one kind of object, for one request.
+
+    ``parent`` is the path of the list's container: ``(("bucket", "b"),)``.
+    ``state`` is the request state (settings, store, caller) built by the app.
+    """
+
+    def __init__(self, state, kind, parent):
+        self.state = state
+        self.store = state.store
+        self.settings = state.settings
+        self.kind = kind
+        self.parent = tuple(parent)
+        self.list = None
+
+    # -- entry points -----------------------------------------------------
+
+    def plural(self, method):
+        self._check_parent_ids()
+        handler = {"GET": self.list_objects, "HEAD": self.list_objects,
+                   "POST": self.create, "DELETE": self.delete_objects}.get(method)
+        if handler is None:
+            raise errors.method_not_allowed([*self.kind.plural_methods, "OPTIONS"])
+        return handler()
+
+    def object(self, method, object_id):
+        self._check_parent_ids()
+        handler = {"GET": self.read, "HEAD": self.read, "PUT": self.replace,
+                   "PATCH": self.patch, "DELETE": self.delete}.get(method)
+        if handler is None:
+            raise errors.method_not_allowed([*self.kind.object_methods, "OPTIONS"])
+        return handler(object_id)
+
+    # -- plural endpoint --------------------------------------------------
+
+    def list_objects(self):
+        visible = self._visible_ids("read")
+        self._require_parent_exists()
+        object_list = self._list()
+        ts = object_list.timestamp()
+        headers = {**timestamp_headers(ts), **self._cache_headers()}
+        self._check_preconditions(ts, exists=True, headers=headers, allow_304=True)
+        q = self._parse_query()
+        if q.deprecated_to:
+            headers["Alert"] = self.state.to_deprecation_alert()
+        candidates = self._candidates(object_list, q, visible)
+        if self.state.method == "HEAD":
+            total = str(query.count(candidates, q))
+            return errors.json_response(200, None, {**headers, "Total-Objects": total,
+                                                    "Total-Records": total})
+        page = self._page(candidates, q)
+        if page.next_token:
+            headers["Next-Page"] = self._next_page_url(page)
+        return errors.json_response(200, {"data": page.objects}, headers)
+
+    def create(self):
+        body = self._body(("application/json",))
+        data, permissions = req.envelope(body, self.kind.permissions)
+        data = dict(data or {})
+        object_id = data.get("id")
+        if "id" in data and not self.kind.valid_id(object_id):
+            raise errors.invalid_object_id()
+        self._require_parent_exists_for_write()
+        object_list = self._list()
+        with self._transaction(object_list) as writer:
+            existing = writer.get(object_id) if object_id is not None else None
+            if existing is not None:
+                self._require("read", existing.acl)
+                self._check_preconditions(existing.data["last_modified"], exists=True,
+                                          existing=existing.data)
+                return self._object_response(200, existing.data, existing.acl)
+            self._require_create()
+            self._check_preconditions(None, exists=False)
+            object_id = object_id or self.kind.generate_id()
+            return self._write(writer, 201, object_id, data, permissions or {}, {},
+                               requested_ts=data.get("last_modified"))
+
+    def delete_objects(self):
+        deletable = self._visible_ids("write")
+        self._require_parent_exists()
+        object_list = self._list()
+        q = self._parse_query()
+        with self._transaction(object_list) as writer:
+            list_ts = writer.timestamp()
+            self._check_preconditions(list_ts, exists=True)
+            candidates = self._candidates(object_list, q, deletable, include_tombstones=False)
+            page = self._page(candidates, q, project=False)
+            deleted = [writer.delete(obj["id"]) for obj in page.objects]
+        headers = timestamp_headers(max((d["last_modified"] for d in deleted), default=list_ts))
+        if page.next_token:
+            headers["Next-Page"] = self._next_page_url(page)
+        fields = q.fields
+        data = [query.project(d, fields) if fields else d for d in deleted]
+        return errors.json_response(200, {"data": data}, headers)
+
+    # -- object endpoint --------------------------------------------------
+
+    def read(self, object_id):
+        existing = self._get(object_id)
+        self._require("read", existing.acl if existing else {})
+        self._check_object_id(object_id)
+        self._require_parent_exists()
+        if existing is None:
+            raise errors.object_not_found(self.kind.name, object_id)
+        ts = existing.data["last_modified"]
+        headers = {**timestamp_headers(ts), **self._cache_headers()}
+        self._check_preconditions(ts, exists=True, existing=existing.data, headers=headers,
+                                  allow_304=True)
+        fields = self._parse_query().fields
+        if fields:
+            return errors.json_response(200, {"data": query.project(existing.data, fields)},
+                                        headers)
+        return self._object_response(200, existing.data, existing.acl, headers)
+
+    def replace(self, object_id):
+        self._require_parent_exists_for_write()
+        body = self._body(("application/json",))
+        with self._transaction(self._list()) as writer:
+            existing = writer.get(object_id)
+            if_none_match = req.precondition(self.state.environ, "If-None-Match")
+            if existing is not None and if_none_match != "*":
+                self._require("write", existing.acl)
+            else:
+                self._require_create()
+            self._check_object_id(object_id)
+            self._check_preconditions(existing.data["last_modified"] if existing else None,
+                                      exists=existing is not None,
+                                      existing=existing.data if existing else None)
+            data, permissions = req.envelope(body, self.kind.permissions)
+            if data is None:
+                data = _without_meta(existing.data) if existing else {}
+            self._check_body_id(data, object_id)
+            old_acl = existing.acl if existing else {}
+            new_acl = acl.replace_acl(old_acl, permissions) if permissions is not None else old_acl
+            return self._write(writer, 200 if existing else 201, object_id, data, {}, new_acl,
+                               requested_ts=data.get("last_modified"),
+                               current=existing)
+
+    def patch(self, object_id):
+        self._require_parent_exists_for_write()
+        media = req.content_type_of(self.state.environ.get("CONTENT_TYPE"),
+                                    (req.JSON, req.MERGE_PATCH, req.JSON_PATCH))
+        body = self._body(None)
+        behavior = self._response_behavior()
+        with self._transaction(self._list()) as writer:
+            existing = writer.get(object_id)
+            self._require_existing_or_parent_read(existing, object_id)
+            self._check_preconditions(existing.data["last_modified"], exists=True,
+                                      existing=existing.data)
+            data, new_acl = self._patched(media, body, existing)
+            self._check_body_id(data, object_id)
+            response = self._write(writer, 200, object_id, data, {}, new_acl,
+                                   requested_ts=data.get("last_modified"), current=existing,
+                                   bump_always=True)
+        if behavior == "full":
+            return response
+        stored = response.stored_data
+        sent = body.get("data") or {} if isinstance(body, dict) else {}
+        if behavior == "light":
+            partial = {k: v for k, v in stored.items() if existing.data.get(k, _MISSING) != v
+                       and k not in ("last_modified",)}
+        else:
+            partial = {k: v for k, v in stored.items() if k in sent and sent[k] != v}
+        partial.pop("id", None)
+        partial.pop("last_modified", None)
+        return errors.json_response(200, {"data": partial}, dict(response.headers))
+
+    def delete(self, object_id):
+        self._require_parent_exists_for_write()
+        requested = self._last_modified_param()
+        with self._transaction(self._list()) as writer:
+            existing = writer.get(object_id)
+            self._require_existing_or_parent_read(existing, object_id)
+            self._check_preconditions(existing.data["last_modified"], exists=True,
+                                      existing=existing.data)
+            deleted = writer.delete(object_id, requested_ts=requested)
+        self.state.notify("delete", self.kind.name, self._uri(object_id), deleted, {})
+        return errors.json_response(200, {"data": deleted}, timestamp_headers(deleted["last_modified"]))
+
+    # -- authorization ----------------------------------------------------
+
+    def _path_acls(self, own_acl=None):
+        """ACLs along the path: {kind: acl} for the ancestors and the object."""
+        acls = {}
+        for depth, (parent_kind, parent_id) in enumerate(self.parent):
+            stored = self.store.get(self.parent[:depth], parent_kind, parent_id)
+            acls[parent_kind] = stored.acl if stored else {}
+        if own_acl is not None:
+            acls[self.kind.name] = own_acl
+        return acls
+
+    def _settings_principals(self, kind, permission):
+        return self.settings.get(f"{kind}_{permission}_principals") or ()
+
+    def _allowed(self, permission, own_acl):
+        return acl.allowed(self.state.principals, self.kind.name, permission,
+                           self._path_acls(own_acl),
+                           self._settings_principals(self.kind.name, permission))
+
+    def _require(self, permission, own_acl):
+        if not self._allowed(permission, own_acl):
+            raise self.state.denied()
+
+    def _create_allowed(self):
+        if not self.parent:
+            return bool(set(self.state.principals)
+                        & set(self._settings_principals(self.kind.name, "create")))
+        parent_kind = self.parent[-1][0]
+        grandparent_view = ResourceView(self.state, KINDS[parent_kind], self.parent[:-1])
+        return acl.allowed(self.state.principals, parent_kind, f"{self.kind.name}:create",
+                           grandparent_view._path_acls(self._parent_acl()),
+                           self._settings_principals(self.kind.name, "create"))
+
+    def _require_create(self):
+        if not self._create_allowed():
+            raise self.state.denied()
+
+    def _parent_acl(self):
+        parent_kind, parent_id = self.parent[-1]
+        stored = self.store.get(self.parent[:-1], parent_kind, parent_id)
+        return stored.acl if stored else {}
+
+    def _list_allowed(self, permission):
+        """May the caller read (or write) every object of the list?"""
+        if set(self.state.principals) & set(self._settings_principals(self.kind.name, permission)):
+            return True
+        if not self.parent:
+            return False
+        parent_kind = self.parent[-1][0]
+        asked = "list" if permission == "read" else "write"
+        grandparent_view = ResourceView(self.state, KINDS[parent_kind], self.parent[:-1])
+        return acl.allowed(self.state.principals, parent_kind, asked,
+                           grandparent_view._path_acls(self._parent_acl()))
+
+    def _visible_ids(self, permission):
+        """None if every object is visible, else the ids the caller may see.
+
+        Protocol 9.5: the parent's grant shows all; else the objects whose
+        own ACL grants it; else an empty list for those who may create;
+        else a denial.
+        """
+        if self._list_allowed(permission):
+            return None
+        principals = self.state.principals
+        own = {object_id for object_id, stored in self._list().objects().items()
+               if acl.grants_by_own_acl(principals, self.kind.name, permission, stored.acl)}
+        if own or self._create_allowed():
+            return own
+        raise self.state.denied()
+
+    def _require_existing_or_parent_read(self, existing, object_id):
+        if existing is not None:
+            self._require("write", existing.acl)
+            self._check_object_id(object_id)
+            return
+        if not self._list_allowed("read"):
+            raise self.state.denied()
+        self._check_object_id(object_id)
+        raise errors.object_not_found(self.kind.name, object_id)
+
+    # -- existence and ids ------------------------------------------------
+
+    def _check_parent_ids(self):
+        for parent_kind, parent_id in self.parent:
+            if not KINDS[parent_kind].valid_id(parent_id):
+                raise errors.parent_not_found(parent_kind, parent_id)
+
+    def _check_object_id(self, object_id):
+        if not self.kind.valid_id(object_id):
+            raise errors.invalid_object_id()
+
+    def _check_body_id(self, data, object_id):
+        if "id" in data and data["id"] != object_id:
+            raise errors.invalid_param("body", "id", "Object id does not match existing object")
+
+    def _missing_parent(self):
+        """The first missing container on the path, as (kind, id), or None."""
+        for depth, (parent_kind, parent_id) in enumerate(self.parent):
+            if self.store.get(self.parent[:depth], parent_kind, parent_id) is None:
+                return parent_kind, parent_id
+        return None
+
+    def _require_parent_exists(self):
+        missing = self._missing_parent()
+        if missing:
+            raise errors.parent_not_found(*missing)
+
+    # Kinto reports a missing collection before authorization on record writes.
+    _require_parent_exists_for_write = _require_parent_exists
+
+    # -- storage helpers --------------------------------------------------
+
+    def _list(self):
+        if self.list is None:
+            self.list = self.store.list(self.parent, self.kind.name)
+        return self.list
+
+    def _get(self, object_id):
+        if not self.kind.valid_id(object_id):
+            return None
+        return self._list().get(object_id)
+
+    def _transaction(self, object_list):
+        return _Transaction(object_list, self.kind, self.parent)
+
+    def _write(self, writer, status, object_id, data, requested_acl, base_acl, *,
+               requested_ts=None, current=None, bump_always=False):
+        """Validate, stamp and store one object; the response for it."""
+        data = _without_meta(data)
+        self.kind.check_fields(self.kind.name, data)
+        self.state.validate(self.kind.name, self.parent, data)
+        new_acl = acl.replace_acl(base_acl, requested_acl) if requested_acl else dict(base_acl)
+        new_acl = acl.creator_acl(new_acl, self.state.userid or EVERYONE)
+        stored = writer.put(object_id, data, new_acl, requested_ts=_timestamp_or_none(requested_ts))
+        action = "update" if current is not None else "create"
+        self.state.notify(action, self.kind.name, self._uri(object_id), stored, new_acl)
+        response = self._object_response(status, stored, new_acl)
+        response.stored_data = stored
+        return response
+
+    def _object_response(self, status, data, object_acl, headers=None):
+        body = {"data": data, "permissions": acl.visible_acl(object_acl, self.state.principals)}
+        return errors.json_response(status, body,
+                                    {**timestamp_headers(data["last_modified"]), **(headers or {})})
+
+    def _uri(self, object_id):
+        parts = [f"/{kind}s/{pid}" for kind, pid in self.parent]
+        return "".join(parts) + f"/{self.kind.name}s/{object_id}"
+
+    # -- request parsing --------------------------------------------------
+
+    def _body(self, allowed_types):
+        environ = self.state.environ
+        if allowed_types:
+            req.content_type_of(environ.get("CONTENT_TYPE"), allowed_types)
+        raw = req.read_body(environ, self.settings["max_request_body_bytes"])
+        return req.parse_json(raw, self.settings["max_json_depth"])
+
+    def _parse_query(self):
+        try:
+            return query.parse_query(self.state.query_params, now_ms=int(time.time() * 1000))
+        except query.QueryError as error:
+            raise errors.invalid_param(error.location, error.name, error.description) from None
+
+    def _check_preconditions(self, current_ts, *, exists, existing=None, headers=None,
+                             allow_304=False):
+        environ = self.state.environ
+        if_match = req.precondition(environ, "If-Match")
+        if_none_match = req.precondition(environ, "If-None-Match")
+        headers = headers or (timestamp_headers(current_ts) if exists and current_ts else {})
+        if allow_304 and exists and isinstance(if_none_match, int) and if_none_match == current_ts:
+            raise errors.json_response(304, None, headers)
+        failed = (
+            (if_match == "*" and not exists)
+            or (isinstance(if_match, int) and (not exists or if_match != current_ts))
+            or (if_none_match == "*" and exists)
+        )
+        if failed:
+            raise errors.precondition_failed(existing, headers)
+
+    def _response_behavior(self):
+        value = self.state.environ.get("HTTP_RESPONSE_BEHAVIOR", "full")
+        if value not in ("full", "light", "diff"):
+            raise errors.invalid_param("header", "Response-Behavior",
+                                       f'"{value}" is not one of full, light, diff')
+        return value
+
+    def _last_modified_param(self):
+        for name, value in self.state.query_params:
+            if name == "last_modified":
+                try:
+                    return int(value.strip('"'))
+                except ValueError:
+                    return None
+        return None
+
+    def _patched(self, media, body, existing):
+        """(data, acl) after applying a PATCH body to ``existing``."""
+        if media == req.JSON_PATCH:
+            return self.state.json_patch(body, existing, self.kind.permissions,
+                                         self.state.principals)
+        data, permissions = req.envelope(body, self.kind.permissions)
+        if data is None and permissions is None:
+            raise errors.invalid_param("body", "data",
+                                       "Provide at least one of data or permissions")
+        current = existing.data
+        if media == req.MERGE_PATCH:
+            new_data = merge_patch(current, data) if data is not None else dict(current)
+            new_acl = existing.acl
+            if permissions is not None:
+                visible = acl.visible_acl(existing.acl, self.state.principals)
+                merged = dict(visible)
+                for name, members in permissions.items():
+                    if members is None:
+                        merged.pop(name, None)
+                    else:
+                        merged[name] = members
+                new_acl = acl.normalize_acl(merged)
+        else:
+            new_data = shallow_merge(current, data or {})
+            new_acl = acl.merge_acl(existing.acl, permissions or {})
+        return new_data, new_acl
+
+    # -- list helpers -----------------------------------------------------
+
+    def _candidates(self, object_list, q, visible, include_tombstones=None):
+        objects = [stored.data for object_id, stored in object_list.objects().items()
+                   if visible is None or object_id in visible]
+        if include_tombstones is None:
+            include_tombstones = q.includes_tombstones
+        if include_tombstones:
+            objects += [tombstone(object_id, ts) for object_id, ts in object_list.tombstones().items()
+                        if visible is None]
+        return objects
+
+    def _page(self, candidates, q, project=True):
+        paginate_by = self.settings.get("paginate_by") or None
+        try:
+            page = query.paginate(candidates, q, paginate_by=paginate_by,
+                                  max_fetch=self.settings["storage_max_fetch_size"])
+        except query.QueryError as error:
+            raise errors.invalid_param(error.location, error.name, error.description) from None
+        return page
+
+    def _next_page_url(self, page):
+        params = [(k, v) for k, v in self.state.query_params if k not in ("_limit", "_token")]
+        params += [("_limit", str(page.limit)), ("_token", page.next_token)]
+        return f"{self.state.base_url()}{self.state.environ['PATH_INFO']}?{urlencode(params)}"
+
+    def _cache_headers(self):
+        if self.state.userid is not None:
+            return {"Cache-Control": "no-cache, no-store"}
+        expires = self._cache_expires()
+        if expires is None:
+            return {"Cache-Control": "no-cache, no-store"}
+        if expires == 0:
+            return {"Cache-Control": "max-age=0, must-revalidate, no-cache, no-store",
+                    "Expires": http_date(time.time() * 1000), "Pragma": "no-cache"}
+        return {"Cache-Control": f"max-age={expires}",
+                "Expires": http_date((time.time() + expires) * 1000)}
+
+    def _cache_expires(self):
+        if self.kind.name != "record":
+            return None
+        collection = self.store.get(self.parent[:-1], "collection", self.parent[-1][1])
+        value = collection.data.get("cache_expires") if collection else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+_MISSING = object()
+
+
+def _without_meta(data):
+    return {k: v for k, v in data.items() if k not in ("id", "last_modified")}
+
+
+def _timestamp_or_none(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class _Transaction:
+    """A list transaction whose storage errors become Kinto responses."""
+
+    def __init__(self, object_list, kind, parent):
+        self.object_list, self.kind, self.parent = object_list, kind, parent
+
+    def __enter__(self):
+        self._context = self.object_list.transaction()
+        try:
+            return self._context.__enter__()
+        except ParentNotFound:
+            raise _parent_missing(self.parent) from None
+
+    def __exit__(self, *exc_info):
+        try:
+            return self._context.__exit__(*exc_info)
+        except ParentNotFound:
+            raise _parent_missing(self.parent) from None
+
+
+def _parent_missing(parent):
+    if not parent:
+        return errors.internal_error()
+    return errors.parent_not_found(*parent[-1])

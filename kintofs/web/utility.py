@@ -1,0 +1,77 @@
+"""Utility endpoints: hello, heartbeats, version (protocol section 5)."""
+from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+
+import bottle
+
+from .. import __version__
+from . import errors
+
+HEARTBEAT_TIMEOUT_SECONDS = 10
+
+
+def add_routes(service, state):
+    app = service.app
+    settings = service.settings
+
+    @app.route("/v1/", ["GET", "HEAD"])
+    def hello():
+        current = state()
+        body = {
+            "project_name": settings["project_name"],
+            "project_version": __version__,
+            "http_api_version": "1.23",
+            "project_docs": settings["project_docs"],
+            "url": current.base_url() + "/v1/",
+            "settings": {
+                "batch_max_requests": settings["batch_max_requests"],
+                "readonly": settings["readonly"],
+                "explicit_permissions": True,
+            },
+            "capabilities": dict(service.capabilities),
+        }
+        if current.userid is not None:
+            body["user"] = {"id": current.userid, "principals": current.principals}
+            for extend in service.hello_user_extensions:
+                extend(current, body["user"])
+        headers = {"Cache-Control": "max-age=86400"} if settings["readonly"] else {}
+        return errors.json_response(200, body, headers)
+
+    @app.route("/v1/__heartbeat__", ["GET", "HEAD"])
+    def heartbeat():
+        checks = service.heartbeat_checks
+        with ThreadPoolExecutor(max_workers=max(1, len(checks))) as pool:
+            futures = {name: pool.submit(check) for name, check in checks.items()}
+            results = {}
+            for name, future in futures.items():
+                try:
+                    results[name] = bool(future.result(timeout=HEARTBEAT_TIMEOUT_SECONDS))
+                except (FutureTimeout, Exception):
+                    results[name] = False
+        status = 200 if all(results.values()) else 503
+        return errors.json_response(status, results)
+
+    @app.route("/v1/__lbheartbeat__", ["GET", "HEAD"])
+    def lbheartbeat():
+        return errors.json_response(200, {})
+
+    @app.route("/v1/__version__", ["GET", "HEAD"])
+    def version():
+        return errors.json_response(200, {
+            "name": "kintofs",
+            "version": __version__,
+            "source": "https://github.com/kintofs/kintofs",
+            "commit": "unknown",
+        })
+
+    @app.route("/v1/__api__", ["GET", "HEAD"])
+    def api():
+        return errors.json_response(200, {
+            "swagger": "2.0",
+            "info": {"title": "kinto", "version": "1.23"},
+            "host": bottle.request.environ.get("HTTP_HOST", ""),
+            "basePath": "/v1",
+            "schemes": [bottle.request.environ.get("wsgi.url_scheme", "http")],
+            "securityDefinitions": {"basicauth": {"type": "basic"}},
+            "tags": [],
+            "paths": {},
+        })
