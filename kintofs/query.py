@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import math
 import operator
 import re
 import uuid
@@ -80,6 +81,8 @@ class Filter:
 
 @dataclass
 class Query:
+    """A parsed querystring; see parse_query()."""
+
     filters: list
     sort: list
     limit: int | None
@@ -92,6 +95,8 @@ class Query:
 
 @dataclass
 class Page:
+    """One page of results; `limit` is the effective limit (for Next-Page)."""
+
     objects: list
     next_token: str | None
     limit: int
@@ -104,17 +109,28 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _loads(text):
+    """json.loads without NaN and infinities (they would break the total order)."""
+    return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def _json_value(raw):
     """Parse a raw value as JSON, keeping it as a string when that fails.
 
-    A list (the values of a repeated parameter) is returned unchanged, as Kinto
-    does. NaN and Infinity stay strings: they would break the total order.
+    A list (the values of a repeated parameter) is returned unchanged, as Kinto does.
     """
     if not isinstance(raw, str):
         return raw
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except ValueError:
+        return _loads(raw)
+    except (ValueError, RecursionError):
         return raw
 
 
@@ -399,6 +415,14 @@ def parse_query(params, *, now_ms, strict_fields=None, default_sort_tiebreak=MOD
     )
 
 
+def parse_fields(params, *, strict_fields=None):
+    """Only _fields, for object GET (Kinto's object querystring has nothing else)."""
+    known = None
+    if strict_fields is not None:
+        known = set(strict_fields) | {ID_FIELD, MODIFIED_FIELD, DELETED_FIELD}
+    return _extract_fields(_group_params(params).get("_fields"), known)
+
+
 # ---------------------------------------------------------------- filtering
 
 
@@ -498,7 +522,7 @@ def _decode_token(token, order):
     try:
         padded = token + "=" * (-len(token) % 4)
         text = base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = _loads(text)
     except (ValueError, RecursionError):
         raise QueryError(None, TOKEN_ERROR) from None
     if not isinstance(data, dict) or not isinstance(data.get("last_object"), dict):

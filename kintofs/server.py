@@ -3,6 +3,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 from cheroot import wsgi
 
@@ -37,11 +38,13 @@ def serve(settings):
     app, service = build_app(settings)
     server = wsgi.Server((settings["bind"], settings["port"]), app,
                          numthreads=settings["threads"])
-    server.max_request_body_size = settings["max_request_body_bytes"] + 65536
+    # kintofs enforces max_request_body_bytes itself, with a Kinto 413 body.
+    server.max_request_body_size = 0
 
     def stop(signum, frame):
         logger.info("signal %s: finishing requests in flight, then exiting", signum)
-        server.stop()
+        # stop() waits for the serve loop, which runs on this very thread.
+        threading.Thread(target=server.stop, name="kintofs-stop").start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

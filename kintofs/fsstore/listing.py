@@ -37,7 +37,8 @@ def now_ms():
 
 
 def is_timestamp(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    # Kinto accepts any integer a client forces, negative ones included.
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class FileList(ObjectList):
@@ -284,10 +285,13 @@ class FileList(ObjectList):
 
     def _compact(self):
         """Keep one line per id (its latest) plus the list timestamp."""
-        entries = [{"ts": self._timestamp, "op": "init"}] if self._timestamp else []
-        entries += [{"ts": s.data["last_modified"], "op": "put", "id": i} for i, s in self._objects.items()]
+        entries = [{"ts": s.data["last_modified"], "op": "put", "id": i} for i, s in self._objects.items()]
         entries += [{"ts": ts, "op": "delete", "id": i} for i, ts in self._tombstones.items()]
         entries.sort(key=lambda e: e["ts"])
+        # The init line only when no kept line carries the list timestamp:
+        # a second line with the same ts would break the strict order.
+        if self._timestamp is not None and (not entries or entries[-1]["ts"] < self._timestamp):
+            entries.append({"ts": self._timestamp, "op": "init"})
         self.journal.rewrite(entries)
         identity = self.journal.identity()
         self._identity, self._offset, self._line_count = identity, identity[1], len(entries)

@@ -11,6 +11,8 @@ Layers, outermost first:
 import json
 import logging
 import re
+import time
+from email.utils import formatdate
 from fnmatch import fnmatchcase
 from functools import cached_property
 from urllib.parse import parse_qsl, quote
@@ -36,6 +38,8 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; ",
     "X-Content-Type-Options": "nosniff",
 }
+
+CANONICAL_NAMES = {name.lower(): name for name in (*EXPOSED_HEADERS, "WWW-Authenticate")}
 
 PLURAL_METHODS = "HEAD,GET,POST,DELETE,OPTIONS"
 OBJECT_METHODS = "GET,HEAD,PUT,PATCH,DELETE,OPTIONS"
@@ -256,6 +260,7 @@ class EdgeMiddleware:
         headers = {"Location": location, "Content-Type": "text/plain"}
         if cache:
             headers["Cache-Control"] = "max-age=3600"
+            headers["Expires"] = formatdate(time.time() + 3600, usegmt=True)
         return bottle.HTTPResponse(f"307 Temporary Redirect: {location}", 307, headers)
 
     def _preflight(self, environ, path):
@@ -284,6 +289,9 @@ class EdgeMiddleware:
         })
 
     def _with_common_headers(self, environ, headers):
+        # Bottle title-cases names ("Etag"); send them as Kinto spells them,
+        # since batch sub-responses expose names as JSON keys.
+        headers = [(CANONICAL_NAMES.get(name.lower(), name), value) for name, value in headers]
         names = {name.lower() for name, _ in headers}
         extra = [(k, v) for k, v in SECURITY_HEADERS.items() if k.lower() not in names]
         extra.append(("Access-Control-Expose-Headers", ", ".join(EXPOSED_HEADERS)))

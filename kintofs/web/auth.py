@@ -17,9 +17,13 @@ def basic_credentials(environ):
     if scheme.lower() != "basic":
         return None
     try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+        raw = base64.b64decode(encoded.strip(), validate=True)
+    except binascii.Error:
         return None
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError:  # as Pyramid: utf-8 first, then latin-1
+        decoded = raw.decode("latin-1")
     username, separator, password = decoded.partition(":")
     if not separator:
         return None

@@ -32,7 +32,7 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 def json_response(status, body, headers=None):
-    text = "" if body is None and status == 304 else json.dumps(body)
+    text = "" if body is None and status == 304 else json.dumps(body, separators=(",", ":"))
     return HTTPResponse(text, status, {**JSON_HEADERS, **(headers or {})})
 
 
@@ -60,7 +60,7 @@ def _message_of(detail):
     name, description = detail["name"], detail["description"]
     if name is None:
         return f"{detail['location']}: {description}"
-    if name and name in description:
+    if name in description:  # "" (the whole body) is in every description
         return description
     return f"{name} in {detail['location']}: {description}"
 

@@ -66,7 +66,7 @@ def parse_json(raw, max_depth):
         value = json.loads(text)
     except (UnicodeDecodeError, ValueError) as error:
         raise invalid([
-            {"location": "body", "name": None, "description": f"Invalid JSON: {error}"},
+            {"location": "body", "name": "", "description": f"Invalid JSON: {error}"},
             {"location": "body", "name": "", "description": "Required"},
         ]) from None
     except RecursionError:
@@ -74,7 +74,8 @@ def parse_json(raw, max_depth):
     if depth_of(value) > max_depth:
         raise invalid_param("body", None, f"JSON nested deeper than {max_depth} levels")
     if not isinstance(value, (dict, list)):
-        raise invalid_param("body", None, "Should be a JSON object or an array")
+        raise invalid([{"location": "body", "name": "", "description": "Should be a JSON object or an array"},
+                       {"location": "body", "name": "", "description": "Required"}])
     return value
 
 
@@ -139,6 +140,8 @@ def precondition(environ, header):
     if value is None:
         return None
     value = value.strip()
+    if not value:  # an empty header counts as absent, as in Kinto
+        return None
     if value == "*":
         return "*"
     match = _ETAG.fullmatch(value)

@@ -71,6 +71,7 @@ class ResourceView:
     # -- entry points -----------------------------------------------------
 
     def plural(self, method):
+        req.check_accept(self.state.environ.get("HTTP_ACCEPT"))
         self._check_parent_ids()
         handler = {"GET": self.list_objects, "HEAD": self.list_objects,
                    "POST": self.create, "DELETE": self.delete_objects}.get(method)
@@ -79,6 +80,7 @@ class ResourceView:
         return handler()
 
     def object(self, method, object_id):
+        req.check_accept(self.state.environ.get("HTTP_ACCEPT"))
         self._check_parent_ids()
         handler = {"GET": self.read, "HEAD": self.read, "PUT": self.replace,
                    "PATCH": self.patch, "DELETE": self.delete}.get(method)
@@ -316,8 +318,12 @@ class ResourceView:
     # -- existence and ids ------------------------------------------------
 
     def _check_parent_ids(self):
-        for parent_kind, parent_id in self.parent:
+        for depth, (parent_kind, parent_id) in enumerate(self.parent):
             if not KINDS[parent_kind].valid_id(parent_id):
+                # Kinto authorizes first, and nobody holds rights on a bucket
+                # that cannot exist; below a bucket it reports the bad id.
+                if depth == 0:
+                    raise self.state.denied()
                 raise errors.parent_not_found(parent_kind, parent_id)
 
     def _check_object_id(self, object_id):
@@ -340,8 +346,16 @@ class ResourceView:
         if missing:
             raise errors.parent_not_found(*missing)
 
-    # Kinto reports a missing collection before authorization on record writes.
-    _require_parent_exists_for_write = _require_parent_exists
+    def _require_parent_exists_for_write(self):
+        """Kinto reports a missing collection before authorization on record
+        writes, naming the collection even when its bucket is gone too; for
+        groups and collections authorization comes first (403 on a missing bucket)."""
+        missing = self._missing_parent()
+        if missing and self.kind.name == "record":
+            raise errors.parent_not_found(*self.parent[-1])
+        if missing:
+            self._require_create()
+            raise errors.parent_not_found(*missing)
 
     # -- storage helpers --------------------------------------------------
 
@@ -374,7 +388,7 @@ class ResourceView:
         return response
 
     def _object_response(self, status, data, object_acl, headers=None):
-        body = {"data": data, "permissions": acl.visible_acl(object_acl, self.state.principals)}
+        body = {"permissions": acl.visible_acl(object_acl, self.state.principals), "data": data}
         return errors.json_response(status, body,
                                     {**timestamp_headers(data["last_modified"]), **(headers or {})})
 

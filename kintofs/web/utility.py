@@ -22,6 +22,7 @@ def add_routes(service, state):
             "http_api_version": "1.23",
             "project_docs": settings["project_docs"],
             "url": current.base_url() + "/v1/",
+            "config": None,
             "settings": {
                 "batch_max_requests": settings["batch_max_requests"],
                 "readonly": settings["readonly"],
