@@ -146,9 +146,9 @@ class ResourceView:
         headers = timestamp_headers(max((d["last_modified"] for d in deleted), default=list_ts))
         if page.next_token:
             headers["Next-Page"] = self._next_page_url(page)
-        fields = q.fields
-        data = [query.project(d, fields) if fields else d for d in deleted]
-        return errors.json_response(200, {"data": data}, headers)
+        if q.fields:
+            deleted = [query.project(d, q.fields) for d in deleted]
+        return errors.json_response(200, {"data": deleted}, headers)
 
     # -- object endpoint --------------------------------------------------
 
@@ -163,7 +163,10 @@ class ResourceView:
         headers = {**timestamp_headers(ts), **self._cache_headers()}
         self._check_preconditions(ts, exists=True, existing=existing.data, headers=headers,
                                   allow_304=True)
-        fields = self._parse_query().fields
+        try:
+            fields = query.parse_fields(self.state.query_params)
+        except query.QueryError as error:
+            raise errors.invalid_param(error.location, error.name, error.description) from None
         if fields:
             return errors.json_response(200, {"data": query.project(existing.data, fields)},
                                         headers)
