@@ -67,6 +67,7 @@ DEFAULTS: dict[str, Any] = {
     # Limits and pagination
     "paginate_by": 0,
     "storage_max_fetch_size": 10000,
+    "index_max_lists": 0,
     "batch_max_requests": 25,
     "max_request_body_bytes": 4194304,
     "max_json_depth": 64,
@@ -78,12 +79,23 @@ DEFAULTS: dict[str, Any] = {
     "account_create_principals": [],
     "account_write_principals": [],
     "account_read_principals": [],
+    "account_cache_ttl_seconds": 30,
+    "login_rate_limit": 10,
+    "login_rate_window_seconds": 300,
     "auth_policies": ["basicauth"],
     # Features
     "plugins": [],
     "experimental_permissions_endpoint": False,
+    "permissions_read_principals": ["system.Everyone"],
+    "default_bucket_hmac_secret": "",
     "experimental_collection_schema_validation": False,
     "readonly": False,
+    # History plugin (Kinto's history.* settings)
+    "history_exclude_resources": [],
+    "history_exclude_user_ids": [],
+    "history_auto_trim_max_count": -1,
+    "history_auto_trim_threshold": 100,
+    "history_auto_trim_user_ids": [],
     # HTTP behaviour
     "cors_origins": ["*"],
     "cors_max_age_seconds": 3600,
@@ -96,6 +108,7 @@ DEFAULTS: dict[str, Any] = {
     "version_prefix_redirect_enabled": True,
     # Logging
     "log_level": "info",
+    "access_log": "-",
 }
 
 # Types of settings whose default does not tell (None defaults).
@@ -277,11 +290,16 @@ _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "threads": (1, None),
     "paginate_by": (0, None),
     "storage_max_fetch_size": (1, None),
+    "index_max_lists": (0, None),
     "batch_max_requests": (1, None),
     "max_request_body_bytes": (1, None),
     "max_json_depth": (1, None),
     "cors_max_age_seconds": (0, None),
     "retry_after_seconds": (0, None),
+    "account_cache_ttl_seconds": (0, None),
+    "login_rate_limit": (0, None),
+    "login_rate_window_seconds": (1, None),
+    "history_auto_trim_threshold": (0, None),
 }
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import functools
+import heapq
+import itertools
 import json
 import math
 import operator
@@ -263,8 +265,7 @@ def _timestamp(value, now_ms):
 def _timestamp_filter_value(operator_, value, now_ms):
     """Validated (and normalized) value of a last_modified filter, or None."""
     if operator_ in ("in", "exclude"):
-        stamps = [_timestamp(item, now_ms) for item in value]
-        return None if None in stamps else stamps
+        return None  # Kinto 26 checks the whole list as one timestamp: never valid
     stamp = _timestamp(value, now_ms)
     if stamp is None:
         return None
@@ -360,8 +361,10 @@ def _extract_fields(raw, known):
     if known is not None:
         unknown = sorted({field.split(".")[0] for field in fields} - known)
         if unknown:
-            raise QueryError("Invalid _fields parameter",
-                             f"Fields {','.join(unknown)} do not exist")
+            error = QueryError("Invalid _fields parameter",
+                               f"Fields {','.join(unknown)} do not exist")
+            error.location = "body"  # sic: Kinto reports this one "in body"
+            raise error
     return fields + [ID_FIELD, MODIFIED_FIELD]
 
 
@@ -435,37 +438,65 @@ def _like_regex(pattern):
     return re.compile(".*".join(parts), re.IGNORECASE | re.DOTALL)
 
 
-def _contains(value, wanted, every):
-    """value is an array holding every (or any) element of wanted."""
+def _getter(path):
+    """A fast `lookup` for one path: plain keys skip the dotted-path search."""
+    if "." not in path:
+        return lambda obj: obj.get(path, MISSING)
+    return lambda obj: lookup(obj, path)
+
+
+def _contains(value, wanted_keys, every):
+    """value is an array holding every (or any) of the wanted sort keys."""
     if not isinstance(value, list):
         return False
     present = {sort_key(item) for item in value}
-    found = [sort_key(item) in present for item in wanted]
+    found = [key in present for key in wanted_keys]
     return all(found) if every else any(found)
 
 
-def _matches_one(obj, flt):
-    value = lookup(obj, flt.field)
-    op = flt.operator
+def _compile_filter(flt):
+    """A predicate for one filter, with the filter's own value prepared once."""
+    get = _getter(flt.field)
+    op, value = flt.operator, flt.value
     if op == "has":
-        return (value is not MISSING) == bool(flt.value)
+        wanted = bool(value)
+        return lambda obj: (get(obj) is not MISSING) == wanted
     if op == "like":
-        return isinstance(value, str) and _like_regex(flt.value).fullmatch(value) is not None
+        regex = _like_regex(value)
+        return lambda obj: isinstance(found := get(obj), str) and bool(regex.fullmatch(found))
     if op in ("contains", "contains_any"):
-        return _contains(value, flt.value, every=op == "contains")
+        keys, every = [sort_key(item) for item in value], op == "contains"
+        return lambda obj: _contains(get(obj), keys, every)
+    if op in ("in", "exclude") and all(type(item) is str for item in value) and "." not in flt.field:
+        # The common case (in_status=a,b): a plain set of strings.
+        strings, wanted, field = frozenset(value), op == "in", flt.field
+        return lambda obj: (type(found := obj.get(field)) is str and found in strings) == wanted
     if op in ("in", "exclude"):
-        key = sort_key(value)
-        found = any(key == sort_key(item) for item in flt.value)
-        return found if op == "in" else not found
-    return COMPARISONS[op](sort_key(value), sort_key(flt.value))
+        keys, wanted = frozenset(sort_key(item) for item in value), op == "in"
+        return lambda obj: (_ascending_key(get(obj)) in keys) == wanted
+    compare, target = COMPARISONS[op], sort_key(value)
+    return lambda obj: compare(_ascending_key(get(obj)), target)
+
+
+def compile_filters(filters):
+    """One predicate for all filters (a missing field is the greatest value)."""
+    predicates = [_compile_filter(flt) for flt in filters]
+    if not predicates:
+        return lambda obj: True
+    if len(predicates) == 1:
+        return predicates[0]
+    return lambda obj: all(predicate(obj) for predicate in predicates)
 
 
 def matches(obj, filters):
-    """True when obj satisfies every filter (a missing field is the greatest value)."""
-    return all(_matches_one(obj, flt) for flt in filters)
+    """True when obj satisfies every filter."""
+    return compile_filters(filters)(obj)
 
 
 # ---------------------------------------------------------------- ordering
+
+
+NEWEST_FIRST = [(MODIFIED_FIELD, -1)]
 
 
 def _total_order(sort):
@@ -477,29 +508,89 @@ def _total_order(sort):
     return sort + [(ID_FIELD, direction)]
 
 
-def _keys(obj, order):
-    return [sort_key(lookup(obj, field)) for field, _ in order]
+class _Descending:
+    """Inverts the order of a value Python cannot negate (strings, arrays, objects)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other):
+        return self.value == other.value
+
+    def __lt__(self, other):
+        return self.value > other.value
+
+    def __gt__(self, other):
+        return self.value < other.value
+
+    def __le__(self, other):
+        return self.value >= other.value
+
+    def __ge__(self, other):
+        return self.value <= other.value
+
+    def __hash__(self):
+        return hash(self.value)
 
 
-def _compare_keys(left, right, order):
-    """-1, 0 or 1: position of `left` relative to `right` in the order."""
-    for left_key, right_key, (_, direction) in zip(left, right, order):
-        if left_key != right_key:
-            return direction if left_key > right_key else -direction
-    return 0
+def _ascending_key(value):
+    """sort_key, with the common scalar types first (this runs per object and field)."""
+    kind = type(value)
+    if kind is str:
+        return (1, value)
+    if kind is int or kind is float:
+        return (2, value)
+    return sort_key(value)
 
 
-def _sorted_pairs(pairs, order):
-    """Sort (keys, object) pairs by their keys, stably."""
-    by_keys = functools.cmp_to_key(lambda a, b: _compare_keys(a[0], b[0], order))
-    return sorted(pairs, key=by_keys)
+def _descending_key(value):
+    """A key whose ascending order is the descending order of sort_key.
+
+    Numbers and booleans are negated, so that their tuples compare in C;
+    only strings, arrays and objects need the _Descending wrapper.
+    """
+    kind = type(value)
+    if kind is int or kind is float:
+        return (-2, -value)
+    if kind is str:
+        return (-1, _Descending(value))
+    key = sort_key(value)
+    if len(key) == 1:
+        return (-key[0],)
+    rank, inner = key
+    return (-rank, -inner) if rank == 3 else (-rank, _Descending(inner))
+
+
+def _field_key(field, direction):
+    """obj -> the key of one sort field, in its direction."""
+    convert = _ascending_key if direction > 0 else _descending_key
+    if "." not in field:
+        return lambda obj: convert(obj.get(field, MISSING))
+    return lambda obj: convert(lookup(obj, field))
+
+
+def _order_key(order):
+    """obj -> a tuple that sorts objects in `order` (smallest first)."""
+    keys = [_field_key(field, direction) for field, direction in order]
+    if len(keys) == 2:
+        first, second = keys
+        return lambda obj: (first(obj), second(obj))
+    if len(keys) == 3:
+        first, second, third = keys
+        return lambda obj: (first(obj), second(obj), third(obj))
+    return lambda obj: tuple([key(obj) for key in keys])
 
 
 def sort_objects(objects, sort):
     """A new list in Kinto's order (missing values last ascending, first descending)."""
-    order = _total_order(sort)
-    pairs = [(_keys(obj, order), obj) for obj in objects]
-    return [obj for _, obj in _sorted_pairs(pairs, order)]
+    return sorted(objects, key=_order_key(_total_order(sort)))
+
+
+def in_newest_first_order(query):
+    """Whether the query's order is a list's natural one (-last_modified, then -id)."""
+    return query.sort == NEWEST_FIRST
 
 
 # ---------------------------------------------------------------- pagination
@@ -517,8 +608,8 @@ def _encode_token(obj, order):
     return base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
 
 
-def _decode_token(token, order):
-    """The cursor keys of a token; QueryError when it is not a valid token."""
+def _token_payload(token):
+    """The JSON object inside a token; QueryError when there is none."""
     try:
         padded = token + "=" * (-len(token) % 4)
         text = base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
@@ -527,11 +618,29 @@ def _decode_token(token, order):
         raise QueryError(None, TOKEN_ERROR) from None
     if not isinstance(data, dict) or not isinstance(data.get("last_object"), dict):
         raise QueryError(None, TOKEN_ERROR)
-    last = data["last_object"]
+    return data
+
+
+def token_nonce(token):
+    """The nonce that makes a token unique (None if it has none)."""
+    nonce = _token_payload(token).get("nonce")
+    return nonce if isinstance(nonce, str) else None
+
+
+def resume_timestamp(query):
+    """last_modified of the object a token resumes after (None without a token)."""
+    if not query.token:
+        return None
+    return _token_payload(query.token)["last_object"].get(MODIFIED_FIELD)
+
+
+def _decode_token(token, order):
+    """The cursor key of a token; QueryError when it is not a valid token."""
+    last = _token_payload(token)["last_object"]
     stamp = last.get(MODIFIED_FIELD, 0)
     if isinstance(stamp, bool) or not isinstance(stamp, int) or stamp < 0:
         raise QueryError(None, TOKEN_ERROR)
-    return [sort_key(last.get(field, MISSING)) for field, _ in order]
+    return _order_key(order)(last)
 
 
 def effective_limit(query, paginate_by, max_fetch=10000):
@@ -542,22 +651,45 @@ def effective_limit(query, paginate_by, max_fetch=10000):
     return min(limit, max_fetch) if limit else max_fetch
 
 
-def paginate(objects, query, *, paginate_by=None, max_fetch=10000):
-    """Filter, sort, resume after the token (keyset), cut and project one page."""
+def _first_after(objects, order, cursor, count, presorted):
+    """The `count` first objects in `order` strictly after `cursor`, in order.
+
+    Unsorted input is ranked on the first sort field alone (cheap keys that
+    compare in C); full keys are computed only for the few objects that can
+    make the page: those up to the count-th smallest first key, ties included.
+    """
+    key = _order_key(order)
+    if presorted:
+        if cursor is not None:
+            objects = (obj for obj in objects if key(obj) > cursor)
+        return list(itertools.islice(objects, count))
+    lead = _field_key(*order[0])
+    if cursor is None:
+        ranked = [(lead(obj), obj) for obj in objects]
+    else:
+        start = cursor[0]
+        ranked = [(first, obj) for obj in objects
+                  if (first := lead(obj)) > start or (first == start and key(obj) > cursor)]
+    if len(ranked) > count:
+        threshold = heapq.nsmallest(count, [first for first, _ in ranked])[-1]
+        ranked = [(first, obj) for first, obj in ranked if first <= threshold]
+    return sorted((obj for _, obj in ranked), key=key)[:count]
+
+
+def paginate(objects, query, *, paginate_by=None, max_fetch=10000, presorted=False):
+    """Filter, resume after the token (keyset), order, cut and project one page.
+
+    `objects` may be any iterable.  With `presorted`, it already comes in the
+    query's order, and reading stops as soon as the page is full.
+    """
     order = _total_order(query.sort)
     cursor = _decode_token(query.token, order) if query.token else None
     limit = effective_limit(query, paginate_by, max_fetch)
-    pairs = []
-    for obj in objects:
-        if not matches(obj, query.filters):
-            continue
-        keys = _keys(obj, order)
-        if cursor is None or _compare_keys(keys, cursor, order) > 0:
-            pairs.append((keys, obj))
-    ordered = [obj for _, obj in _sorted_pairs(pairs, order)]
-    page = ordered[:limit]
+    predicate = compile_filters(query.filters)
+    found = _first_after(filter(predicate, objects), order, cursor, limit + 1, presorted)
+    page = found[:limit]
     next_token = None
-    if len(ordered) > limit and page:
+    if len(found) > limit and page:
         next_token = _encode_token(page[-1], order)
     if query.fields:
         page = [project(obj, query.fields) for obj in page]
@@ -573,7 +705,8 @@ def _is_tombstone(obj):
 
 def count(objects, query):
     """Number of live objects matching the filters (tombstones never count)."""
-    return sum(1 for obj in objects if not _is_tombstone(obj) and matches(obj, query.filters))
+    predicate = compile_filters(query.filters)
+    return sum(1 for obj in objects if not _is_tombstone(obj) and predicate(obj))
 
 
 def _copy_path(source, path, target):

@@ -5,6 +5,8 @@ for speed); ``api`` flushes it before each test.  ``start_server`` starts a
 separate daemon with other settings (environment variables, as a container
 would set them).
 """
+import hashlib
+import hmac
 import os
 import socket
 import subprocess
@@ -19,6 +21,12 @@ ALICE = ("alice", "alice-pw")
 BOB = ("bob", "bob-pw")
 
 
+def basicauth_id(auth):
+    """The user id kintofs gives ``(username, password)`` with the test SECRET."""
+    digest = hmac.new(SECRET.encode(), f"{auth[0]}:{auth[1]}".encode(), hashlib.sha256)
+    return "basicauth:" + digest.hexdigest()
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -26,9 +34,15 @@ def free_port():
 
 
 class Daemon:
-    """A kintofs process; ``url`` ends with ``/v1``."""
+    """A kintofs process; ``url`` ends with ``/v1``.
 
-    def __init__(self, data_dir, **settings):
+    ``command`` is what runs kintofs (default: this interpreter's
+    ``-m kintofs``; the packaging tests pass a bare interpreter and a .pyz).
+    ``config`` is the ``--config`` file (default: none). A setting given as
+    None unsets the tests' default for it, so the config file's value counts.
+    """
+
+    def __init__(self, data_dir, command=None, config=os.devnull, **settings):
         self.data_dir = str(data_dir)
         self.port = free_port()
         self.root_url = f"http://127.0.0.1:{self.port}"
@@ -37,11 +51,14 @@ class Daemon:
         env.update({"KINTOFS_FSYNC": "false", "KINTOFS_PLUGINS": "flush",
                     "KINTOFS_USERID_HMAC_SECRET": SECRET})
         env.update({f"KINTOFS_{k.upper()}": str(v) for k, v in settings.items()})
+        for name in [k for k, v in settings.items() if v is None]:
+            del env[f"KINTOFS_{name.upper()}"]
         self.log_path = os.path.join(os.path.dirname(self.data_dir), f"daemon-{self.port}.log")
         self.log = open(self.log_path, "wb")
+        command = command or [sys.executable, "-m", "kintofs"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "kintofs", "serve", "--port", str(self.port),
-             "--data-dir", self.data_dir, "--config", os.devnull],
+            [*command, "serve", "--port", str(self.port),
+             "--data-dir", self.data_dir, "--config", str(config)],
             env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self._wait_ready()
 
@@ -135,8 +152,22 @@ def server(tmp_path_factory):
     daemon.stop()
 
 
+# Point the HTTP tests at an already running server (real Kinto with the flush
+# plugin, e.g. http://127.0.0.1:8888/v1) to check the tests themselves.
+REFERENCE_URL = os.environ.get("KINTOFS_REFERENCE_URL")
+
+
+class Remote:
+    """A server we did not start: only its URLs."""
+
+    def __init__(self, url):
+        self.url = url.rstrip("/")
+        self.root_url = self.url.rsplit("/", 1)[0]
+
+
 @pytest.fixture
-def api(server):
+def api(request):
+    server = Remote(REFERENCE_URL) if REFERENCE_URL else request.getfixturevalue("server")
     response = requests.post(server.url + "/__flush__", timeout=30)
     assert response.status_code == 202
     return Api(server)

@@ -3,6 +3,7 @@
 Knows nothing of HTTP, and of files only through the ACL documents the store
 keeps beside each object (``{"read": [...], "write": [...], ...}``).
 """
+from .membership import MembershipIndex
 from .principals import AUTHENTICATED, EVERYONE, group_uri, principals_of
 from .rules import (
     PERMISSIONS,
@@ -12,12 +13,14 @@ from .rules import (
     merge_acl,
     normalize_acl,
     replace_acl,
+    settings_principals,
     visible_acl,
 )
 
 __all__ = [
     "AUTHENTICATED",
     "EVERYONE",
+    "MembershipIndex",
     "PERMISSIONS",
     "allowed",
     "creator_acl",
@@ -27,5 +30,6 @@ __all__ = [
     "normalize_acl",
     "principals_of",
     "replace_acl",
+    "settings_principals",
     "visible_acl",
 ]

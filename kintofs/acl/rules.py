@@ -9,6 +9,7 @@ PERMISSIONS = {
     "collection": ("read", "write", "record:create"),
     "record": ("read", "write"),
     "account": ("read", "write"),
+    "history": ("read", "write"),
 }
 
 # (kind of the object, permission asked) -> the grants that satisfy it, as
@@ -33,7 +34,41 @@ INHERITANCE = {
     ("record", "write"): {"bucket": {"write"}, "collection": {"write"}, "record": {"write"}},
     ("account", "read"): {"account": {"write", "read"}},
     ("account", "write"): {"account": {"write"}},
+    # History entries (history plugin): each entry carries its own read ACE,
+    # computed when it is written; nobody creates entries through the API.
+    ("history", "read"): {"bucket": {"write", "read"}, "history": {"write", "read"}},
+    ("history", "write"): {"bucket": {"write"}, "history": {"write"}},
+    ("bucket", "history:create"): {},
 }
+
+
+# Kinto's global grants, ``<kind>_<perm>_principals`` settings, where <kind>
+# is the kind of the objects requested.  Kinto checks the setting of every
+# permission that would satisfy the request through ACLs, so e.g.
+# ``record_write_principals`` also lets its principals read, list and create
+# records.  Operations: an object's read or write, a creation, a list (also
+# plural DELETE uses "write"), and "missing" (PATCH/DELETE of an object that
+# does not exist: read on the list, then a 404).
+SETTINGS_GRANTS = {
+    "read": ("read", "write"),
+    "write": ("write",),
+    "create": ("create", "write"),
+    "list": ("read", "write"),
+    "missing": ("read", "write"),
+}
+# Top-level lists (buckets) have no parent object: only the setting named
+# after the operation counts, except for reading one object.
+TOP_LEVEL_SETTINGS_GRANTS = {**SETTINGS_GRANTS, "create": ("create",), "list": ("read",),
+                             "missing": ("write",)}
+
+
+def settings_principals(settings, kind, operation, top_level=False):
+    """Principals that settings allow ``operation`` on objects of ``kind``."""
+    table = TOP_LEVEL_SETTINGS_GRANTS if top_level else SETTINGS_GRANTS
+    found = set()
+    for permission in table[operation]:
+        found.update(settings.get(f"{kind}_{permission}_principals") or ())
+    return found
 
 
 def allowed(principals, kind, permission, acls, extra_principals=()):

@@ -17,7 +17,7 @@ its newline; readers skip it and the next writer cuts it off first.
 import json
 import os
 
-from .atomic import fsync_folder, raise_if_disk_refused, write_bytes
+from .atomic import check_injected_fault, fsync_folder, raise_if_disk_refused, write_bytes
 
 JOURNAL_NAME = "_journal.jsonl"
 
@@ -67,6 +67,7 @@ class Journal:
     def append(self, entries):
         """Append ``entries`` durably (caller holds the list lock)."""
         try:
+            check_injected_fault()
             is_new = not os.path.exists(self.path)
             with open(self.path, "ab+") as f:
                 self._cut_torn_tail(f)

@@ -4,6 +4,7 @@
 ``<data>/buckets/blog/collections/articles/records/r1.json``.  See
 docs/storage.md for the whole layout.
 """
+import collections
 import json
 import os
 import secrets
@@ -12,10 +13,11 @@ import threading
 import uuid
 
 from .. import ids
-from .atomic import read_json, write_bytes, write_json
+from .atomic import check_injected_fault, read_json, write_bytes, write_json
 from .base import StorageError
+from .generation import Generation
 from .listing import TRASH_PREFIX, FileList, now_ms
-from .locks import locked
+from .locks import locked, locked_for_reading
 
 FORMAT_FILE = "_format.json"
 FORMAT = {"format": "kintofs", "version": 1}
@@ -26,6 +28,7 @@ PLURALS = {
     "collection": "collections",
     "record": "records",
     "account": "accounts",
+    "history": "history",  # a bucket's change history (history plugin)
 }
 CONTAINERS = {"bucket", "collection"}
 ID_PATTERNS = {"account": ids.ACCOUNT_ID}
@@ -37,11 +40,14 @@ def valid_id_for(kind):
 
 
 class FileSystemStore:
-    def __init__(self, root, *, fsync=True, clock=now_ms):
+    def __init__(self, root, *, fsync=True, clock=now_ms, max_lists=0):
+        """``max_lists``: how many list indexes to keep in memory (0: all);
+        beyond it the least recently used one is dropped and reloaded when needed."""
         self.root = os.path.abspath(root)
         self.fsync = fsync
         self.clock = clock
-        self._lists = {}
+        self.max_lists = max_lists
+        self._lists = collections.OrderedDict()
         self._lists_guard = threading.Lock()
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         self._check_format()
@@ -72,6 +78,12 @@ class FileSystemStore:
                     on_container_deleted=self._forget_below,
                 )
                 self._lists[folder] = found
+                if self.max_lists and len(self._lists) > self.max_lists:
+                    # A request still holding the dropped list finishes with it;
+                    # the file lock keeps two instances of one list consistent.
+                    self._lists.popitem(last=False)
+            else:
+                self._lists.move_to_end(folder)
             return found
 
     def get(self, parent, kind, object_id):
@@ -106,10 +118,14 @@ class FileSystemStore:
             with self._lists_guard:
                 self._lists.clear()
 
+    def generation(self, name):
+        """The :class:`Generation` token ``name`` (derived-data invalidation)."""
+        return Generation(self.root, name, fsync=self.fsync)
+
     def persistent_secret(self, name):
         """A random secret generated once and kept in ``_<name>`` (owner-only)."""
         path = os.path.join(self.root, f"_{name}")
-        with locked(self.root):
+        with locked_for_reading(self.root):  # a read-only disk may still serve reads
             try:
                 with open(path, encoding="utf-8") as f:
                     return f.read().strip()
@@ -121,6 +137,7 @@ class FileSystemStore:
     def healthy(self):
         """True if the data folder can be written (heartbeat)."""
         try:
+            check_injected_fault()
             probe = os.path.join(self.root, f".heartbeat-{uuid.uuid4().hex}")
             with open(probe, "wb") as f:
                 f.write(b"ok")
@@ -129,9 +146,13 @@ class FileSystemStore:
         except OSError:
             return False
 
+    def readable(self):
+        """True if the data folder can be read (heartbeat in read-only mode)."""
+        return os.access(self.root, os.R_OK | os.X_OK) and os.path.isdir(self.root)
+
     def _check_format(self):
         path = os.path.join(self.root, FORMAT_FILE)
-        with locked(self.root):
+        with locked_for_reading(self.root):  # a read-only disk may still serve reads
             try:
                 found = read_json(path)
             except ValueError:

@@ -8,7 +8,7 @@ entries in ``service.capabilities``, ``service.auth_policies``,
 """
 import importlib
 
-AVAILABLE = ("flush",)
+AVAILABLE = ("flush", "history", "accounts", "default_bucket")
 
 
 def setup_plugins(service, names):
@@ -16,4 +16,9 @@ def setup_plugins(service, names):
         if name not in AVAILABLE:
             raise ValueError(f"plugin {name!r} is not available in this version of kintofs "
                              f"(available: {', '.join(AVAILABLE)})")
+    # default_bucket first, whatever the order of the setting: bottle tries
+    # routes in the order they were added, and /buckets/default/... must reach
+    # its routes before another plugin's (/buckets/<bid>/history).
+    for name in sorted(set(names), key=lambda name: (name != "default_bucket",
+                                                     AVAILABLE.index(name))):
         importlib.import_module(f"{__name__}.{name}").setup(service)

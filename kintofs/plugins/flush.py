@@ -11,4 +11,5 @@ def setup(service):
     @service.app.route("/v1/__flush__", ["POST"])
     def flush():
         service.store.flush()
+        service.memberships.invalidate()  # every daemon on this folder forgets the groups
         return errors.json_response(202, {})

@@ -11,6 +11,7 @@ Layers, outermost first:
 import json
 import logging
 import re
+import sys
 import time
 from email.utils import formatdate
 from fnmatch import fnmatchcase
@@ -20,11 +21,13 @@ from urllib.parse import parse_qsl, quote
 import bottle
 
 from .. import __version__
-from ..acl import principals_of, group_uri
+from ..acl import MembershipIndex, principals_of
 from ..fsstore import StorageBusy, StorageFull
-from . import errors
+from . import errors, ratelimit
+from .accesslog import note_userid
 from .auth import authenticate, basicauth_policy
 from .resource import KINDS, ResourceView
+from .tokens import SingleUseTokens
 
 logger = logging.getLogger("kintofs")
 
@@ -53,10 +56,15 @@ class Service:
         self.store = store
         self.auth_policies = {"basicauth": basicauth_policy(secret)}
         self.capabilities = {}
-        self.change_listeners = []   # callables(state, action, kind, uri, data, acl)
-        self.validators = []         # callables(state, kind, parent, data)
-        self.heartbeat_checks = {"storage": store.healthy}
+        self.memberships = MembershipIndex(store)
+        self.change_listeners = [self._track_memberships]  # callables(state, action, kind, uri, data, acl)
+        self.validators = []         # callables(state, kind, parent, data, object_id=None)
+        # A read-only server may sit on a read-only disk: it only needs to read.
+        self.heartbeat_checks = {"storage": store.readable if settings["readonly"] else store.healthy}
         self.hello_user_extensions = []  # callables(state, user_dict)
+        self.preflight_methods = []  # (compiled path regex, "GET,HEAD,...") of plugins' routes
+        self.delete_tokens = SingleUseTokens()  # Next-Page tokens of plural DELETE
+        ratelimit.install(self)  # self.record_failed_login(addr) for policies that can fail
         self.app = bottle.Bottle(catchall=False, autojson=False)
 
     def policies(self):
@@ -64,13 +72,11 @@ class Service:
                 if name in self.auth_policies]
 
     def groups_of(self, userid):
-        """Group URIs listing ``userid`` as a member, in every bucket."""
-        found = []
-        for bucket_id in self.store.list((), "bucket").objects():
-            groups = self.store.list((("bucket", bucket_id),), "group").objects()
-            found += [group_uri(bucket_id, group_id) for group_id, stored in groups.items()
-                      if userid in (stored.data.get("members") or ())]
-        return found
+        """Group URIs whose members include ``userid`` (acl.MembershipIndex)."""
+        return self.memberships.groups_of(userid)
+
+    def _track_memberships(self, state, action, kind, uri, data, object_acl):
+        self.memberships.object_changed(action, kind, uri, data)
 
 
 class RequestState:
@@ -84,7 +90,9 @@ class RequestState:
         self.method = environ["REQUEST_METHOD"].upper()
         self.query_params = [(name.strip(), value) for name, value in
                              parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)]
+        ratelimit.refuse_if_blocked(service, environ)
         self.userid = authenticate(environ, service.policies())
+        note_userid(environ, self.userid)  # for the access log
 
     @cached_property
     def principals(self):
@@ -102,9 +110,10 @@ class RequestState:
         for listener in self.service.change_listeners:
             listener(self, action, kind, uri, data, object_acl)
 
-    def validate(self, kind, parent, data):
+    def validate(self, kind, parent, data, object_id=None):
+        """Run the validators; ``object_id`` is None when the server will make one up."""
         for validator in self.service.validators:
-            validator(self, kind, parent, data)
+            validator(self, kind, parent, data, object_id=object_id)
 
     def json_patch(self, body, existing, permission_names, principals):
         from .jsonpatch import apply_json_patch
@@ -161,11 +170,13 @@ def create_app(service):
 
     from . import utility
     utility.add_routes(service, state)
+    from . import permissions
+    permissions.add_routes(service, state)
     from .batch import add_batch_route
     add_batch_route(service)
 
     app.default_error_handler = _unrouted
-    service.wsgi = EdgeMiddleware(app, service.settings)
+    service.wsgi = EdgeMiddleware(app, service.settings, service.preflight_methods)
     return service.wsgi
 
 
@@ -188,6 +199,9 @@ def _kinto_errors(service):
 
     def decorator(callback):
         def wrapper(*args, **kwargs):
+            refused = refused_origin(bottle.request.environ, service.settings)
+            if refused is not None:
+                return refused
             try:
                 return callback(*args, **kwargs)
             except bottle.HTTPResponse:
@@ -207,28 +221,61 @@ def _kinto_errors(service):
     return decorator
 
 
+def allowed_origin(origin, patterns):
+    """The Access-Control-Allow-Origin value for ``origin``, or None."""
+    if not origin:
+        return None
+    if "*" in patterns:
+        return "*"
+    return origin if any(fnmatchcase(origin, p) for p in patterns) else None
+
+
+def refused_origin(environ, settings):
+    """Kinto's 400 for a request from an origin ``cors_origins`` does not allow.
+
+    Browsers send ``Origin`` on cross-site requests, so this stops another
+    site's page from writing with a user's credentials (CSRF).
+    """
+    origin = environ.get("HTTP_ORIGIN")
+    if not origin or allowed_origin(origin, settings["cors_origins"]):
+        return None
+    return errors.invalid_param("header", "Origin", f"{origin} not allowed")
+
+
 # -- the edge ----------------------------------------------------------------
 
 _OTHER_VERSION = re.compile(r"^/v\d+(/|$)")
-_OBJECT_PATH = re.compile(r"^/v1/buckets/[^/]+((/groups|/collections)/[^/]+(/records/[^/]+)?)?$")
-_PLURAL_PATH = re.compile(r"^/v1/buckets(/[^/]+/(groups|collections)(/[^/]+/records)?)?$")
+_OBJECT_PATH = re.compile(
+    r"^/v1/(accounts/[^/]+|buckets/[^/]+((/groups|/collections)/[^/]+(/records/[^/]+)?)?)$")
+_PLURAL_PATH = re.compile(
+    r"^/v1/(accounts|buckets(/[^/]+/(groups|collections)(/[^/]+/records)?)?)$")
 
 
 class EdgeMiddleware:
     """Kinto's behaviour before and around routing (protocol 3.1, 14, 20)."""
 
-    def __init__(self, app, settings):
+    def __init__(self, app, settings, preflight_methods=()):
         self.app = app
         self.settings = settings
+        self.preflight_methods = preflight_methods
 
     def __call__(self, environ, start_response):
         def start_with_headers(status, headers, exc_info=None):
             return start_response(status, self._with_common_headers(environ, headers), exc_info)
 
-        early = self._early_response(environ)
-        if early is not None:
-            return self._send(early, start_with_headers)
-        return self.app(environ, start_with_headers)
+        try:
+            early = self._early_response(environ)
+            if early is not None:
+                return self._send(early, start_with_headers)
+            return self.app(environ, start_with_headers)
+        except Exception:
+            # Last resort for a bug outside any view: Kinto JSON, never
+            # cheroot's bare 500 or a traceback.
+            logger.exception("unexpected error on %s %s", environ.get("REQUEST_METHOD"),
+                             environ.get("PATH_INFO"))
+            error_info = sys.exc_info()
+            return self._send(errors.internal_error(),
+                              lambda status, headers: start_with_headers(status, headers, error_info))
 
     def _early_response(self, environ):
         path = environ.get("PATH_INFO", "") or "/"
@@ -272,12 +319,24 @@ class EdgeMiddleware:
             return errors.invalid([{"location": "header", "name": name,
                                     "description": "this header is mandatory"}
                                    for name in missing])
-        if _PLURAL_PATH.match(path):
+        refused = refused_origin(environ, self.settings)
+        if refused is not None:
+            return refused
+        from_plugins = [allowed for pattern, allowed in self.preflight_methods
+                        if pattern.match(path)]
+        if from_plugins:
+            methods = from_plugins[0]
+        elif _PLURAL_PATH.match(path):
             methods = PLURAL_METHODS
         elif _OBJECT_PATH.match(path):
             methods = OBJECT_METHODS
         else:
             methods = "GET,HEAD,POST,OPTIONS"
+        if self.settings["readonly"]:
+            methods = ",".join(m for m in methods.split(",") if m in ("GET", "HEAD", "OPTIONS"))
+        if environ["HTTP_ACCESS_CONTROL_REQUEST_METHOD"].upper() not in methods.split(","):
+            return errors.invalid_param("header", "Access-Control-Request-Method",
+                                        "Method not allowed")
         requested = environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")
         allow_headers = list(EXPOSED_HEADERS) + [
             h.strip() for h in requested.split(",") if h.strip()]
@@ -301,12 +360,7 @@ class EdgeMiddleware:
         return list(headers) + extra
 
     def _allowed_origin(self, origin):
-        if not origin:
-            return None
-        patterns = self.settings["cors_origins"]
-        if "*" in patterns:
-            return "*"
-        return origin if any(fnmatchcase(origin, p) for p in patterns) else None
+        return allowed_origin(origin, self.settings["cors_origins"])
 
     @staticmethod
     def _send(response, start_response):

@@ -10,6 +10,7 @@ from urllib.parse import unquote
 import bottle
 
 from . import errors, request as req
+from .accesslog import REQUEST_LOG_KEY
 
 METHODS = ("GET", "HEAD", "DELETE", "TRACE", "POST", "PUT", "PATCH")
 REQUEST_KEYS = ("method", "path", "headers", "body")
@@ -30,7 +31,9 @@ def add_batch_route(service):
             for sub in requests:
                 response = run_subrequest(service.wsgi, outer, sub)
                 if response["status"] >= 500:
-                    return errors.json_response(response["status"], response["body"])
+                    # The batch fails as its sub-request did, Retry-After included.
+                    retry = {k: v for k, v in response["headers"].items() if k == "Retry-After"}
+                    return errors.json_response(response["status"], response["body"], retry)
                 responses.append(response)
         finally:
             bottle.request.bind(outer)  # sub-requests rebound the thread-local request
@@ -125,6 +128,8 @@ def _sub_environ(outer, method, path, query, headers, body):
     environ = {key: value for key, value in outer.items()
                if key.startswith(("HTTP_", "wsgi.", "SERVER_", "REMOTE_"))}
     environ.pop("HTTP_CONTENT_LENGTH", None)
+    if REQUEST_LOG_KEY in outer:  # the access log names the batch's user
+        environ[REQUEST_LOG_KEY] = outer[REQUEST_LOG_KEY]
     environ.update({
         "REQUEST_METHOD": method,
         "SCRIPT_NAME": "",

@@ -10,7 +10,7 @@ REASONS = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict",
     411: "Length Required", 412: "Precondition Failed", 413: "Request Entity Too Large",
-    415: "Unsupported Media Type", 500: "Internal Server Error", 503: "Service Unavailable",
+    415: "Unsupported Media Type", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
     507: "Insufficient Storage",
 }
 
@@ -24,6 +24,7 @@ REQUEST_TOO_LARGE = 113
 MODIFIED_MEANWHILE = 114
 METHOD_NOT_ALLOWED = 115
 VERSION_NOT_AVAILABLE = 116
+TOO_MANY_REQUESTS = 117
 FORBIDDEN = 121
 BACKEND = 201
 UNDEFINED = 999
@@ -47,7 +48,7 @@ def http_error(status, errno, *, message=None, details=None, error=None, headers
 
 def invalid(details, status=400):
     """A validation error (errno 107) from ``[{location, name, description}]``."""
-    details = sorted(details, key=lambda d: (d["name"] is not None, d["name"] or ""))
+    details = sorted(details, key=lambda d: (d["name"] is not None, str(d["name"] or "")))
     return http_error(status, INVALID_PARAMETERS, error="Invalid parameters",
                       message=_message_of(details[0]), details=details)
 
@@ -60,7 +61,8 @@ def _message_of(detail):
     name, description = detail["name"], detail["description"]
     if name is None:
         return f"{detail['location']}: {description}"
-    if name in description:  # "" (the whole body) is in every description
+    # str(): a schema error may name an array index or a value (Kinto does the same).
+    if str(name) in description:  # "" (the whole body) is in every description
         return description
     return f"{name} in {detail['location']}: {description}"
 
@@ -109,6 +111,11 @@ def precondition_failed(existing=None, headers=None):
 def too_large(limit):
     return http_error(413, REQUEST_TOO_LARGE,
                       message=f"Request body is larger than {limit} bytes.")
+
+
+def too_many_requests(retry_after):
+    return http_error(429, TOO_MANY_REQUESTS, headers={"Retry-After": str(retry_after)},
+                      message="Too many failed logins from this address, retry later.")
 
 
 def service_unavailable(retry_after, message=None):

@@ -23,12 +23,16 @@ def check_typed_fields(kind, data):
 
 
 def check_schema(name, schema):
+    """Kinto's checks of a schema field: a mapping, valid against Draft 7."""
     if not isinstance(schema, dict):
-        raise invalid_param("body", name, f"{schema!r} is not of type 'object'")
+        # Kinto's words (colander's), with Python's spelling of the value.
+        raise invalid_param("body", name, f'"{schema}" is not a mapping type: '
+                                          "Does not implement dict-like functionality.")
     try:
         jsonschema.Draft7Validator.check_schema(schema)
     except jsonschema.SchemaError as error:
-        where = "".join(str(part) for part in error.path)
+        # Kinto prefixes the message with the last element of the path only.
+        where = str(error.path[-1]) if error.path else ""
         raise invalid_param("body", name, f"{where}{error.message}") from None
 
 

@@ -68,7 +68,8 @@ def split_pointer(pointer):
 
 
 def _is_permission_member(parts):
-    return len(parts) == 3 and parts[0] == "permissions"
+    # Kinto fills the value in for read and write only: any other ACE needs one.
+    return len(parts) == 3 and parts[0] == "permissions" and parts[1] in ("read", "write")
 
 
 def apply_operation(document, operation):
@@ -84,7 +85,7 @@ def apply_operation(document, operation):
         return document
     if op in ("add", "replace"):
         if "value" not in operation:
-            raise PatchFailed(f"'{op}' needs a value")
+            raise PatchFailed("The operation does not contain a 'value' member")
         if op == "replace":
             _get(document, parts)
         return _add(document, parts, copy.deepcopy(operation["value"]))
@@ -135,5 +136,5 @@ def _remove(document, parts):
         del container[key]
     elif isinstance(container, list) and key.isdigit() and int(key) < len(container):
         del container[int(key)]
-    else:
-        raise PatchFailed(f"no member at /{'/'.join(parts)}")
+    else:  # the words of the jsonpatch library, which Kinto uses
+        raise PatchFailed(f"can't remove a non-existent object '{key}'")

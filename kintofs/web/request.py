@@ -3,6 +3,7 @@
 Every function raises a Kinto error response (errors.py) on bad input.
 """
 import json
+import math
 import re
 
 from .errors import invalid, invalid_param, too_large
@@ -47,14 +48,30 @@ def read_body(environ, max_bytes):
             raise invalid_param("header", "Content-Length", "Invalid Content-Length") from None
         if size > max_bytes:
             raise too_large(max_bytes)
-        return environ["wsgi.input"].read(size) if size > 0 else b""
+        return _read_stream(environ["wsgi.input"], size, max_bytes) if size > 0 else b""
     stream = environ.get("wsgi.input")
     if stream is None or "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
         return b""
-    body = stream.read(max_bytes + 1)
+    if hasattr(stream, "maxlen"):
+        # cheroot reads a whole chunk at once: without a cap, one chunk header
+        # claiming a terabyte exhausts memory.  Framing counts too, hence the room.
+        stream.maxlen = 2 * max_bytes + 1024
+    body = _read_stream(stream, max_bytes + 1, max_bytes)
     if len(body) > max_bytes:
         raise too_large(max_bytes)
     return body
+
+
+def _read_stream(stream, size, max_bytes):
+    """Up to ``size`` bytes of the body, bad framing and stalls as Kinto errors."""
+    try:
+        return stream.read(size)
+    except TimeoutError:
+        raise invalid_param("body", None, "The request body was not sent in time") from None
+    except ValueError:  # a malformed chunk header or trailer
+        raise invalid_param("header", "Transfer-Encoding", "Invalid chunked body") from None
+    except Exception:  # the server's own cap on a chunk (cheroot's MaxSizeExceeded, IOError)
+        raise too_large(max_bytes) from None
 
 
 def parse_json(raw, max_depth):
@@ -63,8 +80,9 @@ def parse_json(raw, max_depth):
         return {}
     try:
         text = raw.decode("utf-8")
-        value = json.loads(text)
-    except (UnicodeDecodeError, ValueError) as error:
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        _check_encodable(value)
+    except (UnicodeError, ValueError) as error:
         raise invalid([
             {"location": "body", "name": "", "description": f"Invalid JSON: {error}"},
             {"location": "body", "name": "", "description": "Required"},
@@ -79,16 +97,35 @@ def parse_json(raw, max_depth):
     return value
 
 
+def _reject_constant(name):
+    raise ValueError(f"{name} is not JSON")  # Python accepts NaN and Infinity, JSON does not
+
+
+def _finite_float(text):
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError("Number too big to be stored in double")
+    return number
+
+
+def _check_encodable(value):
+    """Refuse lone surrogates ("\\ud800"): Python decodes them, UTF-8 cannot store them."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("The surrogate pair in string is invalid") from None
+
+
 def depth_of(value):
-    """Nesting depth, without recursion (bodies are untrusted)."""
+    """How deeply objects and arrays nest (``{"a": 1}`` is 1), without
+    recursion: bodies are untrusted."""
     deepest, stack = 0, [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if isinstance(item, dict):
-            stack.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
     return deepest
 
 

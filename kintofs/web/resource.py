@@ -11,10 +11,10 @@ from typing import Callable
 from urllib.parse import urlencode
 
 from .. import acl, ids, query
-from ..acl.principals import EVERYONE
 from ..fsstore import ParentNotFound, tombstone
 from . import errors, request as req
 from .fields import check_typed_fields
+from .kindhooks import KindHooks
 from .patching import merge_patch, shallow_merge
 
 
@@ -28,6 +28,14 @@ class Kind:
     plural_methods: tuple = ("HEAD", "GET", "POST", "DELETE")
     object_methods: tuple = ("GET", "HEAD", "PUT", "PATCH", "DELETE")
     extra: dict = field(default_factory=dict)
+    # Strict resources (history): the known top-level fields; None accepts any.
+    query_fields: tuple | None = None
+    # A hook to adjust a parsed query (e.g. history compares ids as strings).
+    adjust_query: Callable = lambda parsed: parsed  # noqa: E731
+    # Whether plural HEAD sends Total-Objects (Kinto's history does not).
+    count_headers: bool = True
+    # Where the kind departs from the generic rules (accounts), see kindhooks.py.
+    hooks: KindHooks = field(default_factory=KindHooks)
 
     @property
     def permissions(self):
@@ -53,6 +61,20 @@ def timestamp_headers(ts):
     return {"ETag": f'"{ts}"', "Last-Modified": http_date(ts)}
 
 
+def next_page_url(state, page):
+    """The ``Next-Page`` URL: this request's URL with the next ``_limit``/``_token``."""
+    # Kinto updates a dict: _limit and _token stay where the client put them.
+    replacements = {"_limit": str(page.limit), "_token": page.next_token}
+    params = []
+    for name, value in state.query_params:
+        if name in replacements:
+            params.append((name, replacements.pop(name)))
+        elif name not in ("_limit", "_token"):
+            params.append((name, value))
+    params += replacements.items()
+    return f"{state.base_url()}{state.environ['PATH_INFO']}?{urlencode(params)}"
+
+
 class ResourceView:
     """Kinto's semantics for one kind of object, for one request.
 
@@ -67,6 +89,7 @@ class ResourceView:
         self.kind = kind
         self.parent = tuple(parent)
         self.list = None
+        self._raw_body = None
 
     # -- entry points -----------------------------------------------------
 
@@ -75,7 +98,7 @@ class ResourceView:
         self._check_parent_ids()
         handler = {"GET": self.list_objects, "HEAD": self.list_objects,
                    "POST": self.create, "DELETE": self.delete_objects}.get(method)
-        if handler is None:
+        if handler is None or method not in self.kind.plural_methods:
             raise errors.method_not_allowed([*self.kind.plural_methods, "OPTIONS"])
         return handler()
 
@@ -91,7 +114,7 @@ class ResourceView:
     # -- plural endpoint --------------------------------------------------
 
     def list_objects(self):
-        visible = self._visible_ids("read")
+        visible = self.kind.hooks.restrict_list(self, self._visible_ids("read"))
         self._require_parent_exists()
         object_list = self._list()
         ts = object_list.timestamp()
@@ -101,7 +124,7 @@ class ResourceView:
         if q.deprecated_to:
             headers["Alert"] = self.state.to_deprecation_alert()
         candidates = self._candidates(object_list, q, visible)
-        if self.state.method == "HEAD":
+        if self.state.method == "HEAD" and self.kind.count_headers:
             total = str(query.count(candidates, q))
             return errors.json_response(200, None, {**headers, "Total-Objects": total,
                                                     "Total-Records": total})
@@ -111,6 +134,7 @@ class ResourceView:
         return errors.json_response(200, {"data": page.objects}, headers)
 
     def create(self):
+        self.kind.hooks.before_create(self)
         body = self._body(("application/json",))
         data, permissions = req.envelope(body, self.kind.permissions)
         data = dict(data or {})
@@ -120,35 +144,46 @@ class ResourceView:
         self._require_parent_exists_for_write()
         object_list = self._list()
         with self._transaction(object_list) as writer:
-            existing = writer.get(object_id) if object_id is not None else None
+            existing = self._reachable(writer, object_id) if object_id is not None else None
             if existing is not None:
                 self._require("read", existing.acl)
                 self._check_preconditions(existing.data["last_modified"], exists=True,
                                           existing=existing.data)
                 return self._object_response(200, existing.data, existing.acl)
             self._require_create()
-            self._check_preconditions(None, exists=False)
+            self._check_preconditions(None, exists=False, list_timestamp=writer.timestamp)
+            generated = object_id is None
             object_id = object_id or self.kind.generate_id()
             return self._write(writer, 201, object_id, data, permissions or {}, {},
-                               requested_ts=data.get("last_modified"))
+                               requested_ts=data.get("last_modified"), generated_id=generated)
 
     def delete_objects(self):
-        deletable = self._visible_ids("write")
+        deletable = self.kind.hooks.restrict_list(self, self._visible_ids("write"))
         self._require_parent_exists()
         object_list = self._list()
         q = self._parse_query()
         with self._transaction(object_list) as writer:
             list_ts = writer.timestamp()
             self._check_preconditions(list_ts, exists=True)
+            self._use_delete_token(q)
             candidates = self._candidates(object_list, q, deletable, include_tombstones=False)
             page = self._page(candidates, q, project=False)
             deleted = [writer.delete(obj["id"]) for obj in page.objects]
+            if page.next_token:
+                self.state.service.delete_tokens.issue(query.token_nonce(page.next_token))
+        for tombstone_data in deleted:  # one change per object, as Kinto's listeners see it
+            self.state.notify("delete", self.kind.name, self._uri(tombstone_data["id"]),
+                              tombstone_data, {})
         headers = timestamp_headers(max((d["last_modified"] for d in deleted), default=list_ts))
         if page.next_token:
             headers["Next-Page"] = self._next_page_url(page)
-        if q.fields:
-            deleted = [query.project(d, q.fields) for d in deleted]
-        return errors.json_response(200, {"data": deleted}, headers)
+        return errors.json_response(200, {"data": deleted}, headers)  # Kinto ignores _fields here
+
+    def _use_delete_token(self, q):
+        """A DELETE token works once (Kinto's #1171): replaying it deletes nothing."""
+        if q.token and not self.state.service.delete_tokens.consume(query.token_nonce(q.token)):
+            raise errors.invalid_param("querystring", None,
+                                       "_token was already used or has expired.")
 
     # -- object endpoint --------------------------------------------------
 
@@ -157,7 +192,7 @@ class ResourceView:
         self._require("read", existing.acl if existing else {})
         self._check_object_id(object_id)
         self._require_parent_exists()
-        if existing is None:
+        if existing is None or not self.kind.hooks.reachable(self, object_id):
             raise errors.object_not_found(self.kind.name, object_id)
         ts = existing.data["last_modified"]
         headers = {**timestamp_headers(ts), **self._cache_headers()}
@@ -176,7 +211,7 @@ class ResourceView:
         self._require_parent_exists_for_write()
         body = self._body(("application/json",))
         with self._transaction(self._list()) as writer:
-            existing = writer.get(object_id)
+            existing = self._reachable(writer, object_id)
             if_none_match = req.precondition(self.state.environ, "If-None-Match")
             if existing is not None and if_none_match != "*":
                 self._require("write", existing.acl)
@@ -185,7 +220,8 @@ class ResourceView:
             self._check_object_id(object_id)
             self._check_preconditions(existing.data["last_modified"] if existing else None,
                                       exists=existing is not None,
-                                      existing=existing.data if existing else None)
+                                      existing=existing.data if existing else None,
+                                      list_timestamp=writer.timestamp)
             data, permissions = req.envelope(body, self.kind.permissions)
             if data is None:
                 data = _without_meta(existing.data) if existing else {}
@@ -203,7 +239,7 @@ class ResourceView:
         body = self._body(None)
         behavior = self._response_behavior()
         with self._transaction(self._list()) as writer:
-            existing = writer.get(object_id)
+            existing = self._reachable(writer, object_id)
             self._require_existing_or_parent_read(existing, object_id)
             self._check_preconditions(existing.data["last_modified"], exists=True,
                                       existing=existing.data)
@@ -214,22 +250,32 @@ class ResourceView:
                                    bump_always=True)
         if behavior == "full":
             return response
+        # Kinto looks only at the fields the patch applied: the sent ones, or
+        # every field of the patched document for JSON Patch (so its light and
+        # diff answers carry the new last_modified).
+        applied = data if media == req.JSON_PATCH else (body.get("data") or {})
         stored = response.stored_data
-        sent = body.get("data") or {} if isinstance(body, dict) else {}
-        if behavior == "light":
-            partial = {k: v for k, v in stored.items() if existing.data.get(k, _MISSING) != v
-                       and k not in ("last_modified",)}
-        else:
-            partial = {k: v for k, v in stored.items() if k in sent and sent[k] != v}
-        partial.pop("id", None)
-        partial.pop("last_modified", None)
+        partial = {k: v for k, v in stored.items()
+                   if k in applied and k != "id" and existing.data.get(k, _MISSING) != v}
+        if behavior == "diff":
+            partial = {k: v for k, v in partial.items() if applied[k] != v}
         return errors.json_response(200, {"data": partial}, dict(response.headers))
+
+    def create_if_missing(self, object_id):
+        """Create an empty object owned by the caller unless it exists.
+
+        For implicit creations (the default bucket): no permission check,
+        as in Kinto, but a normal write otherwise (listeners are told).
+        """
+        with self._transaction(self._list()) as writer:
+            if writer.get(object_id) is None:
+                self._write(writer, 201, object_id, {}, {}, {})
 
     def delete(self, object_id):
         self._require_parent_exists_for_write()
         requested = self._last_modified_param()
         with self._transaction(self._list()) as writer:
-            existing = writer.get(object_id)
+            existing = self._reachable(writer, object_id)
             self._require_existing_or_parent_read(existing, object_id)
             self._check_preconditions(existing.data["last_modified"], exists=True,
                                       existing=existing.data)
@@ -249,27 +295,29 @@ class ResourceView:
             acls[self.kind.name] = own_acl
         return acls
 
-    def _settings_principals(self, kind, permission):
-        return self.settings.get(f"{kind}_{permission}_principals") or ()
+    def _settings_allow(self, operation):
+        """Do ``<kind>_<perm>_principals`` settings grant ``operation`` (acl.rules)?"""
+        granted = acl.settings_principals(self.settings, self.kind.name, operation,
+                                          top_level=not self.parent)
+        return bool(granted & set(self.state.principals))
 
     def _allowed(self, permission, own_acl):
-        return acl.allowed(self.state.principals, self.kind.name, permission,
-                           self._path_acls(own_acl),
-                           self._settings_principals(self.kind.name, permission))
+        return self._settings_allow(permission) or acl.allowed(
+            self.state.principals, self.kind.name, permission, self._path_acls(own_acl))
 
     def _require(self, permission, own_acl):
         if not self._allowed(permission, own_acl):
             raise self.state.denied()
 
     def _create_allowed(self):
+        if self._settings_allow("create"):
+            return True
         if not self.parent:
-            return bool(set(self.state.principals)
-                        & set(self._settings_principals(self.kind.name, "create")))
+            return False
         parent_kind = self.parent[-1][0]
         grandparent_view = ResourceView(self.state, KINDS[parent_kind], self.parent[:-1])
         return acl.allowed(self.state.principals, parent_kind, f"{self.kind.name}:create",
-                           grandparent_view._path_acls(self._parent_acl()),
-                           self._settings_principals(self.kind.name, "create"))
+                           grandparent_view._path_acls(self._parent_acl()))
 
     def _require_create(self):
         if not self._create_allowed():
@@ -280,9 +328,9 @@ class ResourceView:
         stored = self.store.get(self.parent[:-1], parent_kind, parent_id)
         return stored.acl if stored else {}
 
-    def _list_allowed(self, permission):
+    def _list_allowed(self, permission, operation=None):
         """May the caller read (or write) every object of the list?"""
-        if set(self.state.principals) & set(self._settings_principals(self.kind.name, permission)):
+        if self._settings_allow(operation or ("list" if permission == "read" else "write")):
             return True
         if not self.parent:
             return False
@@ -313,7 +361,7 @@ class ResourceView:
             self._require("write", existing.acl)
             self._check_object_id(object_id)
             return
-        if not self._list_allowed("read"):
+        if not self._list_allowed("read", "missing"):
             raise self.state.denied()
         self._check_object_id(object_id)
         raise errors.object_not_found(self.kind.name, object_id)
@@ -372,17 +420,28 @@ class ResourceView:
             return None
         return self._list().get(object_id)
 
+    def _reachable(self, writer, object_id):
+        """The stored object, or None if missing or out of this caller's reach."""
+        existing = writer.get(object_id)
+        if existing is None or not self.kind.hooks.reachable(self, object_id):
+            return None
+        return existing
+
     def _transaction(self, object_list):
         return _Transaction(object_list, self.kind, self.parent)
 
     def _write(self, writer, status, object_id, data, requested_acl, base_acl, *,
-               requested_ts=None, current=None, bump_always=False):
+               requested_ts=None, current=None, bump_always=False, generated_id=False):
         """Validate, stamp and store one object; the response for it."""
         data = _without_meta(data)
+        data = self.kind.hooks.prepare_data(self, None if generated_id else object_id, data,
+                                            current)
         self.kind.check_fields(self.kind.name, data)
-        self.state.validate(self.kind.name, self.parent, data)
+        # Kinto validates a POST without id before it makes one up.
+        self.state.validate(self.kind.name, self.parent, data,
+                            object_id=None if generated_id else object_id)
         new_acl = acl.replace_acl(base_acl, requested_acl) if requested_acl else dict(base_acl)
-        new_acl = acl.creator_acl(new_acl, self.state.userid or EVERYONE)
+        new_acl = acl.creator_acl(new_acl, self.kind.hooks.writer_principal(self, object_id))
         stored = writer.put(object_id, data, new_acl, requested_ts=_timestamp_or_none(requested_ts))
         action = "update" if current is not None else "create"
         self.state.notify(action, self.kind.name, self._uri(object_id), stored, new_acl)
@@ -391,7 +450,10 @@ class ResourceView:
         return response
 
     def _object_response(self, status, data, object_acl, headers=None):
-        body = {"permissions": acl.visible_acl(object_acl, self.state.principals), "data": data}
+        # Kinto shows the ACL to its writers, counting the principal this
+        # caller writes as (for accounts, the account an admin acts for).
+        viewer = [*self.state.principals, self.kind.hooks.writer_principal(self, data["id"])]
+        body = {"permissions": acl.visible_acl(object_acl, viewer), "data": data}
         return errors.json_response(status, body,
                                     {**timestamp_headers(data["last_modified"]), **(headers or {})})
 
@@ -405,17 +467,27 @@ class ResourceView:
         environ = self.state.environ
         if allowed_types:
             req.content_type_of(environ.get("CONTENT_TYPE"), allowed_types)
-        raw = req.read_body(environ, self.settings["max_request_body_bytes"])
-        return req.parse_json(raw, self.settings["max_json_depth"])
+        return req.parse_json(self.raw_body(), self.settings["max_json_depth"])
+
+    def raw_body(self):
+        """The request body, read once (a hook may look at it before the view)."""
+        if self._raw_body is None:
+            self._raw_body = req.read_body(self.state.environ,
+                                           self.settings["max_request_body_bytes"])
+        return self._raw_body
 
     def _parse_query(self):
         try:
-            return query.parse_query(self.state.query_params, now_ms=int(time.time() * 1000))
+            parsed = query.parse_query(self.state.query_params, now_ms=int(time.time() * 1000),
+                                       strict_fields=self.kind.query_fields)
         except query.QueryError as error:
             raise errors.invalid_param(error.location, error.name, error.description) from None
+        return self.kind.adjust_query(parsed)
 
     def _check_preconditions(self, current_ts, *, exists, existing=None, headers=None,
-                             allow_304=False):
+                             allow_304=False, list_timestamp=None):
+        """304/412 per protocol 7.2; a 412 on an absent object carries the list
+        timestamp (``list_timestamp()``, only read when needed), as Kinto's does."""
         environ = self.state.environ
         if_match = req.precondition(environ, "If-Match")
         if_none_match = req.precondition(environ, "If-None-Match")
@@ -428,6 +500,8 @@ class ResourceView:
             or (if_none_match == "*" and exists)
         )
         if failed:
+            if not exists and list_timestamp is not None:
+                headers = timestamp_headers(list_timestamp())
             raise errors.precondition_failed(existing, headers)
 
     def _response_behavior(self):
@@ -476,28 +550,42 @@ class ResourceView:
     # -- list helpers -----------------------------------------------------
 
     def _candidates(self, object_list, q, visible, include_tombstones=None):
-        objects = [stored.data for object_id, stored in object_list.objects().items()
-                   if visible is None or object_id in visible]
+        """The list's objects (and tombstones), newest first, from its change order:
+        a `_since` poll walks only what changed, a default-order page only itself."""
         if include_tombstones is None:
             include_tombstones = q.includes_tombstones
-        if include_tombstones:
-            objects += [tombstone(object_id, ts) for object_id, ts in object_list.tombstones().items()
-                        if visible is None]
-        return objects
+        if q.since is None and not query.in_newest_first_order(q):
+            yield from self._every_candidate(object_list, visible, include_tombstones)
+            return
+        until = query.resume_timestamp(q) if query.in_newest_first_order(q) else None
+        for object_id, stored, ts in object_list.newest_first(since=q.since, until=until):
+            if stored is not None:
+                if visible is None or object_id in visible:
+                    yield stored.data
+            elif include_tombstones and visible is None:
+                yield tombstone(object_id, ts)
+
+    def _every_candidate(self, object_list, visible, include_tombstones):
+        """Everything, in no order (the query sorts): a plain walk of the index."""
+        for stored in object_list.live():
+            if visible is None or stored.data["id"] in visible:
+                yield stored.data
+        if include_tombstones and visible is None:
+            for object_id, ts in object_list.tombstones().items():
+                yield tombstone(object_id, ts)
 
     def _page(self, candidates, q, project=True):
         paginate_by = self.settings.get("paginate_by") or None
         try:
             page = query.paginate(candidates, q, paginate_by=paginate_by,
-                                  max_fetch=self.settings["storage_max_fetch_size"])
+                                  max_fetch=self.settings["storage_max_fetch_size"],
+                                  presorted=query.in_newest_first_order(q))
         except query.QueryError as error:
             raise errors.invalid_param(error.location, error.name, error.description) from None
         return page
 
     def _next_page_url(self, page):
-        params = [(k, v) for k, v in self.state.query_params if k not in ("_limit", "_token")]
-        params += [("_limit", str(page.limit)), ("_token", page.next_token)]
-        return f"{self.state.base_url()}{self.state.environ['PATH_INFO']}?{urlencode(params)}"
+        return next_page_url(self.state, page)
 
     def _cache_headers(self):
         if self.state.userid is not None:

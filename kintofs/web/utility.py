@@ -1,5 +1,7 @@
 """Utility endpoints: hello, heartbeats, version (protocol section 5)."""
+import time
 from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+from email.utils import formatdate
 
 import bottle
 
@@ -34,7 +36,10 @@ def add_routes(service, state):
             body["user"] = {"id": current.userid, "principals": current.principals}
             for extend in service.hello_user_extensions:
                 extend(current, body["user"])
-        headers = {"Cache-Control": "max-age=86400"} if settings["readonly"] else {}
+        headers = {}
+        if settings["readonly"]:  # Kinto's root_cache_expires_seconds
+            headers = {"Cache-Control": "max-age=86400",
+                       "Expires": formatdate(time.time() + 86400, usegmt=True)}
         return errors.json_response(200, body, headers)
 
     @app.route("/v1/__heartbeat__", ["GET", "HEAD"])

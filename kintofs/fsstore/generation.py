@@ -1,0 +1,44 @@
+"""Generation tokens: a cheap "did anything of this sort change?" across processes.
+
+A generation is a small file ``_<name>.generation`` in the data folder holding
+a random token.  Whoever changes data that other processes index (group
+memberships, say) writes a new token under the root lock; a reader compares
+the token with the one its index was built from, one small read per use.
+
+Tokens are random rather than counters so that a deleted-then-recreated file
+can never bring an old value back (no ABA).  A missing file reads as None.
+Deleting the file is safe: every process then rebuilds its index once.
+"""
+import os
+import uuid
+
+from .atomic import write_bytes
+from .locks import locked
+
+
+class Generation:
+    def __init__(self, root, name, *, fsync=True):
+        self.root = root
+        self.path = os.path.join(root, f"_{name}.generation")
+        self.fsync = fsync
+
+    def current(self):
+        """The token now on disk, or None when there is none yet."""
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                return f.read().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def bump(self):
+        """Write a fresh token; ``(previous, new)``.
+
+        The root lock makes "read previous, write new" one step, so a caller
+        whose index was built from ``previous`` knows no other process
+        changed anything in between.
+        """
+        with locked(self.root):
+            previous = self.current()
+            new = uuid.uuid4().hex
+            write_bytes(self.path, (new + "\n").encode(), fsync=self.fsync)
+            return previous, new
