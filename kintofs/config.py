@@ -64,6 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "data_dir": "./data",
     "threads": 10,
     "fsync": True,
+    "watch_files": True,
     # Limits and pagination
     "paginate_by": 0,
     "storage_max_fetch_size": 10000,
@@ -96,6 +97,13 @@ DEFAULTS: dict[str, Any] = {
     "history_auto_trim_max_count": -1,
     "history_auto_trim_threshold": 100,
     "history_auto_trim_user_ids": [],
+    # Attachment plugin (Kinto's attachment.* settings)
+    "attachment_base_url": "",
+    "attachment_extensions": ["pdf", "rtf", "odf", "ods", "gnumeric", "abw", "doc", "docx",
+                              "xls", "xlsx", "txt", "jpg", "jpe", "jpeg", "png", "gif", "svg",
+                              "bmp", "tiff", "csv", "ini", "json", "plist", "xml", "yaml", "yml"],
+    "attachment_max_size_bytes": 10485760,
+    "attachment_keep_old_files": False,
     # HTTP behaviour
     "cors_origins": ["*"],
     "cors_max_age_seconds": 3600,
@@ -300,6 +308,7 @@ _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "login_rate_limit": (0, None),
     "login_rate_window_seconds": (1, None),
     "history_auto_trim_threshold": (0, None),
+    "attachment_max_size_bytes": (0, None),
 }
 
 

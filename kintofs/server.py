@@ -8,6 +8,7 @@ import threading
 from cheroot import wsgi
 
 from .fsstore import FileSystemStore
+from .fsstore.watch import FileWatcher
 from .plugins import setup_plugins
 from .web.accesslog import with_access_log
 from .web.app import Service, create_app
@@ -35,6 +36,15 @@ def build_app(settings):
     return create_app(service), service
 
 
+def start_watcher(service):
+    """Watch the data folder for files edited by hand (see fsstore/watch.py)."""
+    def adopted(parent, kind, object_id):
+        if kind in ("group", "bucket"):
+            service.memberships.invalidate()  # group members may have changed
+
+    return FileWatcher(service.store, on_adopted=adopted).start()
+
+
 def serve(settings):
     logging.basicConfig(level=settings["log_level"].upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -58,6 +68,7 @@ def serve(settings):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    watcher = start_watcher(service) if settings["watch_files"] else None
     server.prepare()
     host, port = server.bind_addr[:2]
     logger.info("kintofs listening on http://%s:%s/v1/ (data in %s)", host, port,
@@ -66,5 +77,7 @@ def serve(settings):
     server.serve()
     for thread in stopping:
         thread.join()  # until the requests in flight have their responses
+    if watcher:
+        watcher.stop()
     logger.info("kintofs stopped")
     return 0

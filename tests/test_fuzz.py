@@ -16,6 +16,7 @@ about a minute for the whole file); run e.g. ``KFS_FUZZ_EXAMPLES=5000`` by
 hand for a long session.  (Not ``KINTOFS_*``: those are daemon settings, and
 an unknown one stops the daemon.)  Runs are derandomized under ``CI``.
 """
+import base64
 import http.client
 import json
 import os
@@ -26,7 +27,7 @@ from urllib.parse import quote
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import ALICE, Daemon, Api, assert_status
+from conftest import Api, Daemon, assert_status
 
 EXAMPLES = int(os.environ.get("KFS_FUZZ_EXAMPLES", "200"))
 LIMITS = {"max_request_body_bytes": 65536, "max_json_depth": 20, "batch_max_requests": 5}
@@ -37,7 +38,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                                        HealthCheck.data_too_large, HealthCheck.large_base_example])
 
 CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
-AUTH = "Basic " + __import__("base64").b64encode(b"alice:alice-pw").decode()
+AUTH = "Basic " + base64.b64encode(b"alice:alice-pw").decode()
 
 # Names a file in the data directory may have: an id, an id's data or ACL
 # file, or one of the reserved names of docs/storage.md.

@@ -46,6 +46,21 @@ class ListFolder(NamedTuple):
         return f"_{self.kind}.acl"
 
 
+# A record's attached file (the attachment plugin) lies beside its data file:
+# "<id>.attachment", and with keep_old_files its earlier ones are kept as
+# "<id>.<sha256>.attachment".  Ids hold no dots, so no object's own files
+# ("<id>.json", "<id>.acl") can have these names.
+ATTACHMENT_SUFFIX = ".attachment"
+
+
+def attachment_path(list_folder, object_id):
+    return os.path.join(list_folder, object_id + ATTACHMENT_SUFFIX)
+
+
+def kept_attachment_path(list_folder, object_id, sha256):
+    return os.path.join(list_folder, f"{object_id}.{sha256}{ATTACHMENT_SUFFIX}")
+
+
 def lists_in(folder):
     """The list folders directly inside ``folder`` (the root or a container object)."""
     found = []

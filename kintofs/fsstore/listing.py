@@ -142,6 +142,51 @@ class FileList(ObjectList):
             raise_if_disk_refused(error)
             raise
 
+    # -- files changed by hand ------------------------------------------
+
+    def adopt_edit(self, object_id):
+        """Make a change someone made to an object's files by hand a normal write.
+
+        The edited content gets a fresh ``last_modified`` and a journal line,
+        so pollers see it like any other change.  Returns True if there was
+        such a change; our own writes are already in the index (they hold the
+        lock until it is), so they come back False.
+        """
+        if not self.valid_id(object_id) or not os.path.isdir(self.folder):
+            return False
+        with self.transaction() as writer:
+            known = self._objects.get(object_id)
+            if not os.path.exists(self.data_path(object_id)):
+                if known is None or (self.container and os.path.isdir(self.child_folder(object_id))):
+                    return False  # a container counts as deleted only once its folder is gone
+                self._forget_deleted_by_hand(object_id)
+                return True
+            on_disk = self._read_object(object_id)
+            if on_disk is None or on_disk == known:
+                return False  # unreadable (an editor half-way through): the next event retries
+            data = {k: v for k, v in on_disk.data.items() if k not in ("id", "last_modified")}
+            writer.put(object_id, data, on_disk.acl)
+            return True
+
+    def _forget_deleted_by_hand(self, object_id):
+        """Record the deletion of an object whose files a person removed (caller holds the lock)."""
+        ts = self._next_timestamp()
+        entry = [{"ts": ts, "op": "delete", "id": object_id}]
+        self.journal.append(entry)
+        with self._guard:
+            del self._objects[object_id]
+            self._tombstones[object_id] = ts
+            self._changes.record(object_id, ts)
+            self._timestamp = max(self._timestamp or 0, ts)
+            self._after_append(entry)
+        if self.container:
+            self.on_container_deleted(self, object_id)
+        else:
+            try:
+                os.unlink(self.acl_path(object_id))
+            except FileNotFoundError:
+                pass
+
     # -- the index --------------------------------------------------------
 
     def _reset(self, identity):

@@ -4,6 +4,12 @@ Protocol (documented in docs/storage.md so scripts can join in): a writer of a
 list takes an exclusive ``flock`` on ``<list folder>/_lock`` for the whole
 read-modify-write of an object and its journal line.  ``flock(1)`` from a
 shell script takes the same lock.  Readers take no lock.
+
+Why not the ``filelock`` library the design card names: its acquire always
+creates the lock file's missing parent folders, so a writer racing the
+deletion of a collection re-created the deleted folder (a zombie list).
+Plain ``flock(2)`` on a file in an existing folder is the same kernel lock,
+fails cleanly when the folder is gone, and needs no dependency.
 """
 import fcntl
 import os

@@ -183,6 +183,7 @@ FIXES = {
     "trash": _remove,
     "heartbeat": _remove,
     "orphan-acl": _remove,
+    "orphan-attachment": _remove,
     "empty-object-folder": _remove,
     "torn-journal-tail": _cut_torn_tail,
     "unjournaled": _by_the_journal,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from .atomic import TEMP_PREFIX
 from .base import ParentNotFound, StorageBusy, StorageFull
 from .journal import JOURNAL_NAME
-from .layout import QUARANTINE, is_dot_name, lists_in, object_folders
+from .layout import ATTACHMENT_SUFFIX, QUARANTINE, is_dot_name, lists_in, object_folders
 from .listing import TRASH_PREFIX, is_timestamp
 from .locks import LOCK_NAME, locked
 from .store import FORMAT, FORMAT_FILE
@@ -43,6 +43,7 @@ LEFTOVERS = {
     "trash": "a deleted container being removed; safe to delete",
     "heartbeat": "a heartbeat probe; safe to delete",
     "orphan-acl": "ACL sidecar of an object that was deleted; safe to delete",
+    "orphan-attachment": "attached file of a record that was deleted; safe to delete",
     "empty-object-folder": "folder of a container whose creation was interrupted",
     "torn-journal-tail": "the journal's last line was being written; the next write cuts it",
     "unjournaled": "the journal is behind this file (an interrupted write); the daemon adds the line",
@@ -323,11 +324,12 @@ def _compare(lst, entries, files, report):
                        where=lst, object_id=object_id)
     if not lst.container:
         for name in _names(lst.path):
-            object_id = name[: -len(".acl")]
-            if name.endswith(".acl") and lst.valid_id(object_id) and object_id not in files \
-                    and not os.path.exists(_data_path(lst, object_id)):
-                report.add("orphan-acl", os.path.join(lst.path, name), where=lst,
-                           object_id=object_id)
+            for suffix, problem in ((".acl", "orphan-acl"), (ATTACHMENT_SUFFIX, "orphan-attachment")):
+                object_id = name[: -len(suffix)]
+                if name.endswith(suffix) and lst.valid_id(object_id) and object_id not in files \
+                        and not os.path.exists(_data_path(lst, object_id)):
+                    report.add(problem, os.path.join(lst.path, name), where=lst,
+                               object_id=object_id)
 
 
 def object_stamps(lst):

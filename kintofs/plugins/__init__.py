@@ -8,7 +8,7 @@ entries in ``service.capabilities``, ``service.auth_policies``,
 """
 import importlib
 
-AVAILABLE = ("flush", "history", "accounts", "default_bucket")
+AVAILABLE = ("flush", "history", "accounts", "default_bucket", "attachment")
 
 
 def setup_plugins(service, names):

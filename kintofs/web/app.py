@@ -20,7 +20,6 @@ from urllib.parse import parse_qsl, quote
 
 import bottle
 
-from .. import __version__
 from ..acl import MembershipIndex, principals_of
 from ..fsstore import StorageBusy, StorageFull
 from . import errors, ratelimit
@@ -65,7 +64,10 @@ class Service:
         self.preflight_methods = []  # (compiled path regex, "GET,HEAD,...") of plugins' routes
         self.delete_tokens = SingleUseTokens()  # Next-Page tokens of plural DELETE
         ratelimit.install(self)  # self.record_failed_login(addr) for policies that can fail
-        self.app = bottle.Bottle(catchall=False, autojson=False)
+        self.app = bottle.Bottle()
+        # Our views answer with HTTPResponse objects; unexpected errors are
+        # turned into Kinto JSON by our own plugin, not bottle's HTML page.
+        self.app.config.update({"catchall": False, "json.enable": False})
 
     def policies(self):
         return [self.auth_policies[name] for name in self.settings["auth_policies"]

@@ -167,7 +167,7 @@ class ResourceView:
             self._check_preconditions(list_ts, exists=True)
             self._use_delete_token(q)
             candidates = self._candidates(object_list, q, deletable, include_tombstones=False)
-            page = self._page(candidates, q, project=False)
+            page = self._page(candidates, q)
             deleted = [writer.delete(obj["id"]) for obj in page.objects]
             if page.next_token:
                 self.state.service.delete_tokens.issue(query.token_nonce(page.next_token))
@@ -574,7 +574,7 @@ class ResourceView:
             for object_id, ts in object_list.tombstones().items():
                 yield tombstone(object_id, ts)
 
-    def _page(self, candidates, q, project=True):
+    def _page(self, candidates, q):
         paginate_by = self.settings.get("paginate_by") or None
         try:
             page = query.paginate(candidates, q, paginate_by=paginate_by,

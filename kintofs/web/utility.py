@@ -30,7 +30,9 @@ def add_routes(service, state):
                 "readonly": settings["readonly"],
                 "explicit_permissions": True,
             },
-            "capabilities": dict(service.capabilities),
+            # A plugin may give a function of the request (a URL on this host).
+            "capabilities": {name: value(current) if callable(value) else value
+                             for name, value in service.capabilities.items()},
         }
         if current.userid is not None:
             body["user"] = {"id": current.userid, "principals": current.principals}

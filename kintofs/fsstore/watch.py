@@ -1,0 +1,133 @@
+"""Notice files edited by hand (``watchdog``) and make them normal changes.
+
+A person may edit ``r1.json`` with a text editor, drop a new ``r2.json`` in
+a records folder, or delete a file.  The watcher maps each file event to the
+object it concerns and asks that object's list to adopt the change
+(:meth:`FileList.adopt_edit`): a fresh ``last_modified``, a journal line,
+an index that agrees.  Events are gathered for a moment first, because
+editors write a file in several steps and our own atomic writes also
+produce events (those are recognised as already known and cost one read).
+"""
+import logging
+import os
+import threading
+
+from watchdog.events import FileSystemEventHandler
+from watchdog.observers import Observer
+
+from .store import CONTAINERS, PLURALS
+
+logger = logging.getLogger(__name__)
+
+KIND_OF_PLURAL = {plural: kind for kind, plural in PLURALS.items()}
+SETTLE_SECONDS = 0.2
+
+
+def object_of(root, path):
+    """``(parent, kind, id)`` of the object a data path belongs to, or None.
+
+    ``buckets/b/collections/c/records/r1.json`` -> ``((("bucket", "b"),
+    ("collection", "c")), "record", "r1")``; ``buckets/b/_bucket.json`` and
+    the folder ``buckets/b`` itself -> ``((), "bucket", "b")``.
+    """
+    relative = os.path.relpath(path, root)
+    if relative.startswith(".."):
+        return None
+    parts = relative.split(os.sep)
+    name = parts[-1]
+    if name.startswith(".") or name in ("_journal.jsonl", "_lock"):
+        return None
+    if len(parts) % 2:  # a file inside a container's folder: _bucket.json, _collection.acl
+        return _container_file(parts)
+    kind = KIND_OF_PLURAL.get(parts[-2])
+    if kind in CONTAINERS:  # the folder of a container object
+        return _with_parent(parts[:-2], kind, name)
+    stem, dot, suffix = name.rpartition(".")
+    if kind and dot and suffix in ("json", "acl"):  # a leaf object's file
+        return _with_parent(parts[:-2], kind, stem)
+    return None
+
+
+def _container_file(parts):
+    """``_bucket.json`` / ``_collection.acl`` inside a container's folder."""
+    kind = KIND_OF_PLURAL.get(parts[-3]) if len(parts) >= 3 else None
+    if kind in CONTAINERS and parts[-1] in (f"_{kind}.json", f"_{kind}.acl"):
+        return _with_parent(parts[:-3], kind, parts[-2])
+    return None
+
+
+def _with_parent(parent_parts, kind, object_id):
+    if len(parent_parts) % 2:
+        return None
+    parent = []
+    for plural, parent_id in zip(parent_parts[::2], parent_parts[1::2]):
+        parent_kind = KIND_OF_PLURAL.get(plural)
+        if parent_kind not in CONTAINERS:
+            return None
+        parent.append((parent_kind, parent_id))
+    return tuple(parent), kind, object_id
+
+
+class FileWatcher(FileSystemEventHandler):
+    """Watches a store's folder; ``on_adopted(parent, kind, id)`` is told of each edit."""
+
+    def __init__(self, store, on_adopted=lambda parent, kind, object_id: None):
+        self.store = store
+        self.on_adopted = on_adopted
+        self._pending = set()
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._observer = Observer()
+        self._worker = threading.Thread(target=self._run, name="kintofs-watch", daemon=True)
+
+    def start(self):
+        self._observer.schedule(self, self.store.root, recursive=True)
+        self._observer.start()
+        self._worker.start()
+        return self
+
+    def stop(self):
+        self._observer.stop()
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        self._observer.join(5)
+        self._worker.join(5)
+
+    def on_any_event(self, event):
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        for path in (event.src_path, getattr(event, "dest_path", "")):
+            target = object_of(self.store.root, os.fsdecode(path)) if path else None
+            if target:
+                with self._wake:
+                    self._pending.add(target)
+                    self._wake.notify()
+
+    def _run(self):
+        while True:
+            with self._wake:
+                while not self._pending and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+            # Let an editor finish its writes before we read the file.
+            with self._wake:
+                self._wake.wait(SETTLE_SECONDS)
+                batch, self._pending = self._pending, set()
+            for target in sorted(batch):
+                self._adopt(*target)
+
+    def _adopt(self, parent, kind, object_id):
+        try:
+            self.store.folder_of(parent, kind)
+        except ValueError:
+            return  # a folder no id could name: not ours
+        try:
+            if parent and not self.store.exists(parent):
+                return
+            if self.store.list(parent, kind).adopt_edit(object_id):
+                logger.info("adopted a change made by hand to %s %r", kind, object_id)
+                self.on_adopted(parent, kind, object_id)
+        except Exception:  # a watcher must outlive any odd file
+            logger.exception("could not adopt a change to %s %r", kind, object_id)

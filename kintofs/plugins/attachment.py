@@ -1,0 +1,457 @@
+"""Attachment plugin: files attached to records (protocol section 18).
+
+``POST`` (multipart upload) and ``DELETE`` on
+``/v1/buckets/<bid>/collections/<cid>/records/<rid>/attachment``; the file is
+served back at ``/v1/attachments/<bid>/<cid>/<rid>`` to readers of the record.
+
+On disk the file is ``<rid>.attachment`` beside ``<rid>.json`` (ids hold no
+dots, so no other object can own that name; the client's file name is only
+metadata).  An upload streams into a ``.tmp-`` file in the collection's
+folder, then is renamed into place under the list's lock together with the
+record write, so a record never names a file that is not there.  Deleting a
+collection or bucket deletes the files with its folder; deleting a record
+deletes its file (a change listener).  See docs/storage.md.
+"""
+import hashlib
+import json
+import mimetypes
+import os
+import re
+import tempfile
+
+import bottle
+
+from .. import __version__, acl
+from ..fsstore.atomic import TEMP_PREFIX, fsync_folder, raise_if_disk_refused
+from ..fsstore.layout import ATTACHMENT_SUFFIX, attachment_path, kept_attachment_path
+from ..web import errors, request as req
+from ..web.app import RequestState
+from ..web.multipart import LengthReached, MultipartError, boundary_of, read_parts
+from ..web.patching import shallow_merge
+from ..web.resource import KINDS, ResourceView
+
+INVALID_POSTED_DATA = 109  # Kinto's errno for a bad form
+
+# Room for the form around the file: boundaries, part headers, small fields.
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+# Kinto's per-extension overrides of the client's content type.
+MIMETYPE_OVERRIDES = {"pem": "application/x-pem-file", "geojson": "application/geojson"}
+
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]{0,126}/[A-Za-z0-9][\w.+-]{0,126}$")
+
+ROUTE = "/v1/buckets/<bucket>/collections/<collection>/records/<record>/attachment"
+FILES_ROUTE = "/v1/attachments/<bucket>/<collection>/<record>"
+
+
+def setup(service):
+    service.capabilities["attachments"] = lambda state: {
+        "version": __version__,
+        "description": "Add file attachments to records",
+        "url": "https://github.com/Kinto/kinto-attachment/",
+        "base_url": files_base_url(state),
+    }
+    service.validators.append(refuse_metadata_change)
+    service.change_listeners.append(lambda *args: remove_file_of_deleted(service, *args))
+    service.heartbeat_checks["attachments"] = service.heartbeat_checks["storage"]
+    service.preflight_methods += [
+        (re.compile(r"^/v1/buckets/[^/]+/collections/[^/]+/records/[^/]+/attachment$"),
+         "POST,DELETE,OPTIONS"),
+        (re.compile(r"^/v1/attachments/[^/]+/[^/]+/[^/]+$"), "GET,HEAD,OPTIONS"),
+    ]
+
+    @service.app.route(ROUTE, "ANY")
+    def attachment(bucket, collection, record):
+        state = RequestState(service, bottle.request.environ)
+        view = record_view(state, bucket, collection)
+        if state.method == "POST":
+            return Upload(view, record).run()
+        if state.method == "DELETE":
+            return remove(view, record)
+        raise errors.method_not_allowed(["POST", "DELETE", "OPTIONS"])
+
+    @service.app.route(FILES_ROUTE, ["GET", "HEAD"])
+    def attached_file(bucket, collection, record):
+        state = RequestState(service, bottle.request.environ)
+        return serve(record_view(state, bucket, collection), record)
+
+
+def files_base_url(state):
+    return state.settings["attachment_base_url"] or f"{state.base_url()}/v1/attachments/"
+
+
+def record_view(state, bucket, collection):
+    view = ResourceView(state, KINDS["record"], (("bucket", bucket), ("collection", collection)))
+    view._check_parent_ids()
+    return view
+
+
+def location_of(view, record_id):
+    """The file's URL relative to the capability's ``base_url``."""
+    return "/".join([*(object_id for _, object_id in view.parent), record_id])
+
+
+# -- upload ---------------------------------------------------------------------
+
+class Upload:
+    """One ``POST .../attachment``: authorize, stream the form, write the record."""
+
+    def __init__(self, view, record_id):
+        self.view, self.record_id = view, record_id
+        self.state, self.settings = view.state, view.settings
+        self.max_size = self.settings["attachment_max_size_bytes"]
+        self.fields = {}
+        self.file = None  # the _FileSink of the "attachment" part
+
+    def run(self):
+        view = self.view
+        view._require_parent_exists_for_write()
+        self._authorize(view._get(self.record_id))
+        view._check_object_id(self.record_id)
+        try:
+            self._read_form()
+            metadata = self._metadata()
+            data, permissions = self._form_envelope()
+            return self._store(metadata, data, permissions)
+        finally:
+            if self.file is not None:
+                self.file.discard()
+
+    def _authorize(self, existing):
+        """Write on the record, or create in the collection for a new one."""
+        if existing is not None:
+            self.view._require("write", existing.acl)
+        else:
+            self.view._require_create()
+
+    # reading
+
+    def _read_form(self):
+        environ = self.state.environ
+        boundary = boundary_of(environ.get("CONTENT_TYPE"))
+        if boundary is None:
+            raise errors.invalid_param("header", "Content-Type",
+                                       "Content-Type should be multipart/form-data")
+        limit = self._body_limit()
+        length = self._declared_length(limit)
+        stream = environ["wsgi.input"]
+        if length is None and self.max_size and hasattr(stream, "maxlen"):
+            stream.maxlen = 2 * limit + 1024  # cheroot's cap on one chunk, as in read_body
+        try:
+            read_parts(stream, boundary, length if length is not None else limit + 1,
+                       self._sink_for)
+        except LengthReached:
+            if length is None:  # a chunked body going on past the room we gave it
+                raise errors.too_large(limit) from None
+            raise errors.invalid_param("body", None, "Invalid multipart body: truncated") \
+                from None
+        except MultipartError as error:
+            raise errors.invalid_param("body", None, f"Invalid multipart body: {error}") from None
+        except _TooLarge:
+            raise errors.too_large(limit) from None
+        except TimeoutError:
+            raise errors.invalid_param("body", None, "The request body was not sent in time") \
+                from None
+        except OSError as error:
+            raise_if_disk_refused(error)
+            raise
+
+    def _body_limit(self):
+        if not self.max_size:
+            return float("inf")
+        return self.max_size + self.settings["max_request_body_bytes"] + FORM_OVERHEAD_BYTES
+
+    def _declared_length(self, limit):
+        """The Content-Length (None when chunked); 413 before reading if it is too much."""
+        text = (self.state.environ.get("CONTENT_LENGTH") or "").strip()
+        if not text:
+            return None
+        try:
+            length = int(text)
+        except ValueError:
+            raise errors.invalid_param("header", "Content-Length", "Invalid Content-Length") \
+                from None
+        if length > limit:
+            raise errors.too_large(limit)
+        return length
+
+    def _sink_for(self, part):
+        if part.name == "attachment" and self.file is None and part.filename is not None:
+            self.file = _FileSink(self._temp_folder(), part, self.max_size)
+            return self.file
+        if part.name == "attachment" and self.file is None:
+            raise errors.invalid_param("body", None, "Filename is required.")
+        if part.name in ("data", "permissions") and part.filename is None:
+            sink = _FieldSink(self.settings["max_request_body_bytes"])
+            self.fields[part.name] = sink
+            return sink
+        if part.name in ("data", "permissions"):
+            raise _posted_data_error(f"body: {part.name!r} field should be passed as form "
+                                     "data, not files")
+        raise _posted_data_error(f"body: {part.name!r} not in ('data', 'permissions')")
+
+    def _temp_folder(self):
+        """The collection's folder: same file system as the records, and
+        deleted (with any upload in progress) when the collection is."""
+        return os.path.dirname(self.view._list().folder)
+
+    # checking
+
+    def _metadata(self):
+        upload = self.file
+        if upload is None:
+            raise _posted_data_error("Attachment missing.")
+        extension = _extension(upload.filename)
+        if extension not in {e.lower() for e in self.settings["attachment_extensions"]}:
+            raise errors.invalid_param("body", None, "File extension is not allowed.")
+        if upload.too_large:
+            raise errors.invalid_param("body", None, f"File size ({upload.size} bytes) exceeds "
+                                       f"the limit ({self.max_size} bytes).")
+        return {
+            "filename": upload.filename,
+            "hash": upload.sha256.hexdigest(),
+            "location": location_of(self.view, self.record_id),
+            "mimetype": _mimetype(upload.content_type, upload.filename, extension),
+            "size": upload.size,
+        }
+
+    def _form_envelope(self):
+        body = {}
+        for name, sink in self.fields.items():
+            try:
+                body[name] = json.loads(bytes(sink.content))
+            except ValueError as error:
+                raise _posted_data_error(f"body: {name} is not valid JSON ({error})") from None
+        data, permissions = req.envelope(body, self.view.kind.permissions)
+        return dict(data or {}), permissions
+
+    # writing
+
+    def _store(self, metadata, data, permissions):
+        view, record_id = self.view, self.record_id
+        self.state.attachment_upload = True  # refuse_metadata_change lets this write pass
+        with view._transaction(view._list()) as writer:
+            existing = view._reachable(writer, record_id)
+            self._authorize(existing)
+            view._check_body_id(data, record_id)
+            data["attachment"] = metadata
+            target = attachment_path(view._list().folder, record_id)
+            previous = _set_aside(target, self.settings["attachment_keep_old_files"])
+            self.file.install(target)
+            try:
+                if existing is None:
+                    view._write(writer, 201, record_id, data, permissions or {}, {})
+                else:
+                    view._write(writer, 200, record_id, shallow_merge(existing.data, data), {},
+                                acl.merge_acl(existing.acl, permissions or {}),
+                                current=existing, bump_always=True)
+            except BaseException:
+                previous.undo()
+                raise
+            previous.commit()
+        record_url = f"{self.state.base_url()}/v1{view._uri(record_id)}"
+        return errors.json_response(201 if existing is None else 200, metadata,
+                                    {"Location": record_url})
+
+
+class _TooLarge(Exception):
+    """A form field (not the file) is larger than any JSON body may be."""
+
+
+class _FieldSink:
+    def __init__(self, limit):
+        self.content, self.limit = bytearray(), limit
+
+    def write(self, data):
+        self.content += data
+        if len(self.content) > self.limit:
+            raise _TooLarge()
+
+
+class _FileSink:
+    """The uploaded file: a ``.tmp-`` file, hashed and counted as it arrives.
+
+    Past ``max_size`` nothing more is written (the temp file is dropped), but
+    the rest is still counted, within the Content-Length already checked, for
+    Kinto's error message.
+    """
+
+    def __init__(self, folder, part, max_size):
+        self.filename, self.content_type, self.max_size = part.filename, part.content_type, max_size
+        self.sha256, self.size, self.too_large = hashlib.sha256(), 0, False
+        fd, self.path = tempfile.mkstemp(prefix=TEMP_PREFIX + "upload-", dir=folder)
+        self.out = os.fdopen(fd, "wb")
+
+    def write(self, data):
+        self.size += len(data)
+        if self.too_large:
+            return
+        if self.max_size and self.size > self.max_size:
+            self.too_large = True
+            self.discard()
+            return
+        self.sha256.update(data)
+        self.out.write(data)
+
+    def install(self, target):
+        """Rename the complete file to ``target`` (durably)."""
+        self.out.flush()
+        os.fsync(self.out.fileno())
+        self.out.close()
+        os.replace(self.path, target)
+        self.path = None
+        fsync_folder(os.path.dirname(target))
+
+    def discard(self):
+        if not self.out.closed:
+            self.out.close()
+        if self.path is not None:
+            _remove_quietly(self.path)
+            self.path = None
+
+
+class _SetAside:
+    """The previous file of a record, kept under a second name until the
+    record write succeeds (then dropped, or kept for ``keep_old_files``)."""
+
+    def __init__(self, target, backup, keep_as):
+        self.target, self.backup, self.keep_as = target, backup, keep_as
+
+    def undo(self):
+        if self.backup is not None:
+            os.replace(self.backup, self.target)
+        else:
+            _remove_quietly(self.target)
+
+    def commit(self):
+        if self.backup is None:
+            return
+        if self.keep_as:
+            os.replace(self.backup, self.keep_as)
+        else:
+            _remove_quietly(self.backup)
+
+
+def _set_aside(target, keep):
+    if not os.path.exists(target):
+        return _SetAside(target, None, None)
+    backup = os.path.join(os.path.dirname(target), f"{TEMP_PREFIX}old-{os.urandom(8).hex()}")
+    os.link(target, backup)
+    return _SetAside(target, backup, _kept_name(target) if keep else None)
+
+
+def _kept_name(path):
+    folder, name = os.path.split(path)
+    return kept_attachment_path(folder, name[: -len(ATTACHMENT_SUFFIX)], _sha256_of(path))
+
+
+def _sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _extension(filename):
+    _, dot, extension = filename.rpartition(".")
+    return extension.lower() if dot else ""
+
+
+def _mimetype(sent, filename, extension):
+    """Kinto's choice: the per-extension override, else the part's type, else a guess."""
+    if extension in MIMETYPE_OVERRIDES:
+        return MIMETYPE_OVERRIDES[extension]
+    sent = (sent or "").split(";")[0].strip()
+    if _MEDIA_TYPE.match(sent):
+        return sent.lower()
+    guessed, _ = mimetypes.guess_type("x." + extension)
+    return guessed or "application/octet-stream"
+
+
+def _posted_data_error(message):
+    return errors.http_error(400, INVALID_POSTED_DATA, message=message)
+
+
+def _remove_quietly(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+# -- removal ------------------------------------------------------------------
+
+def remove(view, record_id):
+    """``DELETE .../attachment``: the record keeps ``"attachment": null``."""
+    view._require_parent_exists_for_write()
+    keep = view.settings["attachment_keep_old_files"]
+    with view._transaction(view._list()) as writer:
+        existing = view._reachable(writer, record_id)
+        view._require_existing_or_parent_read(existing, record_id)
+        target = attachment_path(view._list().folder, record_id)
+        previous = _set_aside(target, keep)
+        _remove_quietly(target)
+        try:
+            view._write(writer, 200, record_id, dict(existing.data, attachment=None), {},
+                        existing.acl, current=existing, bump_always=True)
+        except BaseException:
+            previous.undo()
+            raise
+        previous.commit()
+    return bottle.HTTPResponse(status=204)
+
+
+def remove_file_of_deleted(service, state, action, kind, uri, data, object_acl):
+    """A deleted record's file goes too (its collection's or bucket's folder
+    takes the files of theirs)."""
+    if kind != "record" or action != "delete":
+        return
+    parts = uri.split("/")  # "", "buckets", bid, "collections", cid, "records", rid
+    parent = (("bucket", parts[2]), ("collection", parts[4]))
+    records = service.store.list(parent, "record")
+    target = attachment_path(records.folder, parts[6])
+    if not os.path.exists(target):
+        return
+    # Under the list's lock: a new record of the same id may be uploading.
+    with records.transaction() as writer:
+        if writer.get(parts[6]) is None:
+            _set_aside(target, service.settings["attachment_keep_old_files"]).commit()
+            _remove_quietly(target)
+
+
+def refuse_metadata_change(state, kind, parent, data, object_id=None):
+    """A normal record write may set ``attachment`` to null, not change it."""
+    new = data.get("attachment")
+    if kind != "record" or new is None or object_id is None \
+            or getattr(state, "attachment_upload", False):
+        return
+    current = state.store.list(parent, "record").get(object_id)
+    old = current.data.get("attachment") if current else None
+    if old is not None and old != new:
+        raise errors.http_error(400, errors.UNDEFINED,
+                                message="Attachment metadata cannot be modified.")
+
+
+# -- serving --------------------------------------------------------------------
+
+def serve(view, record_id):
+    """The attached file, to whoever may read the record."""
+    existing = view._get(record_id)
+    view._require("read", existing.acl if existing else {})
+    view._check_object_id(record_id)
+    metadata = existing.data.get("attachment") if existing else None
+    if not isinstance(metadata, dict):
+        raise errors.object_not_found("attachment", record_id)
+    folder = view._list().folder
+    name = record_id + ATTACHMENT_SUFFIX
+    if not os.path.isfile(os.path.join(folder, name)):
+        raise errors.object_not_found("attachment", record_id)
+    mimetype = metadata.get("mimetype")
+    mimetype = mimetype if isinstance(mimetype, str) and _MEDIA_TYPE.match(mimetype) \
+        else "application/octet-stream"
+    response = bottle.static_file(name, root=folder, mimetype=mimetype,
+                                  etag=f'"{metadata.get("hash", "")}"', charset=None)
+    # Never let a browser run an uploaded page on this origin.
+    response.set_header("Content-Disposition", "attachment")
+    return response
