@@ -1,7 +1,7 @@
 """Generation tokens: a cheap "did anything of this sort change?" across processes.
 
-A generation is a small file ``_<name>.generation`` in the data folder holding
-a random token.  Whoever changes data that other processes index (group
+A generation is a small JSON file ``_<name>.generation`` in the data folder
+holding a random token, ``{"token": "..."}``.  Whoever changes data that other processes index (group
 memberships, say) writes a new token under the root lock; a reader compares
 the token with the one its index was built from, one small read per use.
 
@@ -12,7 +12,7 @@ Deleting the file is safe: every process then rebuilds its index once.
 import os
 import uuid
 
-from .atomic import write_bytes
+from .atomic import read_json, write_json
 from .locks import locked
 
 
@@ -25,10 +25,10 @@ class Generation:
     def current(self):
         """The token now on disk, or None when there is none yet."""
         try:
-            with open(self.path, encoding="utf-8") as f:
-                return f.read().strip() or None
-        except FileNotFoundError:
-            return None
+            document = read_json(self.path)
+        except ValueError:
+            return "unreadable"  # differs from every token: readers rebuild, the next bump mends it
+        return document.get("token") if isinstance(document, dict) else None
 
     def bump(self):
         """Write a fresh token; ``(previous, new)``.
@@ -40,5 +40,5 @@ class Generation:
         with locked(self.root):
             previous = self.current()
             new = uuid.uuid4().hex
-            write_bytes(self.path, (new + "\n").encode(), fsync=self.fsync)
+            write_json(self.path, {"token": new}, fsync=self.fsync)
             return previous, new
