@@ -244,7 +244,7 @@ class Upload:
                 else:
                     view._write(writer, 200, record_id, shallow_merge(existing.data, data), {},
                                 acl.merge_acl(existing.acl, permissions or {}),
-                                current=existing, bump_always=True)
+                                current=existing)
             except BaseException:
                 previous.undo()
                 raise
@@ -394,7 +394,7 @@ def remove(view, record_id):
         _remove_quietly(target)
         try:
             view._write(writer, 200, record_id, dict(existing.data, attachment=None), {},
-                        existing.acl, current=existing, bump_always=True)
+                        existing.acl, current=existing)
         except BaseException:
             previous.undo()
             raise

@@ -246,8 +246,7 @@ class ResourceView:
             data, new_acl = self._patched(media, body, existing)
             self._check_body_id(data, object_id)
             response = self._write(writer, 200, object_id, data, {}, new_acl,
-                                   requested_ts=data.get("last_modified"), current=existing,
-                                   bump_always=True)
+                                   requested_ts=data.get("last_modified"), current=existing)
         if behavior == "full":
             return response
         # Kinto looks only at the fields the patch applied: the sent ones, or
@@ -431,7 +430,7 @@ class ResourceView:
         return _Transaction(object_list, self.kind, self.parent)
 
     def _write(self, writer, status, object_id, data, requested_acl, base_acl, *,
-               requested_ts=None, current=None, bump_always=False, generated_id=False):
+               requested_ts=None, current=None, generated_id=False):
         """Validate, stamp and store one object; the response for it."""
         data = _without_meta(data)
         data = self.kind.hooks.prepare_data(self, None if generated_id else object_id, data,
