@@ -56,6 +56,7 @@ class FileList(ObjectList):
         self.journal = Journal(folder, fsync=fsync)
         self._guard = threading.RLock()
         self._write_guard = threading.Lock()
+        self._signatures = {}  # id -> _signature() after our own last write (the watcher skips those)
         self._reset(identity=None)
 
     # -- where things are -------------------------------------------------
@@ -154,6 +155,8 @@ class FileList(ObjectList):
         """
         if not self.valid_id(object_id) or not os.path.isdir(self.folder):
             return False
+        if object_id in self._objects and self._signatures.get(object_id) == self._signature(object_id):
+            return False  # the files are as our own last write left them: two stat() calls
         with self.transaction() as writer:
             known = self._objects.get(object_id)
             if not os.path.exists(self.data_path(object_id)):
@@ -162,11 +165,24 @@ class FileList(ObjectList):
                 self._forget_deleted_by_hand(object_id)
                 return True
             on_disk = self._read_object(object_id)
-            if on_disk is None or on_disk == known:
+            if on_disk is None:
                 return False  # unreadable (an editor half-way through): the next event retries
-            data = {k: v for k, v in on_disk.data.items() if k not in ("id", "last_modified")}
-            writer.put(object_id, data, on_disk.acl)
-            return True
+            if on_disk != known:
+                data = {k: v for k, v in on_disk.data.items() if k not in ("id", "last_modified")}
+                writer.put(object_id, data, on_disk.acl)
+            self._signatures[object_id] = self._signature(object_id)
+            return on_disk != known
+
+    def _signature(self, object_id):
+        """What stat() says of an object's two files: changes whenever either is rewritten."""
+        found = []
+        for path in (self.data_path(object_id), self.acl_path(object_id)):
+            try:
+                status = os.stat(path)
+                found.append((status.st_ino, status.st_size, status.st_mtime_ns))
+            except OSError:
+                found.append(None)
+        return tuple(found)
 
     def _forget_deleted_by_hand(self, object_id):
         """Record the deletion of an object whose files a person removed (caller holds the lock)."""
@@ -432,6 +448,7 @@ class Writer:
                     _remove_empty_folder(new_folder)
                 _raise_storage_error(error, lst.folder)
             swap.commit()
+            lst._signatures[object_id] = lst._signature(object_id)
             lst._objects[object_id] = _compact(Stored(data, acl))
             lst._tombstones.pop(object_id, None)
             lst._changes.record(object_id, ts)

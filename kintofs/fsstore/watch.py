@@ -12,7 +12,14 @@ import logging
 import os
 import threading
 
-from watchdog.events import FileSystemEventHandler
+from watchdog.events import (
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from .store import CONTAINERS, PLURALS
@@ -21,6 +28,12 @@ logger = logging.getLogger(__name__)
 
 KIND_OF_PLURAL = {plural: kind for kind, plural in PLURALS.items()}
 SETTLE_SECONDS = 0.2
+
+# Asked of the kernel (the inotify mask), so every write's other events
+# (opens, each write(), lock files) never reach Python: a file written in
+# place ends with "closed", an atomic save with "moved", removals with
+# "deleted", and a deleted bucket or collection folder with the last two.
+EVENTS = [FileClosedEvent, FileMovedEvent, FileDeletedEvent, DirDeletedEvent, DirMovedEvent]
 
 
 def object_of(root, path):
@@ -81,7 +94,7 @@ class FileWatcher(FileSystemEventHandler):
         self._worker = threading.Thread(target=self._run, name="kintofs-watch", daemon=True)
 
     def start(self):
-        self._observer.schedule(self, self.store.root, recursive=True)
+        self._observer.schedule(self, self.store.root, recursive=True, event_filter=EVENTS)
         self._observer.start()
         self._worker.start()
         return self
@@ -95,8 +108,6 @@ class FileWatcher(FileSystemEventHandler):
         self._worker.join(5)
 
     def on_any_event(self, event):
-        if event.event_type in ("opened", "closed_no_write"):
-            return
         for path in (event.src_path, getattr(event, "dest_path", "")):
             target = object_of(self.store.root, os.fsdecode(path)) if path else None
             if target:
