@@ -20,7 +20,7 @@ import time
 import uuid
 from contextlib import contextmanager
 
-from .atomic import FileSwap, dump_json, raise_if_disk_refused, read_json, write_json
+from .atomic import FileSwap, dump_json, fsync_folder, raise_if_disk_refused, read_json, write_json
 from .base import ObjectList, ParentNotFound, StorageFull, Stored, tombstone
 from .changes import ChangeOrder
 from .journal import Journal
@@ -435,6 +435,8 @@ class Writer:
             try:
                 if new_folder:
                     _make_folder(new_folder)
+                    if lst.fsync:
+                        fsync_folder(lst.folder)  # the new folder's name survives a power cut
                 swap.stage(lst.data_path(object_id), dump_json(data))
                 swap.stage(lst.acl_path(object_id), dump_json(acl))
                 # Data before ACL: a crash in between leaves the old ACL (or none
@@ -470,6 +472,8 @@ class Writer:
                     # One rename makes the whole subtree vanish at once.
                     trash = os.path.join(lst.folder, f"{TRASH_PREFIX}{uuid.uuid4().hex}")
                     os.rename(lst.child_folder(object_id), trash)
+                    if lst.fsync:
+                        fsync_folder(lst.folder)  # so does the rename
                 else:
                     swap.stage_removal(lst.data_path(object_id))
                     swap.stage_removal(lst.acl_path(object_id))
