@@ -67,7 +67,7 @@ def write_bytes(path, content, *, fsync=True):
                     os.fsync(temp.fileno())
             os.replace(temp_path, path)
         except BaseException:
-            _remove_quietly(temp_path)
+            remove_quietly(temp_path)
             raise
         if fsync:
             fsync_folder(folder)
@@ -112,7 +112,7 @@ class FileSwap:
         try:
             backup = self._backup(path)
         except BaseException:
-            _remove_quietly(temp)
+            remove_quietly(temp)
             raise
         self._steps.append((path, temp, backup))
 
@@ -137,20 +137,20 @@ class FileSwap:
                 if backup is not None:
                     os.replace(backup, path)
                 elif temp is not None:
-                    _remove_quietly(path)  # the file did not exist before
+                    remove_quietly(path)  # the file did not exist before
             except OSError:
                 logger.error("could not put back %s after a refused write", path, exc_info=True)
         for path, temp, backup in self._steps:
             for leftover in (temp, backup):
                 if leftover is not None:
-                    _remove_quietly(leftover)
+                    remove_quietly(leftover)
         self._steps, self._applied = [], []
 
     def commit(self):
         """Forget the old versions: the change is final."""
         for path, temp, backup in self._steps:
             if backup is not None:
-                _remove_quietly(backup)
+                remove_quietly(backup)
         self._steps, self._applied = [], []
 
     def _new_temp(self, path, content):
@@ -163,7 +163,7 @@ class FileSwap:
                 if self.fsync:
                     os.fsync(temp.fileno())
         except BaseException:
-            _remove_quietly(temp_path)
+            remove_quietly(temp_path)
             raise
         return temp_path
 
@@ -188,7 +188,8 @@ def raise_if_disk_refused(error):
         raise StorageFull(os.strerror(error.errno)) from error
 
 
-def _remove_quietly(path):
+def remove_quietly(path):
+    """Unlink ``path``; already gone is fine."""
     try:
         os.unlink(path)
     except FileNotFoundError:

@@ -23,7 +23,7 @@ import tarfile
 import time
 import uuid
 
-from .atomic import read_json
+from .atomic import read_json, remove_quietly
 from .base import ParentNotFound
 from .layout import KIND_OF_PLURAL, is_dot_name
 from .locks import LOCK_NAME, locked
@@ -195,7 +195,7 @@ class TarSink:
 
     def abort(self):
         self.file.close()
-        _unlink_quietly(self.staging)
+        remove_quietly(self.staging)
 
 
 class _BytesReader:
@@ -320,9 +320,3 @@ def _sibling(path, purpose):
         raise BackupError(f"{parent} does not exist")
     return os.path.join(parent, f".{name}.{purpose}-{uuid.uuid4().hex[:8]}")
 
-
-def _unlink_quietly(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -20,7 +20,8 @@ import time
 import uuid
 from contextlib import contextmanager
 
-from .atomic import FileSwap, dump_json, fsync_folder, raise_if_disk_refused, read_json, write_json
+from .atomic import (FileSwap, dump_json, fsync_folder, raise_if_disk_refused, read_json,
+                     remove_quietly, write_json)
 from .base import ObjectList, ParentNotFound, StorageFull, Stored, tombstone
 from .changes import ChangeOrder
 from .journal import Journal
@@ -198,10 +199,7 @@ class FileList(ObjectList):
         if self.container:
             self.on_container_deleted(self, object_id)
         else:
-            try:
-                os.unlink(self.acl_path(object_id))
-            except FileNotFoundError:
-                pass
+            remove_quietly(self.acl_path(object_id))
 
     # -- the index --------------------------------------------------------
 

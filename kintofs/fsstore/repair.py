@@ -23,7 +23,7 @@ import shutil
 import time
 import uuid
 
-from .atomic import read_json, write_bytes, write_json
+from .atomic import read_json, remove_quietly, write_bytes, write_json
 from .base import ParentNotFound, StorageBusy
 from .journal import JOURNAL_NAME, encode
 from .layout import QUARANTINE, ListFolder
@@ -131,7 +131,7 @@ def _remove(finding, root):
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, ignore_errors=True)
     else:
-        _unlink_quietly(path)
+        remove_quietly(path)
     return "removed"
 
 
@@ -211,9 +211,3 @@ def quarantine(path, root):
     os.replace(path, target)
     return target
 
-
-def _unlink_quietly(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

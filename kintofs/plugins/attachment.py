@@ -22,7 +22,7 @@ import tempfile
 import bottle
 
 from .. import __version__, acl
-from ..fsstore.atomic import TEMP_PREFIX, fsync_folder, raise_if_disk_refused
+from ..fsstore.atomic import TEMP_PREFIX, fsync_folder, raise_if_disk_refused, remove_quietly
 from ..fsstore.layout import ATTACHMENT_SUFFIX, attachment_path, kept_attachment_path
 from ..web import errors, request as req
 from ..web.app import RequestState
@@ -306,7 +306,7 @@ class _FileSink:
         if not self.out.closed:
             self.out.close()
         if self.path is not None:
-            _remove_quietly(self.path)
+            remove_quietly(self.path)
             self.path = None
 
 
@@ -321,7 +321,7 @@ class _SetAside:
         if self.backup is not None:
             os.replace(self.backup, self.target)
         else:
-            _remove_quietly(self.target)
+            remove_quietly(self.target)
 
     def commit(self):
         if self.backup is None:
@@ -329,7 +329,7 @@ class _SetAside:
         if self.keep_as:
             os.replace(self.backup, self.keep_as)
         else:
-            _remove_quietly(self.backup)
+            remove_quietly(self.backup)
 
 
 def _set_aside(target, keep):
@@ -373,12 +373,6 @@ def _posted_data_error(message):
     return errors.http_error(400, INVALID_POSTED_DATA, message=message)
 
 
-def _remove_quietly(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
 
 # -- removal ------------------------------------------------------------------
 
@@ -391,7 +385,7 @@ def remove(view, record_id):
         view._require_existing_or_parent_read(existing, record_id)
         target = attachment_path(view._list().folder, record_id)
         previous = _set_aside(target, keep)
-        _remove_quietly(target)
+        remove_quietly(target)
         try:
             view._write(writer, 200, record_id, dict(existing.data, attachment=None), {},
                         existing.acl, current=existing)
@@ -417,7 +411,7 @@ def remove_file_of_deleted(service, state, action, kind, uri, data, object_acl):
     with records.transaction() as writer:
         if writer.get(parts[6]) is None:
             _set_aside(target, service.settings["attachment_keep_old_files"]).commit()
-            _remove_quietly(target)
+            remove_quietly(target)
 
 
 def refuse_metadata_change(state, kind, parent, data, object_id=None):
