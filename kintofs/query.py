@@ -11,7 +11,6 @@ null < strings < numbers < booleans < arrays < objects < missing field.
 from __future__ import annotations
 
 import base64
-import functools
 import heapq
 import itertools
 import json
@@ -37,6 +36,8 @@ SORT_ITEM = re.compile(r"([-+]?)([\w.]+)")
 TIMESTAMP_STRING = re.compile(r'[0-9]+|"[0-9]+"')
 
 MAX_INTEGER = 2**63
+# Query values (and token contents) nested deeper than this are not JSON to us.
+MAX_VALUE_DEPTH = 100
 ONE_DAY_MS = 24 * 3600 * 1000
 TOKEN_ERROR = "_token has invalid content"
 
@@ -123,17 +124,34 @@ def _loads(text):
     return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
+def _too_deep(value, limit=MAX_VALUE_DEPTH):
+    """Whether arrays and objects nest deeper than `limit` in a JSON value."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (list, dict)):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return False
+
+
 def _json_value(raw):
     """Parse a raw value as JSON, keeping it as a string when that fails.
 
+    A value nested deeper than MAX_VALUE_DEPTH stays a string too, as one too
+    deep for json.loads does: comparing it (recursive sort keys) could
+    otherwise exhaust the stack. No stored object nests that deep by default.
     A list (the values of a repeated parameter) is returned unchanged, as Kinto does.
     """
     if not isinstance(raw, str):
         return raw
     try:
-        return _loads(raw)
+        value = _loads(raw)
     except (ValueError, RecursionError):
         return raw
+    return raw if _too_deep(value) else value
 
 
 def _typed_json_value(raw):
@@ -148,18 +166,90 @@ def _comma_list(raw):
 
 
 def lookup(obj, path):
-    """Value at a dotted path, or MISSING. The longest existing key prefix wins."""
-    if path in obj:
-        return obj[path]
-    parts = path.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        head = ".".join(parts[:cut])
-        if head in obj:
-            value = obj[head]
-            if isinstance(value, dict):
-                return lookup(value, ".".join(parts[cut:]))
+    """Value at a dotted path, or MISSING. The longest existing key prefix wins.
+
+    `a.b.c` is the key `a.b.c` if obj has it, else the longest key among
+    `a.b`, `a` that obj has, then the rest of the path inside its value (a dict).
+    """
+    return _getter(path)(obj)
+
+
+# A dotted path with at most this many dots and characters prepares its few
+# candidate keys once (their hashes are then cached); a longer one is looked
+# up by scanning each object's keys, so that no path costs more than linear time.
+_FEW_DOTS = 8
+_SHORT_PATH = 1000
+
+
+def _dots(path):
+    """Positions of the dots in path, in order."""
+    found, at = [], path.find(".")
+    while at >= 0:
+        found.append(at)
+        at = path.find(".", at + 1)
+    return found
+
+
+def _getter(path):
+    """obj -> lookup(obj, path), with the path prepared once.
+
+    A plain key is one dict access. A dotted path costs, per object, time
+    linear in the object and the path whatever the path (thousands of dots
+    included), where splitting and re-joining parts would be quadratic.
+    """
+    if "." not in path:
+        return lambda obj: obj.get(path, MISSING)
+    dots = _dots(path)
+    if len(dots) <= _FEW_DOTS and len(path) <= _SHORT_PATH:
+        return _prepared_getter(path, dots)
+    dot_set = frozenset(dots)
+    return lambda obj: _scan_lookup(obj, path, dot_set)
+
+
+def _prepared_getter(path, dots):
+    """lookup for a short path: every candidate key is a string made once."""
+    # Where a level's part of the path may start, that part, and its dotted
+    # prefixes (longest first) with where the rest starts.
+    levels = {}
+    for start in [0] + [dot + 1 for dot in dots]:
+        prefixes = [(path[start:dot], dot + 1) for dot in reversed(dots) if dot >= start]
+        levels[start] = (path[start:], prefixes)
+
+    def get(obj):
+        start = 0
+        while True:
+            whole, prefixes = levels[start]
+            if whole in obj:
+                return obj[whole]
+            for head, rest in prefixes:
+                if head in obj:
+                    obj, start = obj[head], rest
+                    break
+            else:
+                return MISSING
+            if not isinstance(obj, dict):
+                return MISSING
+
+    return get
+
+
+def _scan_lookup(obj, path, dots):
+    """lookup for a long path: one pass over each level's keys (linear in the object)."""
+    size, start = len(path), 0
+    while True:
+        best_end, best = -1, None
+        for key in obj:
+            end = start + len(key)
+            if end == size:
+                if path.startswith(key, start):
+                    return obj[key]
+            elif end > best_end and end in dots and path.startswith(key, start):
+                best_end, best = end, key
+        if best is None:
             return MISSING
-    return MISSING
+        obj, start = obj[best], best_end + 1
+        if not isinstance(obj, dict):
+            return MISSING
 
 
 def sort_key(value):
@@ -254,7 +344,10 @@ def _timestamp(value, now_ms):
     if isinstance(value, str):
         if not TIMESTAMP_STRING.fullmatch(value):
             return None
-        value = int(value.strip('"'))
+        try:
+            value = int(value.strip('"'))
+        except ValueError:  # more digits than int() converts: out of range anyway
+            return None
     if not isinstance(value, (int, float)):
         return None
     if not 0 <= int(value) < now_ms + ONE_DAY_MS:
@@ -429,29 +522,52 @@ def parse_fields(params, *, strict_fields=None):
 # ---------------------------------------------------------------- filtering
 
 
-@functools.lru_cache(maxsize=256)
-def _like_regex(pattern):
-    """`*` is a wildcard; without any `*` the pattern is a substring."""
+def like_matcher(pattern):
+    """text -> whether it matches Kinto's like_ pattern, case-insensitively.
+
+    `*` matches any run of characters (none included); a pattern without any
+    `*` matches anywhere in the text (a substring). Every other character is
+    literal. Case is ignored by comparing the str.lower() of both sides, as
+    SQL's ILIKE (Kinto's PostgreSQL backend) does.
+
+    No backtracking: the pieces between the stars are looked for in order
+    with str.find; the first piece must start the text, the last must end it,
+    and no two pieces overlap. The time is linear in the text and the pattern
+    (a fixed-string search per piece), whatever the number of stars.
+    """
     if "*" not in pattern:
         pattern = f"*{pattern}*"
-    parts = [re.escape(part) for part in pattern.split("*")]
-    return re.compile(".*".join(parts), re.IGNORECASE | re.DOTALL)
+    first, *middle, last = pattern.lower().split("*")
+    middle = [piece for piece in middle if piece]  # `**` is `*`
+    fixed = len(first) + len(last)
+    if not fixed and len(middle) == 1:  # `*x*`, and a pattern without stars
+        needle = middle[0]
+        return lambda text: needle in text.lower()
 
+    def match(text):
+        text = text.lower()
+        if len(text) < fixed or not text.startswith(first) or not text.endswith(last):
+            return False
+        position, end = len(first), len(text) - len(last)
+        for piece in middle:  # each search starts where the previous piece ended
+            found = text.find(piece, position, end)
+            if found < 0:
+                return False
+            position = found + len(piece)
+        return True
 
-def _getter(path):
-    """A fast `lookup` for one path: plain keys skip the dotted-path search."""
-    if "." not in path:
-        return lambda obj: obj.get(path, MISSING)
-    return lambda obj: lookup(obj, path)
+    return match
 
 
 def _contains(value, wanted_keys, every):
-    """value is an array holding every (or any) of the wanted sort keys."""
+    """value is an array holding every (or any) of the wanted sort keys (a frozenset).
+
+    Set operations keep this linear in the array, however many values are wanted.
+    """
     if not isinstance(value, list):
         return False
     present = {sort_key(item) for item in value}
-    found = [key in present for key in wanted_keys]
-    return all(found) if every else any(found)
+    return wanted_keys <= present if every else not wanted_keys.isdisjoint(present)
 
 
 def _compile_filter(flt):
@@ -462,10 +578,10 @@ def _compile_filter(flt):
         wanted = bool(value)
         return lambda obj: (get(obj) is not MISSING) == wanted
     if op == "like":
-        regex = _like_regex(value)
-        return lambda obj: isinstance(found := get(obj), str) and bool(regex.fullmatch(found))
+        like = like_matcher(value)
+        return lambda obj: isinstance(found := get(obj), str) and like(found)
     if op in ("contains", "contains_any"):
-        keys, every = [sort_key(item) for item in value], op == "contains"
+        keys, every = frozenset(sort_key(item) for item in value), op == "contains"
         return lambda obj: _contains(get(obj), keys, every)
     if op in ("in", "exclude") and all(type(item) is str for item in value) and "." not in flt.field:
         # The common case (in_status=a,b): a plain set of strings.
@@ -568,12 +684,20 @@ def _field_key(field, direction):
     convert = _ascending_key if direction > 0 else _descending_key
     if "." not in field:
         return lambda obj: convert(obj.get(field, MISSING))
-    return lambda obj: convert(lookup(obj, field))
+    get = _getter(field)
+    return lambda obj: convert(get(obj))
 
 
 def _order_key(order):
-    """obj -> a tuple that sorts objects in `order` (smallest first)."""
-    keys = [_field_key(field, direction) for field, direction in order]
+    """obj -> a tuple that sorts objects in `order` (smallest first).
+
+    A field repeated in `order` (`_sort=a,-a,a,...`) counts once, at its first
+    place: objects tied there have equal values, so its later places tie too.
+    """
+    first_places = {}
+    for field, direction in order:
+        first_places.setdefault(field, direction)
+    keys = [_field_key(field, direction) for field, direction in first_places.items()]
     if len(keys) == 2:
         first, second = keys
         return lambda obj: (first(obj), second(obj))
@@ -616,7 +740,8 @@ def _token_payload(token):
         data = _loads(text)
     except (ValueError, RecursionError):
         raise QueryError(None, TOKEN_ERROR) from None
-    if not isinstance(data, dict) or not isinstance(data.get("last_object"), dict):
+    if not isinstance(data, dict) or not isinstance(data.get("last_object"), dict) \
+            or _too_deep(data["last_object"]):
         raise QueryError(None, TOKEN_ERROR)
     return data
 
@@ -692,7 +817,7 @@ def paginate(objects, query, *, paginate_by=None, max_fetch=10000, presorted=Fal
     if len(found) > limit and page:
         next_token = _encode_token(page[-1], order)
     if query.fields:
-        page = [project(obj, query.fields) for obj in page]
+        page = list(map(projector(query.fields), page))
     return Page(objects=page, next_token=next_token, limit=limit)
 
 
@@ -709,23 +834,39 @@ def count(objects, query):
     return sum(1 for obj in objects if not _is_tombstone(obj) and predicate(obj))
 
 
-def _copy_path(source, path, target):
-    """Copy `path` of source into target: `a.b` keeps only b inside a dict a."""
-    head, _, rest = path.partition(".")
-    if head not in source:
-        return
-    value = source[head]
-    if not rest or not isinstance(value, dict):
-        target[head] = value
-        return
-    if target.get(head) is value:
-        return  # the whole of `head` is already kept
-    _copy_path(value, rest, target.setdefault(head, {}))
+def _copy_path(source, parts, target):
+    """Copy the path `parts` of source into target: `a.b` keeps only b inside a dict a."""
+    last = len(parts) - 1
+    for depth, head in enumerate(parts):
+        if head not in source:
+            return
+        value = source[head]
+        if depth == last or not isinstance(value, dict):
+            target[head] = value
+            return
+        if target.get(head) is value:
+            return  # the whole of `head` is already kept
+        source, target = value, target.setdefault(head, {})
+
+
+def projector(fields):
+    """obj -> project(obj, fields), with the paths split once (not once per object)."""
+    paths = []
+    for path in dict.fromkeys([*fields, ID_FIELD, MODIFIED_FIELD]):
+        parts = path.split(".")
+        if len(parts) > 1 and not parts[-1]:
+            parts.pop()  # `a.` is `a`, as a path ends at its last dot
+        paths.append(parts)
+
+    def project_one(obj):
+        result = {}
+        for parts in paths:
+            _copy_path(obj, parts, result)
+        return result
+
+    return project_one
 
 
 def project(obj, fields):
     """Subset of obj for _fields; id and last_modified are always kept (shallow copy)."""
-    result = {}
-    for path in list(fields) + [ID_FIELD, MODIFIED_FIELD]:
-        _copy_path(obj, path, result)
-    return result
+    return projector(fields)(obj)

@@ -406,7 +406,11 @@ def test_batch_limits(api):
 def test_recursive_batch_is_refused(api, path):
     body = batch(api, [{"method": "POST", "path": path}], status=400)
     assert body["errno"] == 107
-    assert body["details"][0]["description"] == "Recursive call on /batch endpoint is forbidden."
+    assert body["details"] == [{"location": "body", "name": "requests",
+                                "description": "Recursive call on /batch endpoint is forbidden."}]
+    # As in Kinto, the schema of every request is checked first.
+    body = batch(api, [{"method": "POST", "path": path}, {"path": "/", "method": "X"}], status=400)
+    assert body["details"][0]["name"] == "requests.1.method"
 
 
 @pytest.mark.parametrize("payload, name", [

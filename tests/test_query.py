@@ -2,14 +2,20 @@
 
 import base64
 import json
+import re
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
+from kintofs import query as query_module
 from kintofs.query import (
+    MISSING,
     Filter,
     QueryError,
     count,
     effective_limit,
+    like_matcher,
+    lookup,
     matches,
     paginate,
     parse_fields,
@@ -798,3 +804,165 @@ def test_pages_in_any_order_equal_the_sorted_list(seed):
         if token is None:
             break
     assert presorted == expected
+
+
+# -- hostile input: linear time, same answers ----------------------------------
+
+def regex_like(pattern, text):
+    """The former like_: a `.*` regex (correct, but it backtracks exponentially)."""
+    if "*" not in pattern:
+        pattern = f"*{pattern}*"
+    regex = ".*".join(re.escape(part) for part in pattern.split("*"))
+    return re.fullmatch(regex, text, re.IGNORECASE | re.DOTALL) is not None
+
+
+def quadratic_lookup(obj, path):
+    """The former dotted-path lookup (split and re-join: quadratic in the dots)."""
+    if path in obj:
+        return obj[path]
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        head = ".".join(parts[:cut])
+        if head in obj:
+            value = obj[head]
+            return quadratic_lookup(value, ".".join(parts[cut:])) if isinstance(value, dict) \
+                else MISSING
+    return MISSING
+
+
+@pytest.mark.parametrize("pattern, text, expected", [
+    ("ab*ba", "aba", False),      # the two pieces would overlap
+    ("ab*ba", "abba", True),
+    ("ab*ba", "abxba", True),
+    ("a*a", "a", False),
+    ("a*a", "aa", True),
+    ("a*", "ba", False),          # the first piece anchors the start
+    ("*a", "ab", False),          # the last piece anchors the end
+    ("b", "abc", True),           # no star: a substring
+    ("", "", True),
+    ("", "x", True),
+    ("*", "", True),
+    ("**", "anything", True),
+    ("a**b", "ab", True),
+    ("*a*a*a*b", "a" * 300, False),
+    ("*a*a*a*b", "a" * 300 + "b", True),
+    ("A*Ç", "açç", True),         # case-insensitive beyond ASCII
+    ("x*y*z", "xzy", False),      # pieces in order
+    ("x*y*z", "xyyz", True),
+    ("a.c", "abc", False),        # regex characters are literal
+    ("a\nb", "xa\nby", True),
+])
+def test_like_matcher(pattern, text, expected):
+    assert like_matcher(pattern)(text) is expected
+    if len(text) < 20:  # the regex takes seconds on the long ones
+        assert regex_like(pattern, text) is expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text("aAbB*.\n", max_size=8), st.text("aAbB.\n", max_size=12))
+def test_like_matcher_agrees_with_the_former_regex(pattern, text):
+    assert like_matcher(pattern)(text) == regex_like(pattern, text)
+
+
+def test_like_matcher_is_linear_on_backtracking_patterns():
+    """These took the regex from seconds to hours; each is a few finds now."""
+    for pattern, text in [("*a*a*a*b", "a" * 300), ("*a*a*a*a*a*b", "a" * 200),
+                          ("*a" * 5000 + "*b", "a" * 100_000), ("a*" * 50_000, "a" * 100)]:
+        assert like_matcher(pattern)(text) is False
+
+
+KEYS = st.sampled_from(["a", "b", "a.b", "b.a", "a.a", "", "a.", ".b"])
+NESTED = st.recursive(st.integers(0, 3), lambda inner: st.dictionaries(KEYS, inner, max_size=4),
+                      max_leaves=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(KEYS, NESTED, max_size=5),
+       st.lists(st.sampled_from(["a", "b", ""]), min_size=1, max_size=6))
+def test_lookup_agrees_with_the_former_one(obj, parts):
+    path = ".".join(parts)
+    expected = quadratic_lookup(obj, path)
+    assert lookup(obj, path) == expected
+    # Both ways of looking up a dotted path: prepared keys (short paths) and
+    # one scan of the keys per level (long paths).
+    dots = [i for i, char in enumerate(path) if char == "."]
+    if dots:
+        assert query_module._prepared_getter(path, dots)(obj) == expected
+        assert query_module._scan_lookup(obj, path, frozenset(dots)) == expected
+
+
+def test_lookup_of_a_path_with_many_dots_is_linear():
+    """50,000 dots: splitting and re-joining prefixes was quadratic per object."""
+    deep = node = {}
+    for _ in range(60):
+        node["a"] = {}
+        node = node["a"]
+    node["a"] = 7
+    path = "a." * 60 + "a"
+    assert lookup(deep, path) == 7
+    assert lookup(deep, "a." * 50_000 + "b") is MISSING
+    assert lookup({"a.a": {"a": 1}, "a": {"a.a": 2}}, "a.a.a") == 1  # longest prefix wins
+    objects = [{"id": str(i), "last_modified": i + 1, **deep} for i in range(200)]
+    page = paginate(objects, q(("_sort", "a." * 50_000 + "b"), ("eq_" + "a." * 50_000, "1"),
+                               ("_fields", "a." * 50_000 + "b")))
+    assert page.objects == []
+
+
+def test_repeated_sort_fields_and_huge_value_lists():
+    objects = [{"id": f"{i:03}", "last_modified": i + 1, "n": i % 7, "l": [i % 3]}
+               for i in range(100)]
+    once = ids(paginate(objects, q(("_sort", "n,-id"))).objects)
+    assert ids(paginate(objects, q(("_sort", ",".join(["n", "-n"] * 5000) + ",-id"))).objects) \
+        == once
+    many = ",".join(str(i) for i in range(3, 50_000))  # filters compiled once, by count()
+    assert count(objects, q(("contains_l", f"[{many}]"))) == 0
+    assert count(objects, q(("contains_any_l", f"[{many},1]"))) == 33
+    assert count(objects, q(("in_n", many))) == sum(1 for o in objects if o["n"] >= 3)
+
+
+@pytest.mark.parametrize("name", ["eq_x", "in_x", "contains_x", "contains_any_x", "not_x"])
+def test_values_nested_too_deep_are_strings(name):
+    """A value as deep as json.loads allows used to blow the stack when compared."""
+    deep = "[" * 600 + "]" * 600
+    assert q((name, deep)).filters[0].value in (deep, [deep])
+    assert select([{"id": "a", "last_modified": 1, "x": []}], (name, deep)) \
+        == (["a"] if name == "not_x" else [])
+    assert q((name, "[" * 100 + "]" * 100)).filters[0].value != "[" * 100 + "]" * 100
+
+
+def test_timestamps_with_more_digits_than_int_converts_are_invalid():
+    digits = "1" * 5000
+    for name in ("gt_last_modified", "last_modified", "_since", "_before"):
+        assert error_of((name, digits))[0] == name
+        assert error_of((name, f'"{digits}"'))[0] == name
+
+
+def test_projection_of_odd_paths():
+    obj = {"id": "a", "last_modified": 1, "a": {"b": 1, "": 2}, "": 3}
+    assert project(obj, ["a."]) == {"id": "a", "last_modified": 1, "a": obj["a"]}
+    assert project(obj, ["a..x"]) == {"id": "a", "last_modified": 1, "a": {"": 2}}
+    assert project(obj, [""]) == {"id": "a", "last_modified": 1, "": 3}
+    assert project(obj, ["a.", "a.b", "a.b"]) == {"id": "a", "last_modified": 1, "a": obj["a"]}
+
+
+def recursive_copy_path(source, path, target):
+    """The former projection of one path (it re-sliced the path at every level)."""
+    head, _, rest = path.partition(".")
+    if head not in source:
+        return
+    value = source[head]
+    if not rest or not isinstance(value, dict):
+        target[head] = value
+    elif target.get(head) is not value:
+        recursive_copy_path(value, rest, target.setdefault(head, {}))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(KEYS, NESTED, max_size=5),
+       st.lists(st.lists(st.sampled_from(["a", "b", ""]), min_size=1, max_size=4).map(".".join),
+                max_size=4))
+def test_projection_agrees_with_the_former_one(obj, fields):
+    expected = {}
+    for path in fields + ["id", "last_modified"]:
+        recursive_copy_path(obj, path, expected)
+    assert project(obj, fields) == expected

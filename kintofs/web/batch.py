@@ -5,7 +5,7 @@ routing) exactly like a standalone request, one after the other.
 """
 import io
 import json
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import bottle
 
@@ -15,12 +15,20 @@ from .accesslog import REQUEST_LOG_KEY
 METHODS = ("GET", "HEAD", "DELETE", "TRACE", "POST", "PUT", "PATCH")
 REQUEST_KEYS = ("method", "path", "headers", "body")
 MAX_REDIRECTS = 3
+RECURSIVE = "Recursive call on /batch endpoint is forbidden."
+# Set in the environ of every sub-request: a batch never runs inside a batch.
+SUBREQUEST_KEY = "kintofs.batch.subrequest"
 
 
 def add_batch_route(service):
     @service.app.route("/v1/batch", ["POST"])
     def batch():
         outer = bottle.request.environ
+        if outer.get(SUBREQUEST_KEY):
+            # parse_batch refuses every spelling of this route; this is the
+            # second lock, so that one batch never runs more than
+            # batch_max_requests sub-requests, nested or not.
+            raise _fail("requests", RECURSIVE)
         settings = service.settings
         req.content_type_of(outer.get("CONTENT_TYPE"), ("application/json",))
         body = req.parse_json(req.read_body(outer, settings["max_request_body_bytes"]),
@@ -67,10 +75,42 @@ def parse_batch(body, max_requests):
             raise _fail(f"requests.{index}", f'"{sub}" is not a mapping type')
         sub = deep_merge(defaults, sub)
         _check_request(sub, f"requests.{index}", path_required=True)
-        if "/batch" in sub["path"]:
-            raise _fail(f"requests.{index}.path", "Recursive call on /batch endpoint is forbidden.")
         merged.append(sub)
+    if any(is_recursive(sub["path"]) for sub in merged):  # after the schema, as Kinto
+        raise _fail("requests", RECURSIVE)
     return merged
+
+
+def normalized_path(path):
+    """A sub-request path spelled one way: the route it names, without ``/v1``.
+
+    The query is cut, the rest percent-decoded (as run_subrequest hands it
+    to the WSGI stack), empty and ``.`` segments dropped, ``..`` segments
+    resolved, the ``/v1`` prefix and any trailing slash removed:
+    ``/v1//x/../%62atch/`` is ``/batch``.
+    """
+    segments = []
+    for segment in unquote(path.partition("?")[0]).split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment not in ("", "."):
+            segments.append(segment)
+    if segments[:1] == ["v1"]:
+        del segments[0]
+    return "/" + "/".join(segments)
+
+
+def is_recursive(path):
+    """Kinto's rule, a path holding ``/batch``, applied to every spelling of it.
+
+    Kinto tests the raw path (query included) only, so ``/v1/%62atch``,
+    decoded later, nests batches there. The router sees the decoded path; a
+    server that resolves ``..`` and ``//`` would see the normalized one:
+    ``/batch`` in any of the three is refused, so no spelling reaches this route.
+    """
+    route = path.partition("?")[0]
+    return any("/batch" in spelling for spelling in (path, unquote(route), normalized_path(route)))
 
 
 def _check_request(sub, name, path_required):
@@ -113,9 +153,10 @@ def run_subrequest(wsgi, outer, sub):
         status, headers, content = _call(wsgi, environ)
         if status != 307:
             break
-        location = dict(headers).get("Location", "")
-        target = location.split("://", 1)[-1]
-        path, _, query = ("/" + target.split("/", 1)[1]).partition("?")
+        target = urlsplit(dict(headers).get("Location", ""))
+        if is_recursive(target.path):
+            break  # never followed to /batch: the 307 is the sub-response
+        path, query = target.path or "/", target.query
     return {
         "status": status,
         "path": unquote(path),
@@ -130,6 +171,7 @@ def _sub_environ(outer, method, path, query, headers, body):
     environ.pop("HTTP_CONTENT_LENGTH", None)
     if REQUEST_LOG_KEY in outer:  # the access log names the batch's user
         environ[REQUEST_LOG_KEY] = outer[REQUEST_LOG_KEY]
+    environ[SUBREQUEST_KEY] = True  # no header can set it: theirs all start with HTTP_
     environ.update({
         "REQUEST_METHOD": method,
         "SCRIPT_NAME": "",
