@@ -12,7 +12,9 @@ where other users could read them in the process list.
 """
 import getpass
 import os
+import shlex
 import sys
+import warnings
 
 from . import ids
 from .config import ConfigError, load_settings
@@ -55,9 +57,13 @@ def run(args):
         return 2
     os.umask(0o077)  # as the daemon: the data belongs to its user alone
     try:
+        if args.action != "add" and not os.path.isdir(settings["data_dir"]):
+            # Only `add` may be the first to use a data directory.
+            raise CommandError(f"no data directory {settings['data_dir']}"
+                               + ("" if args.action == "list" else "; nothing changed"))
         store = FileSystemStore(settings["data_dir"], fsync=settings["fsync"])
         ACTIONS[args.action](store, args)
-    except (CommandError, StorageError) as error:
+    except (CommandError, StorageError, OSError) as error:
         print(f"kintofs account {args.action}: {error}", file=sys.stderr)
         return 1
     return 0
@@ -78,20 +84,25 @@ def check_writable(settings):
 
 def add_account(store, args):
     account_id = checked_id(args.account_id)
-    password_hash = hash_password(read_password(args))  # slow: before taking the lock
+    password_hash = hash_password(read_password(account_id, args.password_stdin))
+    create_account(store, account_id, password_hash, prog=getattr(args, "prog", "kintofs"))
+    print(f"account {account_id!r} created")
+
+
+def create_account(store, account_id, password_hash, prog="kintofs"):
+    """Store a new account (hash the password before: slow, not under the lock)."""
     with store.list((), KIND).transaction() as writer:
         if writer.get(account_id) is not None:
-            raise CommandError(f"account {account_id!r} already exists "
-                               "(change its password with: kintofs account passwd)")
+            raise CommandError(f"account {account_id!r} already exists (change its password "
+                               f"with: {prog} account passwd {shlex.quote(account_id)})")
         writer.put(account_id, {"password": password_hash},
                    {"write": [f"account:{account_id}"]})
-    print(f"account {account_id!r} created")
 
 
 def change_password(store, args):
     account_id = checked_id(args.account_id)
     require_account(store.get((), KIND, account_id), account_id)  # before asking for a password
-    password_hash = hash_password(read_password(args))
+    password_hash = hash_password(read_password(account_id, args.password_stdin))
     with store.list((), KIND).transaction() as writer:
         existing = require_account(writer.get(account_id), account_id)
         data = {k: v for k, v in existing.data.items() if k not in ("id", "last_modified")}
@@ -131,16 +142,40 @@ def require_account(found, account_id):
     return found
 
 
-def read_password(args):
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        try:
-            password = getpass.getpass(f"Password for {args.account_id}: ")
-            if getpass.getpass("Same password again: ") != password:
-                raise CommandError("the two passwords differ; nothing changed")
-        except EOFError:
-            raise CommandError("no password given; nothing changed") from None
+def read_password(account_id, password_stdin, outcome="nothing changed"):
+    """The new password: from stdin's first line, or asked twice on the terminal.
+
+    Any way of not getting one (no terminal, end of input, an empty
+    password, two that differ, Ctrl-C) is a :class:`CommandError` ending
+    with ``outcome``.
+    """
+    try:
+        if password_stdin:
+            line = sys.stdin.readline()
+            if not line:
+                raise CommandError(f"standard input is empty: no password; {outcome}")
+            password = line.rstrip("\r\n")
+        else:
+            password = ask_password(account_id, outcome)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)  # after the ^C the terminal shows
+        raise CommandError(f"interrupted; {outcome}") from None
     if not password:
-        raise CommandError("the password is empty; nothing changed")
+        raise CommandError(f"the password is empty; {outcome}")
+    return password
+
+
+def ask_password(account_id, outcome):
+    with warnings.catch_warnings():
+        # Without a terminal getpass would read stdin, echoing: refuse instead.
+        warnings.simplefilter("error", getpass.GetPassWarning)
+        try:
+            password = getpass.getpass(f"Password for {account_id}: ")
+            if getpass.getpass("Same password again: ") != password:
+                raise CommandError(f"the two passwords differ; {outcome}")
+        except getpass.GetPassWarning:
+            raise CommandError("no terminal to ask for the password on (--password-stdin "
+                               f"reads it from standard input); {outcome}") from None
+        except EOFError:
+            raise CommandError(f"no password given; {outcome}") from None
     return password

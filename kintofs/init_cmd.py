@@ -7,16 +7,20 @@ secret, and replacing the secret would change every ``basicauth:`` user id.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
+import shlex
+import shutil
+import stat
 import sys
 
 from . import accounts_cli
 from .config import DEFAULT_CONFIG_FILE, ConfigError, load_settings
 from .fsstore import FileSystemStore, StorageError
-from .fsstore.atomic import fsync_folder
+from .fsstore.atomic import fsync_folder, remove_quietly
+from .fsstore.store import FORMAT_FILE
+from .passwords import hash_password
 
 SECRET_NAME = "userid_hmac_secret"
 
@@ -57,24 +61,81 @@ def run_init(args) -> int:
 
 
 def initialise(args) -> str:
+    """Do it all, or leave nothing behind.
+
+    Everything that can be checked is checked, and the admin password
+    obtained, before anything is created; if a later step still fails (or
+    is interrupted), what this run created is removed again.
+    """
+    prog = getattr(args, "prog", "kintofs")  # how to run kintofs again, for the hints
     config_path = os.path.abspath(args.config)
     data_dir = os.path.abspath(os.path.expanduser(args.data_dir))
     refuse_existing(config_path)
     check_flags(args, data_dir)
-    store = prepare_data_dir(data_dir)
-    text = config_text(bind=args.bind, port=args.port, data_dir=data_dir,
-                       secret=userid_secret(store), admin=args.admin)
-    # The config is published last: if anything before fails, init can run again.
-    staged = stage_config(config_path, text)
+    check_can_create(data_dir, "data directory")
+    check_can_create(os.path.dirname(config_path), "folder of the config file")
+    password_hash = None
+    if args.admin is not None:
+        password_hash = admin_password_hash(args.admin, args.password_stdin)
+    undo = Undo()
     try:
-        check_staged(staged)
-        if args.admin is not None:
-            create_admin_account(store, args.admin, args.password_stdin)
-        publish_config(staged, config_path)
-    finally:
-        if os.path.exists(staged):
-            os.unlink(staged)
-    return summary(config_path, data_dir, args.admin)
+        store = prepare_data_dir(data_dir, undo)
+        text = config_text(bind=args.bind, port=args.port, data_dir=data_dir,
+                           secret=userid_secret(store), admin=args.admin)
+        # The config is published last: once it exists, init is done.
+        staged = stage_config(config_path, text, undo)
+        try:
+            check_staged(staged)
+            if args.admin is not None:
+                create_admin_account(store, args.admin, password_hash, undo, prog)
+            publish_config(staged, config_path, undo)
+        finally:
+            if os.path.exists(staged):
+                os.unlink(staged)
+    except BaseException:
+        undo.run()
+        raise
+    return summary(config_path, data_dir, args.admin, prog)
+
+
+class Undo:
+    """What this run of init created, removed again (newest first) if it fails."""
+
+    def __init__(self):
+        self.steps = []
+
+    def add(self, step):
+        self.steps.append(step)
+
+    def created_folders(self, folder, remove):
+        """Before creating ``folder`` and its parents: remove what did not exist.
+
+        ``remove`` is given the highest folder that did not exist.
+        """
+        top = None
+        while not os.path.lexists(folder):
+            top, folder = folder, os.path.dirname(folder)
+        if top is not None:
+            self.add(lambda: remove(top))
+
+    def created_file(self, path):
+        """Before writing ``path``: remove it if it did not exist."""
+        if not os.path.lexists(path):
+            self.add(lambda: os.unlink(path))
+
+    def run(self):
+        for step in reversed(self.steps):
+            try:
+                step()
+            except (OSError, StorageError):
+                pass  # a best effort: the error that stopped init is the one to report
+        self.steps.clear()
+
+
+def remove_empty_folders(top):
+    """Remove ``top`` if empty and its empty subfolders (what makedirs created)."""
+    for folder, _, _ in sorted(os.walk(top), reverse=True):  # deepest first
+        os.rmdir(folder)
 
 
 # ---------------------------------------------------------------------------
@@ -102,13 +163,32 @@ def check_flags(args, data_dir):
             raise InitError(str(error)) from None
 
 
+def check_can_create(path, what):
+    """``path`` is a folder, or can be created: its nearest existing parent is a writable folder."""
+    existing = path
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise InitError(f"cannot use {path} as the {what}: {existing} is not a folder")
+    if existing != path and not os.access(existing, os.W_OK | os.X_OK):
+        raise InitError(f"cannot create the {what} {path}: {existing} is not writable")
+
+
 # ---------------------------------------------------------------------------
 # Data directory and config file
 # ---------------------------------------------------------------------------
 
 
-def prepare_data_dir(data_dir) -> FileSystemStore:
+def prepare_data_dir(data_dir, undo) -> FileSystemStore:
     """Create the data directory, owner-only, and open the store in it."""
+    # A new data directory is removed whole; in an existing one (perhaps in
+    # use by a daemon) only the files init may add, the account aside.
+    undo.created_folders(data_dir, shutil.rmtree)
+    if os.path.isdir(data_dir):
+        undo.created_file(os.path.join(data_dir, FORMAT_FILE))
+        undo.created_file(os.path.join(data_dir, f"_{SECRET_NAME}"))
+        mode = stat.S_IMODE(os.stat(data_dir).st_mode)
+        undo.add(lambda: os.chmod(data_dir, mode))
     try:
         store = FileSystemStore(data_dir)
         # makedirs leaves an existing directory's mode alone: tighten it.
@@ -167,13 +247,15 @@ def config_text(*, bind, port, data_dir, secret, admin) -> str:
     return "\n".join(lines) + "\n"
 
 
-def stage_config(config_path, text) -> str:
+def stage_config(config_path, text, undo) -> str:
     """Write ``text`` to a private file beside ``config_path``; return its path."""
     folder = os.path.dirname(config_path)
+    undo.created_folders(folder, remove_empty_folders)
     try:
         os.makedirs(folder, exist_ok=True)
         staged = os.path.join(folder, f".{os.path.basename(config_path)}.init-{os.getpid()}")
         fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # holds a secret
+        undo.add(lambda: remove_quietly(staged))  # if it is not whole
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -192,10 +274,11 @@ def check_staged(staged):
         raise InitError(f"the new config is invalid: {error}") from None
 
 
-def publish_config(staged, config_path):
+def publish_config(staged, config_path, undo):
     # link() fails if the name exists: another `init` that won the race keeps its file.
     try:
         os.link(staged, config_path)
+        undo.add(lambda: os.unlink(config_path))  # should the rest fail: not without its data
         fsync_folder(os.path.dirname(config_path))
     except FileExistsError:
         refuse_existing(config_path)
@@ -208,19 +291,33 @@ def publish_config(staged, config_path):
 # ---------------------------------------------------------------------------
 
 
-def create_admin_account(store, name, password_stdin):
-    """What ``kintofs account add NAME`` does, password prompt included."""
-    request = argparse.Namespace(account_id=name, password_stdin=password_stdin)
+def admin_password_hash(name, password_stdin) -> str:
+    """Ask for the admin's password, as ``kintofs account add NAME`` does."""
     try:
-        accounts_cli.add_account(store, request)
+        password = accounts_cli.read_password(name, password_stdin,
+                                              outcome="nothing was created")
+    except accounts_cli.CommandError as error:
+        raise InitError(str(error)) from None
+    return hash_password(password)
+
+
+def create_admin_account(store, name, password_hash, undo, prog):
+    try:
+        accounts_cli.create_account(store, name, password_hash, prog=prog)
     except (accounts_cli.CommandError, StorageError, OSError) as error:
         raise InitError(f"cannot create the account {name!r}: {error}") from None
+    undo.add(lambda: delete_account(store, name))
 
 
-def summary(config_path, data_dir, admin) -> str:
+def delete_account(store, name):
+    with store.list((), accounts_cli.KIND).transaction() as writer:
+        writer.delete(name)
+
+
+def summary(config_path, data_dir, admin, prog) -> str:
     lines = [f"wrote {config_path} (owner-only: it holds the userid secret)",
              f"data directory {data_dir} (owner-only)"]
     if admin is not None:
         lines.append(f"{admin!r} administers every account")
-    lines.append(f"start with: kintofs serve --config {config_path}")
+    lines.append(f"start with: {prog} serve --config {shlex.quote(config_path)}")
     return "\n".join(lines)

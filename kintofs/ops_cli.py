@@ -104,5 +104,7 @@ def run_restore(args, settings):
 
 
 def _fail(message, code):
+    # One line: tarfile's errors list every compression method tried, one per line.
+    message = message.splitlines()[0].rstrip(": ") if message else message
     print(f"kintofs: {message}", file=sys.stderr)
     return code

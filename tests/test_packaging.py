@@ -8,6 +8,7 @@ file.
 """
 import importlib.util
 import json
+import os
 import re
 import shutil
 import signal
@@ -21,6 +22,7 @@ import rpds
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import kintofs
 from conftest import ALICE, Api, Daemon, assert_status
 
 REPO = Path(__file__).resolve().parent.parent
@@ -184,6 +186,59 @@ def test_pyz_keeps_exit_codes_and_messages(pyz, tmp_path):
     assert result.returncode == 2
     assert "config file not found" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def run_from(cwd, command, *args, path, stdin=""):
+    """Run ``command`` in ``cwd`` with ``PATH=path`` (how hints name kintofs depends on it)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KINTOFS_")}
+    env["PATH"] = str(path)
+    return subprocess.run([*command, *args], cwd=cwd, env=env, input=stdin,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_pyz_version(pyz, tmp_path):
+    result = run_from(tmp_path, [*BARE, str(pyz)], "--version", path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"kintofs {kintofs.__version__}\n"
+
+
+def test_pyz_hints_name_the_file_as_it_was_run(pyz, tmp_path):
+    (tmp_path / "dist").mkdir()
+    shutil.copy(pyz, tmp_path / "dist" / "kintofs.pyz")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    # python3 dist/kintofs.pyz ...: the interpreter and the file as given.
+    started = [sys.executable, "dist/kintofs.pyz"]
+    result = run_from(tmp_path, [*BARE, "dist/kintofs.pyz"], "init", path=empty)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        f"start with: {' '.join(started)} serve --config {tmp_path / 'kintofs.toml'}")
+    usage = run_from(tmp_path, [*BARE, "dist/kintofs.pyz"], "init", "--help", path=empty).stdout
+    assert usage.startswith(f"usage: {' '.join(started)} init ")
+    bad = run_from(tmp_path, [*BARE, "dist/kintofs.pyz"], "init", "--port", "x", path=empty)
+    assert bad.returncode == 2
+    assert bad.stderr == ("kintofs: argument --port: invalid int value: 'x' "
+                          f"(see: {' '.join(started)} init --help)\n")
+
+    # Linked on PATH as `kintofs` (as the README installs it): plain `kintofs`.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    os.chmod(tmp_path / "dist" / "kintofs.pyz", 0o755)
+    (bin_dir / "kintofs").symlink_to(tmp_path / "dist" / "kintofs.pyz")
+    (bin_dir / "python3").symlink_to(sys.executable)  # for its #!/usr/bin/env python3
+    linked = run_from(tmp_path, ["kintofs"], "init", "--config", "b.toml", path=bin_dir)
+    assert linked.returncode == 0, linked.stderr
+    assert linked.stdout.splitlines()[-1] == (
+        f"start with: kintofs serve --config {tmp_path / 'b.toml'}")
+
+
+def test_pyz_init_admin_without_a_password_creates_nothing(pyz, tmp_path):
+    result = run_from(tmp_path, [*BARE, str(pyz)], "init", "--admin", "admin",
+                      "--password-stdin", path=tmp_path, stdin="")
+    assert result.returncode == 1
+    assert result.stderr == ("kintofs init: standard input is empty: no password; "
+                             "nothing was created\n")
+    assert os.listdir(tmp_path) == []
 
 
 def test_pyz_serves_real_requests_with_a_bare_interpreter(pyz, tmp_path):
