@@ -63,6 +63,9 @@ DEFAULTS: dict[str, Any] = {
     "port": 8888,
     "data_dir": "./data",
     "threads": 10,
+    "request_header_timeout_seconds": 10,
+    "request_body_timeout_seconds": 20,
+    "request_body_min_rate_bytes": 500,
     "fsync": True,
     "watch_files": True,
     # Limits and pagination
@@ -296,6 +299,9 @@ def _from_overrides(overrides: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
 _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "port": (1, 65535),
     "threads": (1, None),
+    "request_header_timeout_seconds": (1, None),
+    "request_body_timeout_seconds": (1, None),
+    "request_body_min_rate_bytes": (0, None),
     "paginate_by": (0, None),
     "storage_max_fetch_size": (1, None),
     "index_max_lists": (0, None),

@@ -1,17 +1,19 @@
 """Start the daemon: settings -> store -> WSGI app -> cheroot."""
+import errno
 import logging
 import os
+import resource
 import signal
 import sys
 import threading
 
-from cheroot import wsgi
-
 from .fsstore import FileSystemStore
 from .fsstore.watch import FileWatcher
 from .plugins import setup_plugins
+from .plugins.attachment import upload_limit
 from .web.accesslog import with_access_log
 from .web.app import Service, create_app
+from .web.gate import GatedServer, Limits
 from .web.schema import setup as setup_schema_validation
 
 logger = logging.getLogger("kintofs")
@@ -45,16 +47,48 @@ def start_watcher(service):
     return FileWatcher(service.store, on_adopted=adopted).start()
 
 
+def buffered_body_limit(settings):
+    """The largest body the gate buffers: one any endpoint may accept.
+
+    A larger declared body is handed to the app unread, which refuses it
+    (413) from its Content-Length alone.  With unlimited attachments
+    (``attachment_max_size_bytes = 0``) an upload beyond this is read by its
+    worker thread as it arrives.
+    """
+    limit = settings["max_request_body_bytes"]
+    if "attachment" in settings["plugins"] and settings["attachment_max_size_bytes"]:
+        limit = max(limit, upload_limit(settings))
+    return limit
+
+
+def raise_open_file_limit():
+    """Every client still sending its request holds a file descriptor: allow
+    as many as the system lets this user have (often 1024 soft, far more hard)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass  # keep the soft limit
+
+
 def serve(settings):
     logging.basicConfig(level=settings["log_level"].upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.umask(0o077)  # the data belongs to the daemon's user alone
+    raise_open_file_limit()
     app, service = build_app(settings)
     app = with_access_log(app, settings["access_log"])
-    server = wsgi.Server((settings["bind"], settings["port"]), app,
+    limits = Limits.from_settings(settings, buffered_body_limit(settings))
+    server = GatedServer((settings["bind"], settings["port"]), app, limits,
                          numthreads=settings["threads"])
     # kintofs enforces max_request_body_bytes itself, with a Kinto 413 body.
     server.max_request_body_size = 0
+    try:
+        server.prepare()
+    except OSError as error:
+        print(f"kintofs: {bind_problem(settings, error)}", file=sys.stderr)
+        return 1
 
     stopping = []
 
@@ -69,11 +103,9 @@ def serve(settings):
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     watcher = start_watcher(service) if settings["watch_files"] else None
-    server.prepare()
     host, port = server.bind_addr[:2]
-    logger.info("kintofs listening on http://%s:%s/v1/ (data in %s)", host, port,
-                service.store.root)
-    print(f"kintofs listening on http://{host}:{port}/v1/", file=sys.stderr, flush=True)
+    print(f"kintofs listening on http://{host}:{port}/v1/ (data in {service.store.root})",
+          file=sys.stderr, flush=True)
     server.serve()
     for thread in stopping:
         thread.join()  # until the requests in flight have their responses
@@ -81,3 +113,16 @@ def serve(settings):
         watcher.stop()
     logger.info("kintofs stopped")
     return 0
+
+
+def bind_problem(settings, error):
+    """One line saying why the listening socket could not be had."""
+    address = f"{settings['bind']}:{settings['port']}"
+    text = str(error)
+    if "Address already in use" in text or getattr(error, "errno", None) == errno.EADDRINUSE:
+        return f"port {settings['port']} is in use ({address}); use --port"
+    if "Permission denied" in text or getattr(error, "errno", None) == errno.EACCES:
+        return f"no permission to listen on {address}; use a port above 1023 (--port)"
+    if "Cannot assign requested address" in text or "Name or service not known" in text:
+        return f"cannot listen on {address}: no such local address (check bind / --bind)"
+    return f"cannot listen on {address}: {text.split(' -- ')[-1]}"

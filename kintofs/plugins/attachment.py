@@ -35,6 +35,14 @@ INVALID_POSTED_DATA = 109  # Kinto's errno for a bad form
 # Room for the form around the file: boundaries, part headers, small fields.
 FORM_OVERHEAD_BYTES = 64 * 1024
 
+
+def upload_limit(settings):
+    """The largest upload body accepted: the file, the form fields, the multipart framing."""
+    if not settings["attachment_max_size_bytes"]:
+        return float("inf")
+    return (settings["attachment_max_size_bytes"] + settings["max_request_body_bytes"]
+            + FORM_OVERHEAD_BYTES)
+
 # Kinto's per-extension overrides of the client's content type.
 MIMETYPE_OVERRIDES = {"pem": "application/x-pem-file", "geojson": "application/geojson"}
 
@@ -157,9 +165,7 @@ class Upload:
             raise
 
     def _body_limit(self):
-        if not self.max_size:
-            return float("inf")
-        return self.max_size + self.settings["max_request_body_bytes"] + FORM_OVERHEAD_BYTES
+        return upload_limit(self.settings)
 
     def _declared_length(self, limit):
         """The Content-Length (None when chunked); 413 before reading if it is too much."""
