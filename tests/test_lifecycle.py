@@ -3,6 +3,8 @@ import base64
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -154,3 +156,21 @@ def test_access_log_file_is_reopened_after_logrotate_moves_it(start_server, tmp_
     assert_status(api.get("/buckets/nothing"), 403)
     assert [line["path"] for line in read_log(log_path, 1)] == ["/v1/buckets/nothing"]
     assert [line["path"] for line in read_log(tmp_path / "access.log.1", 1)] == ["/v1/buckets"]
+
+
+# -- start-up ----------------------------------------------------------------
+
+def test_a_busy_port_is_one_line_and_exit_1(start_server, tmp_path):
+    running = start_server()
+    second = subprocess.run(
+        [sys.executable, "-m", "kintofs", "serve", "--port", str(running.port),
+         "--data-dir", str(tmp_path / "other"), "--config", os.devnull],
+        env={k: v for k, v in os.environ.items() if not k.startswith("KINTOFS_")},
+        capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    assert second.stderr == f"kintofs: port {running.port} is in use (127.0.0.1:{running.port}); use --port\n"
+
+
+def test_the_listening_line_is_printed_once(start_server):
+    daemon = start_server(log_level="info")
+    assert daemon.logs().count("listening on") == 1
