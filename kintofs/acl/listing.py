@@ -6,43 +6,19 @@ with the permissions granted there plus those they imply on the same object
 grant: on every bucket, collection and group, and on the root (``/``) for
 ``bucket:create`` and ``account:create``.
 """
-from .principals import group_uri
-
-# permission held on an object -> permissions it gives on that same object
-# (Kinto's inheritance tree read downwards, "read:attributes" included).
-IMPLIED = {
-    "bucket": {
-        "write": {"write", "read", "read:attributes", "collection:create", "group:create"},
-        "read": {"read", "read:attributes"},
-        "collection:create": {"collection:create", "read:attributes"},
-        "group:create": {"group:create", "read:attributes"},
-    },
-    "group": {"write": {"write", "read"}, "read": {"read"}},
-    "collection": {
-        "write": {"write", "read", "read:attributes", "record:create"},
-        "read": {"read", "read:attributes"},
-        "record:create": {"record:create", "read:attributes"},
-    },
-    "record": {"write": {"write", "read"}, "read": {"read"}},
-    "account": {"write": {"write", "read"}, "read": {"read"}},
-    "root": {"bucket:create": {"bucket:create"}, "account:create": {"account:create"}},
-}
-
-# ``<kind>_create_principals`` is "<kind>:create" on the parent's kind.
-CREATE_HOLDERS = {"bucket": "root", "account": "root", "collection": "bucket",
-                  "group": "bucket", "record": "collection"}
+from .. import kinds
 
 
-def settings_grants(settings, principals, kinds):
+def settings_grants(settings, principals, names):
     """``{kind holding the grant: {permission}}`` from the settings, for ``principals``."""
     principals = set(principals)
     found = {}
-    for kind in kinds:
+    for kind in names:
         for permission in ("read", "write", "create"):
             if not principals & set(settings.get(f"{kind}_{permission}_principals") or ()):
                 continue
             if permission == "create":
-                found.setdefault(CREATE_HOLDERS[kind], set()).add(f"{kind}:create")
+                found.setdefault(kinds.KINDS[kind].create_holder, set()).add(f"{kind}:create")
             else:
                 found.setdefault(kind, set()).add(permission)
     return found
@@ -50,13 +26,13 @@ def settings_grants(settings, principals, kinds):
 
 def permission_entries(store, principals, settings, *, with_accounts=False):
     """One entry per object on which ``principals`` hold a permission."""
-    kinds = ["bucket", "group", "collection", "record"] + (["account"] if with_accounts else [])
-    from_settings = settings_grants(settings, principals, kinds)
+    names = ["bucket", "group", "collection", "record"] + (["account"] if with_accounts else [])
+    from_settings = settings_grants(settings, principals, names)
     granted = {}  # uri -> (kind, ids, set of permissions)
 
     def grant(kind, ids, permissions):
         if permissions:
-            uri = _uri(kind, ids)
+            uri = kinds.uri(zip((*kinds.ancestors(kind), kind), ids))
             granted.setdefault(uri, (kind, ids, set()))[2].update(permissions)
 
     for kind, ids, stored_acl in _walk(store, with_accounts):
@@ -91,29 +67,14 @@ def _walk(store, with_accounts):
             yield "account", (account_id,), account.acl
 
 
-def _uri(kind, ids):
-    if kind == "bucket":
-        return f"/buckets/{ids[0]}"
-    if kind == "group":
-        return group_uri(*ids)
-    if kind == "collection":
-        return f"/buckets/{ids[0]}/collections/{ids[1]}"
-    if kind == "record":
-        return f"/buckets/{ids[0]}/collections/{ids[1]}/records/{ids[2]}"
-    return f"/accounts/{ids[0]}"
-
-
-# Names of the ids in an entry, in Kinto's order (its route's matchdict).
-ID_NAMES = {"bucket": ("id",), "group": ("bucket_id", "id"), "collection": ("bucket_id", "id"),
-            "record": ("bucket_id", "collection_id", "id"), "account": ("id",), "root": ()}
-
-
 def _entry(uri, kind, ids, permissions):
     implied = set()
     for permission in permissions:
-        implied |= IMPLIED[kind].get(permission, {permission})
+        implied |= kinds.implied(kind, permission)
     entry = {"uri": uri, "resource_name": kind, "permissions": sorted(implied)}
-    entry.update(zip(ID_NAMES[kind], ids))
     if ids:
+        # The ids in Kinto's order (its route's matchdict): the ancestors', then its own.
+        id_names = [f"{ancestor}_id" for ancestor in kinds.ancestors(kind)] + ["id"]
+        entry.update(zip(id_names, ids))
         entry[f"{kind}_id"] = ids[-1]
     return entry

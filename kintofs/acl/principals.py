@@ -1,11 +1,13 @@
 """Principals: the names a request acts under."""
+from .. import kinds
 
 EVERYONE = "system.Everyone"
 AUTHENTICATED = "system.Authenticated"
 
 
 def group_uri(bucket_id, group_id):
-    return f"/buckets/{bucket_id}/groups/{group_id}"
+    """A group's principal is its URI."""
+    return kinds.uri((("bucket", bucket_id), ("group", group_id)))
 
 
 def principals_of(userid, groups=()):

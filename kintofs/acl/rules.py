@@ -3,43 +3,14 @@
 An ACL is a dict ``{permission: [principal, ...]}`` stored in a sidecar.
 """
 
-PERMISSIONS = {
-    "bucket": ("read", "write", "collection:create", "group:create"),
-    "group": ("read", "write"),
-    "collection": ("read", "write", "record:create"),
-    "record": ("read", "write"),
-    "account": ("read", "write"),
-    "history": ("read", "write"),
-}
+from ..kinds import KINDS
+
+PERMISSIONS = {name: kind.permissions for name, kind in KINDS.items()}
 
 # (kind of the object, permission asked) -> the grants that satisfy it, as
-# {kind of the object or of an ancestor: permissions}.  "list" is reading the
-# plural endpoint of the object's children.
-INHERITANCE = {
-    ("bucket", "read"): {"bucket": {"write", "read", "collection:create", "group:create"}},
-    ("bucket", "write"): {"bucket": {"write"}},
-    ("bucket", "collection:create"): {"bucket": {"write", "collection:create"}},
-    ("bucket", "group:create"): {"bucket": {"write", "group:create"}},
-    ("bucket", "list"): {"bucket": {"write", "read"}},
-    ("group", "read"): {"bucket": {"write", "read"}, "group": {"write", "read"}},
-    ("group", "write"): {"bucket": {"write"}, "group": {"write"}},
-    ("collection", "read"): {"bucket": {"write", "read"},
-                             "collection": {"write", "read", "record:create"}},
-    ("collection", "write"): {"bucket": {"write"}, "collection": {"write"}},
-    ("collection", "record:create"): {"bucket": {"write"},
-                                      "collection": {"write", "record:create"}},
-    ("collection", "list"): {"bucket": {"write", "read"}, "collection": {"write", "read"}},
-    ("record", "read"): {"bucket": {"write", "read"}, "collection": {"write", "read"},
-                         "record": {"write", "read"}},
-    ("record", "write"): {"bucket": {"write"}, "collection": {"write"}, "record": {"write"}},
-    ("account", "read"): {"account": {"write", "read"}},
-    ("account", "write"): {"account": {"write"}},
-    # History entries (history plugin): each entry carries its own read ACE,
-    # computed when it is written; nobody creates entries through the API.
-    ("history", "read"): {"bucket": {"write", "read"}, "history": {"write", "read"}},
-    ("history", "write"): {"bucket": {"write"}, "history": {"write"}},
-    ("bucket", "history:create"): {},
-}
+# {kind of the object or of an ancestor: permissions} (see kinds.py).
+INHERITANCE = {(name, asked): holders
+               for name, kind in KINDS.items() for asked, holders in kind.inheritance.items()}
 
 
 # Kinto's global grants, ``<kind>_<perm>_principals`` settings, where <kind>

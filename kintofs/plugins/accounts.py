@@ -100,7 +100,7 @@ class AccountHooks(KindHooks):
         return state.userid
 
 
-ACCOUNT = Kind("account", None, id_pattern=ids.ACCOUNT_ID, hooks=AccountHooks())
+ACCOUNT = Kind("account", hooks=AccountHooks())
 
 
 def _parsed_body(view):

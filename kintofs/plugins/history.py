@@ -12,17 +12,15 @@ history included.
 import re
 import uuid
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import bottle
 
-from .. import acl, ids, query
+from .. import acl, ids, kinds, query
 from ..fsstore import ParentNotFound
 from ..web import errors, request as req
 from ..web.app import RequestState
 from ..web.resource import Kind, ResourceView
-
-TRACKED_KINDS = ("bucket", "group", "collection", "record")
 
 # The top-level fields of an entry (with id, last_modified and deleted):
 # filtering, sorting or projecting anything else is a 400, as in Kinto.
@@ -33,8 +31,6 @@ ENTRY_FIELDS = ("user_id", "uri", "action", "date", "resource_name", "bucket_id"
 # like a number (record_id=123 finds the record "123").
 STRING_ID_FIELDS = ("bucket_id", "collection_id", "record_id")
 
-KIND_OF_PLURAL = {"buckets": "bucket", "groups": "group", "collections": "collection",
-                  "records": "record"}
 
 
 def setup(service):
@@ -61,17 +57,12 @@ def capability(settings):
 
 
 def path_of_uri(uri, strict=False):
-    """``/buckets/b/collections/c`` -> ``[("bucket", "b"), ("collection", "c")]``."""
-    parts = uri.split("/")
-    pairs = [(KIND_OF_PLURAL.get(plural), object_id)
-             for plural, object_id in zip(parts[1::2], parts[2::2])]
-    shapes = (["bucket"], ["bucket", "group"], ["bucket", "collection"],
-              ["bucket", "collection", "record"])
-    if strict and (parts[0] != "" or len(parts) % 2 == 0
-                   or [kind for kind, _ in pairs] not in shapes):
+    """``/buckets/b/collections/c`` -> ``(("bucket", "b"), ("collection", "c"))``."""
+    path = kinds.parse_uri(uri)
+    if strict and (path is None or not kinds.KINDS[path[-1][0]].in_history):
         raise ValueError(f"history_exclude_resources: {uri!r} is not the URI of a bucket, "
                          "group, collection or record (e.g. /buckets/b/collections/c)")
-    return pairs
+    return path
 
 
 # -- recording ----------------------------------------------------------------
@@ -88,7 +79,7 @@ class HistoryRecorder:
         self.trim_user_ids = set(settings["history_auto_trim_user_ids"])
 
     def on_change(self, state, action, kind, uri, data, object_acl):
-        if kind not in TRACKED_KINDS or state.userid in self.excluded_user_ids:
+        if not kinds.KINDS[kind].in_history or state.userid in self.excluded_user_ids:
             return
         if kind == "bucket" and action == "delete":
             return  # the bucket's history went with it (Kinto purges it, this entry too)
@@ -101,8 +92,7 @@ class HistoryRecorder:
         self._append(bucket_id, entry, readers, kind, state.userid)
 
     def _excluded(self, path):
-        uris = {"".join(f"/{kind}s/{object_id}" for kind, object_id in path[:depth])
-                for depth in range(1, len(path) + 1)}
+        uris = {kinds.uri(path[:depth]) for depth in range(1, len(path) + 1)}
         return bool(uris & self.excluded_uris)
 
     def _readers(self, path, object_acl):
@@ -148,7 +138,7 @@ def history_entry(action, kind, uri, path, userid, data, object_acl):
     """One entry as Kinto writes it (keys in Kinto's order; id and
     last_modified are added by the store)."""
     entry = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+        "date": datetime.now(UTC).isoformat(timespec="microseconds"),
         "target": {"data": data, "permissions": dict(object_acl)},
         "action": action,
         "uri": uri,
@@ -172,7 +162,7 @@ def ids_as_strings(parsed):
     return replace(parsed, filters=filters)
 
 
-HISTORY = Kind("history", "bucket", generate_id=ids.generate_uuid,
+HISTORY = Kind("history", generate_id=ids.generate_uuid,
                plural_methods=("HEAD", "GET", "DELETE"), object_methods=(),
                query_fields=ENTRY_FIELDS, adjust_query=ids_as_strings, count_headers=False)
 

@@ -1,17 +1,13 @@
 """Validation of the fields Kinto gives a meaning to (protocol 2.1 and 15)."""
 import jsonschema
 
+from ..kinds import KINDS
 from .errors import invalid_param
-
-SCHEMA_FIELDS = {
-    "bucket": ("collection:schema", "group:schema", "record:schema"),
-    "collection": ("schema",),
-}
 
 
 def check_typed_fields(kind, data):
     """400 errno 107 if a typed field of ``kind`` has the wrong shape."""
-    for field in SCHEMA_FIELDS.get(kind, ()):
+    for field in KINDS[kind].schema_fields if kind in KINDS else ():
         if field in data:
             check_schema(f"data.{field}", data[field])
     if kind == "collection" and "cache_expires" in data:

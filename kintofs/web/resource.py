@@ -7,10 +7,10 @@ semantics once (protocol sections 6, 7, 9.5).
 import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import urlencode
 
-from .. import acl, ids, query
+from .. import acl, ids, kinds, query
 from ..fsstore import ParentNotFound, tombstone
 from . import errors, request as req
 from .fields import check_typed_fields
@@ -20,10 +20,9 @@ from .patching import merge_patch, shallow_merge
 
 @dataclass(frozen=True)
 class Kind:
+    """How the HTTP API serves one kind of kinds.KINDS (what it *is* is there)."""
     name: str
-    parent: str | None
     generate_id: Callable[[], str] = ids.generate_name
-    id_pattern: object = ids.OBJECT_ID
     check_fields: Callable = check_typed_fields
     plural_methods: tuple = ("HEAD", "GET", "POST", "DELETE")
     object_methods: tuple = ("GET", "HEAD", "PUT", "PATCH", "DELETE")
@@ -38,18 +37,22 @@ class Kind:
     hooks: KindHooks = field(default_factory=KindHooks)
 
     @property
+    def info(self):
+        return kinds.KINDS[self.name]
+
+    @property
     def permissions(self):
-        return acl.PERMISSIONS[self.name]
+        return self.info.permissions
 
     def valid_id(self, value):
-        return ids.is_valid_id(value, self.id_pattern)
+        return self.info.valid_id(value)
 
 
 KINDS = {
-    "bucket": Kind("bucket", None),
-    "group": Kind("group", "bucket"),
-    "collection": Kind("collection", "bucket"),
-    "record": Kind("record", "collection", generate_id=ids.generate_uuid),
+    "bucket": Kind("bucket"),
+    "group": Kind("group"),
+    "collection": Kind("collection"),
+    "record": Kind("record", generate_id=ids.generate_uuid),
 }
 
 
@@ -369,7 +372,7 @@ class ResourceView:
 
     def _check_parent_ids(self):
         for depth, (parent_kind, parent_id) in enumerate(self.parent):
-            if not KINDS[parent_kind].valid_id(parent_id):
+            if not kinds.KINDS[parent_kind].valid_id(parent_id):
                 # Kinto authorizes first, and nobody holds rights on a bucket
                 # that cannot exist; below a bucket it reports the bad id.
                 if depth == 0:
@@ -457,8 +460,7 @@ class ResourceView:
                                     {**timestamp_headers(data["last_modified"]), **(headers or {})})
 
     def _uri(self, object_id):
-        parts = [f"/{kind}s/{pid}" for kind, pid in self.parent]
-        return "".join(parts) + f"/{self.kind.name}s/{object_id}"
+        return kinds.uri((*self.parent, (self.kind.name, object_id)))
 
     # -- request parsing --------------------------------------------------
 

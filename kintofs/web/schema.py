@@ -17,6 +17,7 @@ from jsonschema.validators import validator_for
 from jsonschema_specifications import REGISTRY as SPECIFICATIONS
 from referencing.exceptions import Unresolvable
 
+from .. import kinds
 from . import errors
 
 CAPABILITY = {
@@ -25,13 +26,9 @@ CAPABILITY = {
            "#collection-json-schema",
 }
 
-# Fields never shown to a schema: stamped by the server, or the record's
-# own schema version.  ``id`` is added unless the schema mentions it.
-IGNORED_FIELDS = {
-    "record": ("last_modified", "schema"),
-    "collection": ("last_modified",),
-    "group": ("last_modified",),
-}
+# Which kinds are validated, and the fields never shown to a schema (stamped
+# by the server, or the record's own schema version) are in kinds.py: ``id``
+# is added unless the schema mentions it.
 
 CACHE_SIZE = 256
 
@@ -44,7 +41,7 @@ def setup(service):
     validators = CompiledSchemas()
 
     def validate(state, kind, parent, data, object_id=None):
-        if kind in IGNORED_FIELDS:
+        if kind in kinds.KINDS and kinds.KINDS[kind].schema_ignored is not None:
             validate_object(state.store, validators, kind, parent, data, object_id)
 
     service.validators.append(validate)
@@ -61,17 +58,17 @@ def validate_object(store, validators, kind, parent, data, object_id):
     if bucket is None:
         raise errors.parent_not_found("bucket", bucket_id)
     candidate = dict(data, id=object_id) if object_id is not None else dict(data)
-    ignored = IGNORED_FIELDS[kind]
+    ignored = kinds.KINDS[kind].schema_ignored
     if kind == "record":
         collection = store.get(parent[:1], "collection", parent[1][1])
         if collection is not None and "schema" in collection.data:
-            owner = (f"/buckets/{bucket_id}/collections/{parent[1][1]}",
+            owner = (kinds.uri(parent),
                      collection.data.get("last_modified"))
             check(validators.get(owner, collection.data["schema"]), candidate, ignored)
             data["schema"] = collection.data.get("last_modified")
     field = f"{kind}:schema"
     if field in bucket.data:
-        owner = (f"/buckets/{bucket_id}#{field}", bucket.data.get("last_modified"))
+        owner = (kinds.uri(parent[:1]) + f"#{field}", bucket.data.get("last_modified"))
         check(validators.get(owner, bucket.data[field]), candidate, ignored)
 
 
