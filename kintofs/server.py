@@ -29,10 +29,10 @@ def build_app(settings):
         secret = store.persistent_secret("userid_hmac_secret")
     service = Service(settings, store, secret)
     if "basicauth" in settings["auth_policies"]:
-        service.capabilities["basicauth"] = {
+        service.add_capability("basicauth", {
             "description": "Very basic authentication sessions. Not for production use.",
             "url": "http://kinto.readthedocs.io/en/stable/api/1.x/authentication.html",
-        }
+        })
     setup_schema_validation(service)
     setup_plugins(service, settings["plugins"])
     return create_app(service), service

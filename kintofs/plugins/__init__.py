@@ -1,10 +1,9 @@
 """Plugins, enabled by name in the ``plugins`` setting.
 
 A plugin is a module with ``setup(service)``; it hooks in through the
-:class:`~kintofs.web.app.Service` it is given: routes on ``service.app``,
-entries in ``service.capabilities``, ``service.auth_policies``,
-``service.change_listeners``, ``service.validators``,
-``service.heartbeat_checks`` and ``service.hello_user_extensions``.
+public interface of the :class:`~kintofs.web.app.Service` it is given
+(``add_route``, ``add_capability``, ``feed.subscribe``...), described in
+docs/plugins.md.
 """
 import importlib
 

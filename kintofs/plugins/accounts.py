@@ -21,14 +21,11 @@ treats accounts differently, :class:`AccountHooks` says so:
 import json
 import logging
 
-import bottle
-
 from .. import ids
 from ..acl.principals import EVERYONE
 from ..config import ConfigError
 from ..passwords import VerifiedCredentials, hash_password
 from ..web import errors
-from ..web.app import RequestState
 from ..web.kindhooks import KindHooks
 from ..web.resource import Kind, ResourceView
 
@@ -188,21 +185,20 @@ def check_settings(settings):
 
 def setup(service):
     check_settings(service.settings)
-    service.capabilities["accounts"] = {
+    service.add_capability("accounts", {
         "description": "Manage user accounts.",
         "url": "https://kinto.readthedocs.io/en/latest/api/1.x/accounts.html",
         "validation_enabled": False,
-    }
-    service.auth_policies[POLICY_NAME] = AccountPolicy(
+    })
+    service.add_auth_policy(POLICY_NAME, AccountPolicy(
         service.store, service.settings["account_cache_ttl_seconds"],
-        on_failure=getattr(service, "record_failed_login", None))
+        on_failure=getattr(service, "record_failed_login", None)))
 
-    def accounts(account_id=None):
-        state = RequestState(service, bottle.request.environ)
+    def accounts(state, account_id=None):
         view = ResourceView(state, ACCOUNT, ())
         if account_id is None:
             return view.plural(state.method)
         return view.object(state.method, account_id)
 
-    service.app.route("/v1/accounts", "ANY", accounts)
-    service.app.route("/v1/accounts/<account_id>", "ANY", accounts)
+    service.add_route("/v1/accounts", "ANY", accounts)
+    service.add_route("/v1/accounts/<account_id>", "ANY", accounts)

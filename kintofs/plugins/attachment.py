@@ -25,7 +25,6 @@ from .. import __version__, acl
 from ..fsstore.atomic import TEMP_PREFIX, fsync_folder, raise_if_disk_refused, remove_quietly
 from ..fsstore.layout import ATTACHMENT_SUFFIX, attachment_path, kept_attachment_path
 from ..web import errors, request as req
-from ..web.app import RequestState
 from ..web.multipart import LengthReached, MultipartError, boundary_of, read_parts
 from ..web.patching import shallow_merge
 from ..web.resource import KINDS, ResourceView
@@ -53,24 +52,18 @@ FILES_ROUTE = "/v1/attachments/<bucket>/<collection>/<record>"
 
 
 def setup(service):
-    service.capabilities["attachments"] = lambda state: {
+    service.add_capability("attachments", lambda state: {
         "version": __version__,
         "description": "Add file attachments to records",
         "url": "https://github.com/Kinto/kinto-attachment/",
         "base_url": files_base_url(state),
-    }
-    service.validators.append(refuse_metadata_change)
-    service.change_listeners.append(lambda *args: remove_file_of_deleted(service, *args))
-    service.heartbeat_checks["attachments"] = service.heartbeat_checks["storage"]
-    service.preflight_methods += [
-        (re.compile(r"^/v1/buckets/[^/]+/collections/[^/]+/records/[^/]+/attachment$"),
-         "POST,DELETE,OPTIONS"),
-        (re.compile(r"^/v1/attachments/[^/]+/[^/]+/[^/]+$"), "GET,HEAD,OPTIONS"),
-    ]
+    })
+    service.add_validator(refuse_metadata_change)
+    # After the commit: removing the file takes the records' lock again.
+    service.feed.subscribe(lambda change: remove_file_of_deleted(service, change))
+    service.add_heartbeat("attachments", service.storage_check)  # the files are in the store
 
-    @service.app.route(ROUTE, "ANY")
-    def attachment(bucket, collection, record):
-        state = RequestState(service, bottle.request.environ)
+    def attachment(state, bucket, collection, record):
         view = record_view(state, bucket, collection)
         if state.method == "POST":
             return Upload(view, record).run()
@@ -78,10 +71,11 @@ def setup(service):
             return remove(view, record)
         raise errors.method_not_allowed(["POST", "DELETE", "OPTIONS"])
 
-    @service.app.route(FILES_ROUTE, ["GET", "HEAD"])
-    def attached_file(bucket, collection, record):
-        state = RequestState(service, bottle.request.environ)
+    def attached_file(state, bucket, collection, record):
         return serve(record_view(state, bucket, collection), record)
+
+    service.add_route(ROUTE, "ANY", attachment, preflight="POST,DELETE,OPTIONS")
+    service.add_route(FILES_ROUTE, ["GET", "HEAD"], attached_file, preflight="GET,HEAD,OPTIONS")
 
 
 def files_base_url(state):
@@ -90,7 +84,7 @@ def files_base_url(state):
 
 def record_view(state, bucket, collection):
     view = ResourceView(state, KINDS["record"], (("bucket", bucket), ("collection", collection)))
-    view._check_parent_ids()
+    view.check_parent_ids()
     return view
 
 
@@ -113,9 +107,9 @@ class Upload:
 
     def run(self):
         view = self.view
-        view._require_parent_exists_for_write()
-        self._authorize(view._get(self.record_id))
-        view._check_object_id(self.record_id)
+        view.require_parent_exists_for_write()
+        self._authorize(view.get(self.record_id))
+        view.check_object_id(self.record_id)
         try:
             self._read_form()
             metadata = self._metadata()
@@ -128,9 +122,9 @@ class Upload:
     def _authorize(self, existing):
         """Write on the record, or create in the collection for a new one."""
         if existing is not None:
-            self.view._require("write", existing.acl)
+            self.view.require("write", existing.acl)
         else:
-            self.view._require_create()
+            self.view.require_create()
 
     # reading
 
@@ -199,7 +193,7 @@ class Upload:
     def _temp_folder(self):
         """The collection's folder: same file system as the records, and
         deleted (with any upload in progress) when the collection is."""
-        return os.path.dirname(self.view._list().folder)
+        return os.path.dirname(self.view.object_list().folder)
 
     # checking
 
@@ -235,27 +229,27 @@ class Upload:
 
     def _store(self, metadata, data, permissions):
         view, record_id = self.view, self.record_id
-        self.state.attachment_upload = True  # refuse_metadata_change lets this write pass
-        with view._transaction(view._list()) as writer:
-            existing = view._reachable(writer, record_id)
+        self.state.extras["attachment.upload"] = True  # refuse_metadata_change lets it pass
+        with view.transaction(view.object_list()) as writer:
+            existing = view.reachable(writer, record_id)
             self._authorize(existing)
-            view._check_body_id(data, record_id)
+            view.check_body_id(data, record_id)
             data["attachment"] = metadata
-            target = attachment_path(view._list().folder, record_id)
+            target = attachment_path(view.object_list().folder, record_id)
             previous = _set_aside(target, self.settings["attachment_keep_old_files"])
             self.file.install(target)
             try:
                 if existing is None:
-                    view._write(writer, 201, record_id, data, permissions or {}, {})
+                    view.write(writer, 201, record_id, data, permissions or {}, {})
                 else:
-                    view._write(writer, 200, record_id, shallow_merge(existing.data, data), {},
+                    view.write(writer, 200, record_id, shallow_merge(existing.data, data), {},
                                 acl.merge_acl(existing.acl, permissions or {}),
                                 current=existing)
             except BaseException:
                 previous.undo()
                 raise
             previous.commit()
-        record_url = f"{self.state.base_url()}/v1{view._uri(record_id)}"
+        record_url = f"{self.state.base_url()}/v1{view.uri(record_id)}"
         return errors.json_response(201 if existing is None else 200, metadata,
                                     {"Location": record_url})
 
@@ -384,16 +378,16 @@ def _posted_data_error(message):
 
 def remove(view, record_id):
     """``DELETE .../attachment``: the record keeps ``"attachment": null``."""
-    view._require_parent_exists_for_write()
+    view.require_parent_exists_for_write()
     keep = view.settings["attachment_keep_old_files"]
-    with view._transaction(view._list()) as writer:
-        existing = view._reachable(writer, record_id)
-        view._require_existing_or_parent_read(existing, record_id)
-        target = attachment_path(view._list().folder, record_id)
+    with view.transaction(view.object_list()) as writer:
+        existing = view.reachable(writer, record_id)
+        view.require_existing_or_parent_read(existing, record_id)
+        target = attachment_path(view.object_list().folder, record_id)
         previous = _set_aside(target, keep)
         remove_quietly(target)
         try:
-            view._write(writer, 200, record_id, dict(existing.data, attachment=None), {},
+            view.write(writer, 200, record_id, dict(existing.data, attachment=None), {},
                         existing.acl, current=existing)
         except BaseException:
             previous.undo()
@@ -402,20 +396,18 @@ def remove(view, record_id):
     return bottle.HTTPResponse(status=204)
 
 
-def remove_file_of_deleted(service, state, action, kind, uri, data, object_acl):
+def remove_file_of_deleted(service, change):
     """A deleted record's file goes too (its collection's or bucket's folder
     takes the files of theirs)."""
-    if kind != "record" or action != "delete":
+    if change.kind != "record" or change.action != "delete":
         return
-    parts = uri.split("/")  # "", "buckets", bid, "collections", cid, "records", rid
-    parent = (("bucket", parts[2]), ("collection", parts[4]))
-    records = service.store.list(parent, "record")
-    target = attachment_path(records.folder, parts[6])
+    records = service.store.list(change.parent, "record")
+    target = attachment_path(records.folder, change.id)
     if not os.path.exists(target):
         return
     # Under the list's lock: a new record of the same id may be uploading.
     with records.transaction() as writer:
-        if writer.get(parts[6]) is None:
+        if writer.get(change.id) is None:
             _set_aside(target, service.settings["attachment_keep_old_files"]).commit()
             remove_quietly(target)
 
@@ -424,7 +416,7 @@ def refuse_metadata_change(state, kind, parent, data, object_id=None):
     """A normal record write may set ``attachment`` to null, not change it."""
     new = data.get("attachment")
     if kind != "record" or new is None or object_id is None \
-            or getattr(state, "attachment_upload", False):
+            or state.extras.get("attachment.upload"):
         return
     current = state.store.list(parent, "record").get(object_id)
     old = current.data.get("attachment") if current else None
@@ -437,13 +429,13 @@ def refuse_metadata_change(state, kind, parent, data, object_id=None):
 
 def serve(view, record_id):
     """The attached file, to whoever may read the record."""
-    existing = view._get(record_id)
-    view._require("read", existing.acl if existing else {})
-    view._check_object_id(record_id)
+    existing = view.get(record_id)
+    view.require("read", existing.acl if existing else {})
+    view.check_object_id(record_id)
     metadata = existing.data.get("attachment") if existing else None
     if not isinstance(metadata, dict):
         raise errors.object_not_found("attachment", record_id)
-    folder = view._list().folder
+    folder = view.object_list().folder
     name = record_id + ATTACHMENT_SUFFIX
     if not os.path.isfile(os.path.join(folder, name)):
         raise errors.object_not_found("attachment", record_id)

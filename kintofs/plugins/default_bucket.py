@@ -13,10 +13,7 @@ import io
 import json
 import uuid
 
-import bottle
-
 from ..web import errors, request as req
-from ..web.app import RequestState
 from ..web.resource import KINDS, ResourceView
 
 PREFIX = "/v1/buckets/default"
@@ -24,17 +21,16 @@ PREFIX = "/v1/buckets/default"
 
 def setup(service):
     secret = service.settings["default_bucket_hmac_secret"]
-    service.capabilities["default_bucket"] = {
+    service.add_capability("default_bucket", {
         "description": "The default bucket is an alias for a personal bucket where "
                        "collections are created implicitly.",
         "url": "https://kinto.readthedocs.io/en/latest/api/1.x/buckets.html"
                "#personal-bucket-default",
-    }
-    service.hello_user_extensions.append(
+    })
+    service.add_user_info(
         lambda state, user: user.update(bucket=personal_bucket_id(secret, state.userid)))
 
-    def default_bucket(subpath=None):
-        state = RequestState(service, bottle.request.environ)
+    def default_bucket(state, subpath=None):
         if state.userid is None:
             raise state.denied()
         if service.settings["readonly"]:
@@ -42,12 +38,11 @@ def setup(service):
         bucket_id = personal_bucket_id(secret, state.userid)
         create_implicitly(state, bucket_id, subpath)
         forward(service, state.environ, bucket_id)
-        route, args = service.app.router.match(state.environ)
-        return route.call(**args)
+        return service.dispatch(state.environ)
 
     # Registered before the resource routes, so these win for "default".
-    service.app.route(PREFIX, "ANY", default_bucket)
-    service.app.route(PREFIX + "/<subpath:path>", "ANY", default_bucket)
+    service.add_route(PREFIX, "ANY", default_bucket)
+    service.add_route(PREFIX + "/<subpath:path>", "ANY", default_bucket)
 
 
 def personal_bucket_id(secret, userid):

@@ -9,17 +9,14 @@ docs/storage.md).  ``GET/HEAD/DELETE /buckets/<bid>/history`` is the generic
 list view over it, in strict-field mode.  Deleting a bucket deletes its folder,
 history included.
 """
-import re
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 
-import bottle
-
 from .. import acl, ids, kinds, query
+from ..feed import IN_COMMIT
 from ..fsstore import ParentNotFound
 from ..web import errors, request as req
-from ..web.app import RequestState
 from ..web.resource import Kind, ResourceView
 
 # The top-level fields of an entry (with id, last_modified and deleted):
@@ -35,9 +32,10 @@ STRING_ID_FIELDS = ("bucket_id", "collection_id", "record_id")
 
 def setup(service):
     settings = service.settings
-    service.capabilities["history"] = capability(settings)
+    service.add_capability("history", capability(settings))
     recorder = HistoryRecorder(service.store, settings)
-    service.change_listeners.append(recorder.on_change)
+    # In the commit: an entry is written with the change it records.
+    service.feed.subscribe(recorder.on_change, IN_COMMIT)
     add_routes(service)
 
 
@@ -78,18 +76,20 @@ class HistoryRecorder:
         self.trim_threshold = settings["history_auto_trim_threshold"]
         self.trim_user_ids = set(settings["history_auto_trim_user_ids"])
 
-    def on_change(self, state, action, kind, uri, data, object_acl):
-        if not kinds.KINDS[kind].in_history or state.userid in self.excluded_user_ids:
+    def on_change(self, change):
+        kind, userid = change.kind, change.userid
+        if not kinds.KINDS[kind].in_history or userid in self.excluded_user_ids:
             return
-        if kind == "bucket" and action == "delete":
+        if kind == "bucket" and change.action == "delete":
             return  # the bucket's history went with it (Kinto purges it, this entry too)
-        path = path_of_uri(uri)
+        path = change.path
         if self._excluded(path):
             return
         bucket_id = path[0][1]
-        entry = history_entry(action, kind, uri, path, state.userid, data, object_acl)
-        readers = self._readers(path, object_acl)
-        self._append(bucket_id, entry, readers, kind, state.userid)
+        entry = history_entry(change.action, kind, change.uri, path, userid, change.data,
+                              change.acl)
+        readers = self._readers(path, change.acl)
+        self._append(bucket_id, entry, readers, kind, userid)
 
     def _excluded(self, path):
         uris = {kinds.uri(path[:depth]) for depth in range(1, len(path) + 1)}
@@ -168,20 +168,10 @@ HISTORY = Kind("history", generate_id=ids.generate_uuid,
 
 
 def add_routes(service):
-    app = service.app
-    service.preflight_methods += [
-        (re.compile(r"^/v1/buckets/[^/]+/history$"), "GET,HEAD,DELETE,OPTIONS"),
-        (re.compile(r"^/v1/buckets/[^/]+/snapshot/collections/[^/]+@[^/]+$"), "GET,HEAD,OPTIONS"),
-    ]
-
-    @app.route("/v1/buckets/<bucket>/history", "ANY")
-    def history(bucket):
-        state = RequestState(service, bottle.request.environ)
+    def history(state, bucket):
         return ResourceView(state, HISTORY, (("bucket", bucket),)).plural(state.method)
 
-    @app.route("/v1/buckets/<bucket>/snapshot/collections/<spec>", "ANY")
-    def snapshot(bucket, spec):
-        state = RequestState(service, bottle.request.environ)
+    def snapshot(state, bucket, spec):
         collection_id, at, timestamp = spec.rpartition("@")
         if not at:
             raise errors.unknown_url()
@@ -190,6 +180,11 @@ def add_routes(service):
         req.check_accept(state.environ.get("HTTP_ACCEPT"))
         return errors.json_response(200, {"data": collection_snapshot(
             state, bucket, collection_id, parse_snapshot_timestamp(timestamp))})
+
+    service.add_route("/v1/buckets/<bucket>/history", "ANY", history,
+                      preflight="GET,HEAD,DELETE,OPTIONS")
+    service.add_route("/v1/buckets/<bucket>/snapshot/collections/<spec>", "ANY", snapshot,
+                      preflight="GET,HEAD,OPTIONS")
 
 
 def parse_snapshot_timestamp(text):

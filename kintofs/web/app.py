@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, quote
 import bottle
 
 from ..acl import MembershipIndex, principals_of
+from ..feed import IN_COMMIT, ChangeFeed
 from ..fsstore import StorageBusy, StorageFull
 from . import errors, ratelimit
 from .accesslog import note_userid
@@ -56,10 +57,12 @@ class Service:
         self.auth_policies = {"basicauth": basicauth_policy(secret)}
         self.capabilities = {}
         self.memberships = MembershipIndex(store)
-        self.change_listeners = [self._track_memberships]  # callables(state, action, kind, uri, data, acl)
+        self.feed = ChangeFeed()  # every change the API makes (feed.py)
+        self.feed.subscribe(self._track_memberships, IN_COMMIT)
         self.validators = []         # callables(state, kind, parent, data, object_id=None)
         # A read-only server may sit on a read-only disk: it only needs to read.
-        self.heartbeat_checks = {"storage": store.readable if settings["readonly"] else store.healthy}
+        self.storage_check = store.readable if settings["readonly"] else store.healthy
+        self.heartbeat_checks = {"storage": self.storage_check}
         self.hello_user_extensions = []  # callables(state, user_dict)
         self.preflight_methods = []  # (compiled path regex, "GET,HEAD,...") of plugins' routes
         self.delete_tokens = SingleUseTokens()  # Next-Page tokens of plural DELETE
@@ -69,6 +72,49 @@ class Service:
         # turned into Kinto JSON by our own plugin, not bottle's HTML page.
         self.app.config.update({"catchall": False, "json.enable": False})
 
+    # -- the plugin interface (docs/plugins.md; tests/test_docs.py checks it) --
+
+    def add_capability(self, name, value):
+        """A capability of the hello view: a dict, or a function of the request
+        state returning one (for a URL on the host the client asked)."""
+        self.capabilities[name] = value
+
+    def add_auth_policy(self, name, policy):
+        """An authentication policy, used when ``auth_policies`` names it (see web/auth.py)."""
+        self.auth_policies[name] = policy
+
+    def add_validator(self, validator):
+        """``validator(state, kind, parent, data, object_id=None)`` runs before every
+        object write and raises a Kinto error to refuse it; ``object_id`` is None
+        when the server is about to generate one."""
+        self.validators.append(validator)
+
+    def add_heartbeat(self, name, check):
+        """``check()`` -> bool, run by ``/__heartbeat__`` (a False answers 503)."""
+        self.heartbeat_checks[name] = check
+
+    def add_user_info(self, extend):
+        """``extend(state, user)`` adds keys to the hello view's ``user`` object."""
+        self.hello_user_extensions.append(extend)
+
+    def add_route(self, path, methods, view, *, preflight=None):
+        """Serve ``path`` (a bottle pattern such as ``/v1/buckets/<bucket>/history``)
+        for ``methods`` (a list, or "ANY") with ``view(state, **ids)``; ``preflight``
+        is the ``Allow`` list a CORS preflight of the path announces."""
+        def callback(**ids):
+            return view(RequestState(self, bottle.request.environ), **ids)
+        self.app.route(path, methods, callback)
+        if preflight:
+            pattern = re.sub(r"<[^>:]+:path>", ".+", re.sub(r"<[^>:]+>", "[^/]+", path))
+            self.preflight_methods.append((re.compile(f"^{pattern}$"), preflight))
+
+    def dispatch(self, environ):
+        """Serve ``environ`` with the route its path names now (default_bucket rewrites it)."""
+        route, args = self.app.router.match(environ)
+        return route.call(**args)
+
+    # -- for the web layer --------------------------------------------------
+
     def policies(self):
         return [self.auth_policies[name] for name in self.settings["auth_policies"]
                 if name in self.auth_policies]
@@ -77,8 +123,8 @@ class Service:
         """Group URIs whose members include ``userid`` (acl.MembershipIndex)."""
         return self.memberships.groups_of(userid)
 
-    def _track_memberships(self, state, action, kind, uri, data, object_acl):
-        self.memberships.object_changed(action, kind, uri, data)
+    def _track_memberships(self, change):
+        self.memberships.object_changed(change.action, change.kind, change.uri, change.data)
 
 
 class RequestState:
@@ -90,6 +136,7 @@ class RequestState:
         self.store = service.store
         self.settings = service.settings
         self.method = environ["REQUEST_METHOD"].upper()
+        self.extras = {}  # what plugins keep for the rest of the request ("plugin.name" keys)
         self.query_params = [(name.strip(), value) for name, value in
                              parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)]
         ratelimit.refuse_if_blocked(service, environ)
@@ -107,10 +154,6 @@ class RequestState:
             realms = sum(1 for name in self.settings["auth_policies"] if name in ("basicauth", "account"))
             return errors.unauthorized(realms)
         return errors.forbidden()
-
-    def notify(self, action, kind, uri, data, object_acl):
-        for listener in self.service.change_listeners:
-            listener(self, action, kind, uri, data, object_acl)
 
     def validate(self, kind, parent, data, object_id=None):
         """Run the validators; ``object_id`` is None when the server will make one up."""
@@ -173,7 +216,7 @@ def create_app(service):
     from . import utility
     utility.add_routes(service, state)
     from . import permissions
-    permissions.add_routes(service, state)
+    permissions.add_routes(service)
     from .batch import add_batch_route
     add_batch_route(service)
 

@@ -17,22 +17,20 @@ METHODS = ("HEAD", "GET")
 FIELDS = ("uri", "resource_name", "bucket_id", "collection_id", "group_id", "record_id")
 
 
-def add_routes(service, state):
+def add_routes(service):
     settings = service.settings
     if not settings["experimental_permissions_endpoint"]:
         return
-    service.capabilities["permissions_endpoint"] = {
+    service.add_capability("permissions_endpoint", {
         "description": "The permissions endpoint can be used to list all user objects "
                        "permissions.",
         "url": "https://kinto.readthedocs.io/en/latest/configuration/settings.html"
                "#activating-the-permissions-endpoint",
-    }
+    })
     # Kinto's ETag here means nothing: the time of the first listing, kept.
     first_listed = int(time.time() * 1000)
 
-    @service.app.route("/v1/permissions", "ANY")
-    def permissions():
-        current = state()
+    def permissions(current):
         if current.method not in METHODS:
             raise errors.method_not_allowed([*METHODS, "OPTIONS"])
         req.check_accept(current.environ.get("HTTP_ACCEPT"))
@@ -52,7 +50,7 @@ def add_routes(service, state):
             headers["Next-Page"] = next_page_url(current, page)
         return errors.json_response(200, {"data": page.objects}, headers)
 
-    return permissions
+    service.add_route("/v1/permissions", "ANY", permissions)
 
 
 def _parse_query(params):

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from urllib.parse import urlencode
 
 from .. import acl, ids, kinds, query
+from ..feed import Change
 from ..fsstore import ParentNotFound, tombstone
 from . import errors, request as req
 from .fields import check_typed_fields
@@ -91,14 +92,14 @@ class ResourceView:
         self.settings = state.settings
         self.kind = kind
         self.parent = tuple(parent)
-        self.list = None
+        self._object_list = None
         self._raw_body = None
 
     # -- entry points -----------------------------------------------------
 
     def plural(self, method):
         req.check_accept(self.state.environ.get("HTTP_ACCEPT"))
-        self._check_parent_ids()
+        self.check_parent_ids()
         handler = {"GET": self.list_objects, "HEAD": self.list_objects,
                    "POST": self.create, "DELETE": self.delete_objects}.get(method)
         if handler is None or method not in self.kind.plural_methods:
@@ -107,7 +108,7 @@ class ResourceView:
 
     def object(self, method, object_id):
         req.check_accept(self.state.environ.get("HTTP_ACCEPT"))
-        self._check_parent_ids()
+        self.check_parent_ids()
         handler = {"GET": self.read, "HEAD": self.read, "PUT": self.replace,
                    "PATCH": self.patch, "DELETE": self.delete}.get(method)
         if handler is None:
@@ -119,7 +120,7 @@ class ResourceView:
     def list_objects(self):
         visible = self.kind.hooks.restrict_list(self, self._visible_ids("read"))
         self._require_parent_exists()
-        object_list = self._list()
+        object_list = self.object_list()
         ts = object_list.timestamp()
         headers = {**timestamp_headers(ts), **self._cache_headers()}
         self._check_preconditions(ts, exists=True, headers=headers, allow_304=True)
@@ -144,28 +145,28 @@ class ResourceView:
         object_id = data.get("id")
         if "id" in data and not self.kind.valid_id(object_id):
             raise errors.invalid_object_id()
-        self._require_parent_exists_for_write()
-        object_list = self._list()
-        with self._transaction(object_list) as writer:
-            existing = self._reachable(writer, object_id) if object_id is not None else None
+        self.require_parent_exists_for_write()
+        object_list = self.object_list()
+        with self.transaction(object_list) as writer:
+            existing = self.reachable(writer, object_id) if object_id is not None else None
             if existing is not None:
-                self._require("read", existing.acl)
+                self.require("read", existing.acl)
                 self._check_preconditions(existing.data["last_modified"], exists=True,
                                           existing=existing.data)
                 return self._object_response(200, existing.data, existing.acl)
-            self._require_create()
+            self.require_create()
             self._check_preconditions(None, exists=False, list_timestamp=writer.timestamp)
             generated = object_id is None
             object_id = object_id or self.kind.generate_id()
-            return self._write(writer, 201, object_id, data, permissions or {}, {},
+            return self.write(writer, 201, object_id, data, permissions or {}, {},
                                requested_ts=data.get("last_modified"), generated_id=generated)
 
     def delete_objects(self):
         deletable = self.kind.hooks.restrict_list(self, self._visible_ids("write"))
         self._require_parent_exists()
-        object_list = self._list()
+        object_list = self.object_list()
         q = self._parse_query()
-        with self._transaction(object_list) as writer:
+        with self.transaction(object_list) as writer:
             list_ts = writer.timestamp()
             self._check_preconditions(list_ts, exists=True)
             self._use_delete_token(q)
@@ -174,9 +175,6 @@ class ResourceView:
             deleted = [writer.delete(obj["id"]) for obj in page.objects]
             if page.next_token:
                 self.state.service.delete_tokens.issue(query.token_nonce(page.next_token))
-        for tombstone_data in deleted:  # one change per object, as Kinto's listeners see it
-            self.state.notify("delete", self.kind.name, self._uri(tombstone_data["id"]),
-                              tombstone_data, {})
         headers = timestamp_headers(max((d["last_modified"] for d in deleted), default=list_ts))
         if page.next_token:
             headers["Next-Page"] = self._next_page_url(page)
@@ -191,9 +189,9 @@ class ResourceView:
     # -- object endpoint --------------------------------------------------
 
     def read(self, object_id):
-        existing = self._get(object_id)
-        self._require("read", existing.acl if existing else {})
-        self._check_object_id(object_id)
+        existing = self.get(object_id)
+        self.require("read", existing.acl if existing else {})
+        self.check_object_id(object_id)
         self._require_parent_exists()
         if existing is None or not self.kind.hooks.reachable(self, object_id):
             raise errors.object_not_found(self.kind.name, object_id)
@@ -211,16 +209,16 @@ class ResourceView:
         return self._object_response(200, existing.data, existing.acl, headers)
 
     def replace(self, object_id):
-        self._require_parent_exists_for_write()
+        self.require_parent_exists_for_write()
         body = self._body(("application/json",))
-        with self._transaction(self._list()) as writer:
-            existing = self._reachable(writer, object_id)
+        with self.transaction(self.object_list()) as writer:
+            existing = self.reachable(writer, object_id)
             if_none_match = req.precondition(self.state.environ, "If-None-Match")
             if existing is not None and if_none_match != "*":
-                self._require("write", existing.acl)
+                self.require("write", existing.acl)
             else:
-                self._require_create()
-            self._check_object_id(object_id)
+                self.require_create()
+            self.check_object_id(object_id)
             self._check_preconditions(existing.data["last_modified"] if existing else None,
                                       exists=existing is not None,
                                       existing=existing.data if existing else None,
@@ -228,27 +226,27 @@ class ResourceView:
             data, permissions = req.envelope(body, self.kind.permissions)
             if data is None:
                 data = _without_meta(existing.data) if existing else {}
-            self._check_body_id(data, object_id)
+            self.check_body_id(data, object_id)
             old_acl = existing.acl if existing else {}
             new_acl = acl.replace_acl(old_acl, permissions) if permissions is not None else old_acl
-            return self._write(writer, 200 if existing else 201, object_id, data, {}, new_acl,
+            return self.write(writer, 200 if existing else 201, object_id, data, {}, new_acl,
                                requested_ts=data.get("last_modified"),
                                current=existing)
 
     def patch(self, object_id):
-        self._require_parent_exists_for_write()
+        self.require_parent_exists_for_write()
         media = req.content_type_of(self.state.environ.get("CONTENT_TYPE"),
                                     (req.JSON, req.MERGE_PATCH, req.JSON_PATCH))
         body = self._body(None)
         behavior = self._response_behavior()
-        with self._transaction(self._list()) as writer:
-            existing = self._reachable(writer, object_id)
-            self._require_existing_or_parent_read(existing, object_id)
+        with self.transaction(self.object_list()) as writer:
+            existing = self.reachable(writer, object_id)
+            self.require_existing_or_parent_read(existing, object_id)
             self._check_preconditions(existing.data["last_modified"], exists=True,
                                       existing=existing.data)
             data, new_acl = self._patched(media, body, existing)
-            self._check_body_id(data, object_id)
-            response = self._write(writer, 200, object_id, data, {}, new_acl,
+            self.check_body_id(data, object_id)
+            response = self.write(writer, 200, object_id, data, {}, new_acl,
                                    requested_ts=data.get("last_modified"), current=existing)
         if behavior == "full":
             return response
@@ -269,20 +267,19 @@ class ResourceView:
         For implicit creations (the default bucket): no permission check,
         as in Kinto, but a normal write otherwise (listeners are told).
         """
-        with self._transaction(self._list()) as writer:
+        with self.transaction(self.object_list()) as writer:
             if writer.get(object_id) is None:
-                self._write(writer, 201, object_id, {}, {}, {})
+                self.write(writer, 201, object_id, {}, {}, {})
 
     def delete(self, object_id):
-        self._require_parent_exists_for_write()
+        self.require_parent_exists_for_write()
         requested = self._last_modified_param()
-        with self._transaction(self._list()) as writer:
-            existing = self._reachable(writer, object_id)
-            self._require_existing_or_parent_read(existing, object_id)
+        with self.transaction(self.object_list()) as writer:
+            existing = self.reachable(writer, object_id)
+            self.require_existing_or_parent_read(existing, object_id)
             self._check_preconditions(existing.data["last_modified"], exists=True,
                                       existing=existing.data)
             deleted = writer.delete(object_id, requested_ts=requested)
-        self.state.notify("delete", self.kind.name, self._uri(object_id), deleted, {})
         return errors.json_response(200, {"data": deleted}, timestamp_headers(deleted["last_modified"]))
 
     # -- authorization ----------------------------------------------------
@@ -307,7 +304,7 @@ class ResourceView:
         return self._settings_allow(permission) or acl.allowed(
             self.state.principals, self.kind.name, permission, self._path_acls(own_acl))
 
-    def _require(self, permission, own_acl):
+    def require(self, permission, own_acl):
         if not self._allowed(permission, own_acl):
             raise self.state.denied()
 
@@ -321,7 +318,7 @@ class ResourceView:
         return acl.allowed(self.state.principals, parent_kind, f"{self.kind.name}:create",
                            grandparent_view._path_acls(self._parent_acl()))
 
-    def _require_create(self):
+    def require_create(self):
         if not self._create_allowed():
             raise self.state.denied()
 
@@ -352,25 +349,25 @@ class ResourceView:
         if self._list_allowed(permission):
             return None
         principals = self.state.principals
-        own = {object_id for object_id, stored in self._list().objects().items()
+        own = {object_id for object_id, stored in self.object_list().objects().items()
                if acl.grants_by_own_acl(principals, self.kind.name, permission, stored.acl)}
         if own or self._create_allowed():
             return own
         raise self.state.denied()
 
-    def _require_existing_or_parent_read(self, existing, object_id):
+    def require_existing_or_parent_read(self, existing, object_id):
         if existing is not None:
-            self._require("write", existing.acl)
-            self._check_object_id(object_id)
+            self.require("write", existing.acl)
+            self.check_object_id(object_id)
             return
         if not self._list_allowed("read", "missing"):
             raise self.state.denied()
-        self._check_object_id(object_id)
+        self.check_object_id(object_id)
         raise errors.object_not_found(self.kind.name, object_id)
 
     # -- existence and ids ------------------------------------------------
 
-    def _check_parent_ids(self):
+    def check_parent_ids(self):
         for depth, (parent_kind, parent_id) in enumerate(self.parent):
             if not kinds.KINDS[parent_kind].valid_id(parent_id):
                 # Kinto authorizes first, and nobody holds rights on a bucket
@@ -379,11 +376,11 @@ class ResourceView:
                     raise self.state.denied()
                 raise errors.parent_not_found(parent_kind, parent_id)
 
-    def _check_object_id(self, object_id):
+    def check_object_id(self, object_id):
         if not self.kind.valid_id(object_id):
             raise errors.invalid_object_id()
 
-    def _check_body_id(self, data, object_id):
+    def check_body_id(self, data, object_id):
         if "id" in data and data["id"] != object_id:
             raise errors.invalid_param("body", "id", "Object id does not match existing object")
 
@@ -399,7 +396,7 @@ class ResourceView:
         if missing:
             raise errors.parent_not_found(*missing)
 
-    def _require_parent_exists_for_write(self):
+    def require_parent_exists_for_write(self):
         """Kinto reports a missing collection before authorization on record
         writes, naming the collection even when its bucket is gone too; for
         groups and collections authorization comes first (403 on a missing bucket)."""
@@ -407,32 +404,32 @@ class ResourceView:
         if missing and self.kind.name == "record":
             raise errors.parent_not_found(*self.parent[-1])
         if missing:
-            self._require_create()
+            self.require_create()
             raise errors.parent_not_found(*missing)
 
     # -- storage helpers --------------------------------------------------
 
-    def _list(self):
-        if self.list is None:
-            self.list = self.store.list(self.parent, self.kind.name)
-        return self.list
+    def object_list(self):
+        if self._object_list is None:
+            self._object_list = self.store.list(self.parent, self.kind.name)
+        return self._object_list
 
-    def _get(self, object_id):
+    def get(self, object_id):
         if not self.kind.valid_id(object_id):
             return None
-        return self._list().get(object_id)
+        return self.object_list().get(object_id)
 
-    def _reachable(self, writer, object_id):
+    def reachable(self, writer, object_id):
         """The stored object, or None if missing or out of this caller's reach."""
         existing = writer.get(object_id)
         if existing is None or not self.kind.hooks.reachable(self, object_id):
             return None
         return existing
 
-    def _transaction(self, object_list):
-        return _Transaction(object_list, self.kind, self.parent)
+    def transaction(self, object_list):
+        return _Transaction(object_list, self.kind, self.parent, self.state)
 
-    def _write(self, writer, status, object_id, data, requested_acl, base_acl, *,
+    def write(self, writer, status, object_id, data, requested_acl, base_acl, *,
                requested_ts=None, current=None, generated_id=False):
         """Validate, stamp and store one object; the response for it."""
         data = _without_meta(data)
@@ -445,8 +442,6 @@ class ResourceView:
         new_acl = acl.replace_acl(base_acl, requested_acl) if requested_acl else dict(base_acl)
         new_acl = acl.creator_acl(new_acl, self.kind.hooks.writer_principal(self, object_id))
         stored = writer.put(object_id, data, new_acl, requested_ts=_timestamp_or_none(requested_ts))
-        action = "update" if current is not None else "create"
-        self.state.notify(action, self.kind.name, self._uri(object_id), stored, new_acl)
         response = self._object_response(status, stored, new_acl)
         response.stored_data = stored
         return response
@@ -459,7 +454,7 @@ class ResourceView:
         return errors.json_response(status, body,
                                     {**timestamp_headers(data["last_modified"]), **(headers or {})})
 
-    def _uri(self, object_id):
+    def uri(self, object_id):
         return kinds.uri((*self.parent, (self.kind.name, object_id)))
 
     # -- request parsing --------------------------------------------------
@@ -620,23 +615,61 @@ def _timestamp_or_none(value):
 
 
 class _Transaction:
-    """A list transaction whose storage errors become Kinto responses."""
+    """A list transaction whose writes are published on the change feed and
+    whose storage errors become Kinto responses (see feed.py for the moments)."""
 
-    def __init__(self, object_list, kind, parent):
-        self.object_list, self.kind, self.parent = object_list, kind, parent
+    def __init__(self, object_list, kind, parent, state):
+        self.object_list, self.kind, self.parent, self.state = object_list, kind, parent, state
+        self.changes = []
 
     def __enter__(self):
         self._context = self.object_list.transaction()
         try:
-            return self._context.__enter__()
+            return PublishingWriter(self._context.__enter__(), self)
         except ParentNotFound:
             raise _parent_missing(self.parent) from None
 
     def __exit__(self, *exc_info):
         try:
-            return self._context.__exit__(*exc_info)
+            result = self._context.__exit__(*exc_info)
         except ParentNotFound:
             raise _parent_missing(self.parent) from None
+        if exc_info[0] is None:
+            for change in self.changes:
+                self.state.service.feed.after_commit(change)
+        return result
+
+    def publish(self, action, object_id, old, new):
+        change = Change(action, self.kind.name, self.parent, object_id, old, new,
+                        new[0]["last_modified"], self.state.userid)
+        self.changes.append(change)
+        self.state.service.feed.in_commit(change)
+
+
+class PublishingWriter:
+    """The storage writer of a transaction, telling the feed of each write."""
+
+    def __init__(self, writer, transaction):
+        self._writer, self._transaction = writer, transaction
+
+    def get(self, object_id):
+        return self._writer.get(object_id)
+
+    def timestamp(self):
+        return self._writer.timestamp()
+
+    def put(self, object_id, data, object_acl, *, requested_ts=None):
+        old = self._writer.get(object_id)
+        stored = self._writer.put(object_id, data, object_acl, requested_ts=requested_ts)
+        self._transaction.publish("create" if old is None else "update", object_id,
+                                  tuple(old) if old is not None else None, (stored, object_acl))
+        return stored
+
+    def delete(self, object_id, *, requested_ts=None):
+        old = self._writer.get(object_id)
+        deleted = self._writer.delete(object_id, requested_ts=requested_ts)
+        self._transaction.publish("delete", object_id, tuple(old), (deleted, {}))
+        return deleted
 
 
 def _parent_missing(parent):

@@ -37,14 +37,14 @@ def setup(service):
     """Register the validator and the ``schema`` capability when enabled."""
     if not service.settings["experimental_collection_schema_validation"]:
         return
-    service.capabilities["schema"] = dict(CAPABILITY)
+    service.add_capability("schema", dict(CAPABILITY))
     validators = CompiledSchemas()
 
     def validate(state, kind, parent, data, object_id=None):
         if kind in kinds.KINDS and kinds.KINDS[kind].schema_ignored is not None:
             validate_object(state.store, validators, kind, parent, data, object_id)
 
-    service.validators.append(validate)
+    service.add_validator(validate)
 
 
 def validate_object(store, validators, kind, parent, data, object_id):

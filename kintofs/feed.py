@@ -1,0 +1,91 @@
+"""The change feed: one :class:`Change` per change, told to subscribers twice.
+
+Every create, update and delete the API makes is published as a Change, the
+same way for the three actions, at two moments:
+
+``IN_COMMIT``
+    while the object's list is still locked: the object's files and journal
+    line are durable, the client is not answered yet.  Work that must go
+    with the change happens here (the history entry, the group-membership
+    index); an exception fails the request.
+``AFTER_COMMIT``
+    once the lock is released, before the client is answered: work that
+    must not hold up the list's other writers (removing an attachment's
+    file; later, push streams).  An exception is logged, never answered:
+    the change has happened.
+
+This module knows nothing of HTTP or files: subscribers get plain values.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Any
+
+from . import kinds
+
+logger = logging.getLogger(__name__)
+
+IN_COMMIT = "in_commit"
+AFTER_COMMIT = "after_commit"
+ACTIONS = ("create", "update", "delete")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One object created, updated or deleted.
+
+    ``old`` and ``new`` are ``(data, acl)`` pairs or None: ``old`` is None
+    on create; on delete ``new`` is the tombstone with an empty ACL.
+    ``userid`` is who made it (None for an anonymous caller).
+    """
+
+    action: str
+    kind: str
+    parent: kinds.Path
+    id: str
+    old: tuple[dict[str, Any], dict[str, list[str]]] | None
+    new: tuple[dict[str, Any], dict[str, list[str]]]
+    timestamp: int
+    userid: str | None = None
+
+    @property
+    def path(self) -> kinds.Path:
+        return (*self.parent, (self.kind, self.id))
+
+    @property
+    def uri(self) -> str:
+        return kinds.uri(self.path)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The object as it is now (a tombstone after a delete)."""
+        return self.new[0]
+
+    @property
+    def acl(self) -> dict[str, list[str]]:
+        return self.new[1]
+
+
+Subscriber = Callable[[Change], None]
+
+
+class ChangeFeed:
+    def __init__(self) -> None:
+        self._subscribers: dict[str, list[Subscriber]] = {IN_COMMIT: [], AFTER_COMMIT: []}
+
+    def subscribe(self, subscriber: Subscriber, moment: str = AFTER_COMMIT) -> None:
+        """Call ``subscriber(change)`` at ``moment`` (IN_COMMIT or AFTER_COMMIT) of every change."""
+        self._subscribers[moment].append(subscriber)
+
+    def in_commit(self, change: Change) -> None:
+        for subscriber in self._subscribers[IN_COMMIT]:
+            subscriber(change)
+
+    def after_commit(self, change: Change) -> None:
+        for subscriber in self._subscribers[AFTER_COMMIT]:
+            try:
+                subscriber(change)
+            except Exception:  # the change is made: it must not look failed
+                logger.exception("a subscriber failed after %s of %s", change.action, change.uri)
