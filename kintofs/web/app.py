@@ -137,6 +137,7 @@ class RequestState:
         self.settings = service.settings
         self.method = environ["REQUEST_METHOD"].upper()
         self.extras = {}  # what plugins keep for the rest of the request ("plugin.name" keys)
+        self._stored = {}  # path -> stored object or None: see stored()
         self.query_params = [(name.strip(), value) for name, value in
                              parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)]
         ratelimit.refuse_if_blocked(service, environ)
@@ -148,6 +149,18 @@ class RequestState:
         if self.userid is None:
             return principals_of(None)
         return principals_of(self.userid, self.service.groups_of(self.userid))
+
+    def stored(self, path):
+        """The stored object at ``path`` (``(("bucket", "b"), ...)``), or None.
+
+        Read once per request: the existence checks, the permission checks
+        and the validators of one request all look at the same ancestors.
+        """
+        path = tuple(path)
+        if path not in self._stored:
+            *parent, (kind, object_id) = path
+            self._stored[path] = self.store.get(tuple(parent), kind, object_id)
+        return self._stored[path]
 
     def denied(self):
         if self.userid is None:

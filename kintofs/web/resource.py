@@ -287,8 +287,8 @@ class ResourceView:
     def _path_acls(self, own_acl=None):
         """ACLs along the path: {kind: acl} for the ancestors and the object."""
         acls = {}
-        for depth, (parent_kind, parent_id) in enumerate(self.parent):
-            stored = self.store.get(self.parent[:depth], parent_kind, parent_id)
+        for depth, (parent_kind, _) in enumerate(self.parent):
+            stored = self.state.stored(self.parent[:depth + 1])
             acls[parent_kind] = stored.acl if stored else {}
         if own_acl is not None:
             acls[self.kind.name] = own_acl
@@ -314,18 +314,12 @@ class ResourceView:
         if not self.parent:
             return False
         parent_kind = self.parent[-1][0]
-        grandparent_view = ResourceView(self.state, KINDS[parent_kind], self.parent[:-1])
         return acl.allowed(self.state.principals, parent_kind, f"{self.kind.name}:create",
-                           grandparent_view._path_acls(self._parent_acl()))
+                           self._path_acls())
 
     def require_create(self):
         if not self._create_allowed():
             raise self.state.denied()
-
-    def _parent_acl(self):
-        parent_kind, parent_id = self.parent[-1]
-        stored = self.store.get(self.parent[:-1], parent_kind, parent_id)
-        return stored.acl if stored else {}
 
     def _list_allowed(self, permission, operation=None):
         """May the caller read (or write) every object of the list?"""
@@ -335,9 +329,7 @@ class ResourceView:
             return False
         parent_kind = self.parent[-1][0]
         asked = "list" if permission == "read" else "write"
-        grandparent_view = ResourceView(self.state, KINDS[parent_kind], self.parent[:-1])
-        return acl.allowed(self.state.principals, parent_kind, asked,
-                           grandparent_view._path_acls(self._parent_acl()))
+        return acl.allowed(self.state.principals, parent_kind, asked, self._path_acls())
 
     def _visible_ids(self, permission):
         """None if every object is visible, else the ids the caller may see.
@@ -387,7 +379,7 @@ class ResourceView:
     def _missing_parent(self):
         """The first missing container on the path, as (kind, id), or None."""
         for depth, (parent_kind, parent_id) in enumerate(self.parent):
-            if self.store.get(self.parent[:depth], parent_kind, parent_id) is None:
+            if self.state.stored(self.parent[:depth + 1]) is None:
                 return parent_kind, parent_id
         return None
 
@@ -598,7 +590,7 @@ class ResourceView:
     def _cache_expires(self):
         if self.kind.name != "record":
             return None
-        collection = self.store.get(self.parent[:-1], "collection", self.parent[-1][1])
+        collection = self.state.stored(self.parent)
         value = collection.data.get("cache_expires") if collection else None
         return value if isinstance(value, int) and not isinstance(value, bool) else None
 

@@ -42,25 +42,25 @@ def setup(service):
 
     def validate(state, kind, parent, data, object_id=None):
         if kind in kinds.KINDS and kinds.KINDS[kind].schema_ignored is not None:
-            validate_object(state.store, validators, kind, parent, data, object_id)
+            validate_object(state, validators, kind, parent, data, object_id)
 
     service.add_validator(validate)
 
 
-def validate_object(store, validators, kind, parent, data, object_id):
+def validate_object(state, validators, kind, parent, data, object_id):
     """Raise Kinto's 400 if ``data`` breaks a schema; stamp records' ``schema``.
 
     ``object_id`` is None when the server is about to generate the id (a
     POST without one): Kinto validates such an object without ``id``.
     """
     bucket_id = parent[0][1]
-    bucket = store.get((), "bucket", bucket_id)
+    bucket = state.stored(parent[:1])
     if bucket is None:
         raise errors.parent_not_found("bucket", bucket_id)
     candidate = dict(data, id=object_id) if object_id is not None else dict(data)
     ignored = kinds.KINDS[kind].schema_ignored
     if kind == "record":
-        collection = store.get(parent[:1], "collection", parent[1][1])
+        collection = state.stored(parent[:2])
         if collection is not None and "schema" in collection.data:
             owner = (kinds.uri(parent),
                      collection.data.get("last_modified"))
