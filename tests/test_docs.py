@@ -97,12 +97,14 @@ def public_methods(cls):
 def test_every_hook_a_plugin_may_use_is_documented():
     from kintofs.feed import Change
     from kintofs.web.app import Service
+    from kintofs.web.authorizer import Authorizer
     from kintofs.web.kindhooks import KindHooks
     from kintofs.web.resource import ResourceView
 
     doc = PLUGINS_DOC.read_text(encoding="utf-8")
     names = (public_methods(Service) - NOT_FOR_PLUGINS) | public_methods(KindHooks) \
-        | public_methods(ResourceView) | set(Change.__dataclass_fields__)
+        | public_methods(ResourceView) | public_methods(Authorizer) \
+        | set(Change.__dataclass_fields__)
     assert {"add_route", "add_validator", "before_create", "write", "userid"} <= names
     missing = sorted(name for name in names
                      if f"`{name}`" not in doc and f"`{name}(" not in doc)

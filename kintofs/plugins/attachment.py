@@ -122,9 +122,9 @@ class Upload:
     def _authorize(self, existing):
         """Write on the record, or create in the collection for a new one."""
         if existing is not None:
-            self.view.require("write", existing.acl)
+            self.view.authorizer.require("write", existing.acl)
         else:
-            self.view.require_create()
+            self.view.authorizer.require_create()
 
     # reading
 
@@ -430,7 +430,7 @@ def refuse_metadata_change(state, kind, parent, data, object_id=None):
 def serve(view, record_id):
     """The attached file, to whoever may read the record."""
     existing = view.get(record_id)
-    view.require("read", existing.acl if existing else {})
+    view.authorizer.require("read", existing.acl if existing else {})
     view.check_object_id(record_id)
     metadata = existing.data.get("attachment") if existing else None
     if not isinstance(metadata, dict):

@@ -14,6 +14,7 @@ from .. import acl, ids, kinds, query
 from ..feed import Change
 from ..fsstore import ParentNotFound, tombstone
 from . import errors, request as req
+from .authorizer import Authorizer
 from .fields import check_typed_fields
 from .kindhooks import KindHooks
 from .patching import merge_patch, shallow_merge
@@ -92,6 +93,7 @@ class ResourceView:
         self.settings = state.settings
         self.kind = kind
         self.parent = tuple(parent)
+        self.authorizer = Authorizer(state, kind.name, self.parent)
         self._object_list = None
         self._raw_body = None
 
@@ -118,7 +120,7 @@ class ResourceView:
     # -- plural endpoint --------------------------------------------------
 
     def list_objects(self):
-        visible = self.kind.hooks.restrict_list(self, self._visible_ids("read"))
+        visible = self.kind.hooks.restrict_list(self, self.authorizer.visible_ids("read", self.object_list().objects))
         self._require_parent_exists()
         object_list = self.object_list()
         ts = object_list.timestamp()
@@ -150,11 +152,11 @@ class ResourceView:
         with self.transaction(object_list) as writer:
             existing = self.reachable(writer, object_id) if object_id is not None else None
             if existing is not None:
-                self.require("read", existing.acl)
+                self.authorizer.require("read", existing.acl)
                 self._check_preconditions(existing.data["last_modified"], exists=True,
                                           existing=existing.data)
                 return self._object_response(200, existing.data, existing.acl)
-            self.require_create()
+            self.authorizer.require_create()
             self._check_preconditions(None, exists=False, list_timestamp=writer.timestamp)
             generated = object_id is None
             object_id = object_id or self.kind.generate_id()
@@ -162,7 +164,7 @@ class ResourceView:
                                requested_ts=data.get("last_modified"), generated_id=generated)
 
     def delete_objects(self):
-        deletable = self.kind.hooks.restrict_list(self, self._visible_ids("write"))
+        deletable = self.kind.hooks.restrict_list(self, self.authorizer.visible_ids("write", self.object_list().objects))
         self._require_parent_exists()
         object_list = self.object_list()
         q = self._parse_query()
@@ -190,7 +192,7 @@ class ResourceView:
 
     def read(self, object_id):
         existing = self.get(object_id)
-        self.require("read", existing.acl if existing else {})
+        self.authorizer.require("read", existing.acl if existing else {})
         self.check_object_id(object_id)
         self._require_parent_exists()
         if existing is None or not self.kind.hooks.reachable(self, object_id):
@@ -215,9 +217,9 @@ class ResourceView:
             existing = self.reachable(writer, object_id)
             if_none_match = req.precondition(self.state.environ, "If-None-Match")
             if existing is not None and if_none_match != "*":
-                self.require("write", existing.acl)
+                self.authorizer.require("write", existing.acl)
             else:
-                self.require_create()
+                self.authorizer.require_create()
             self.check_object_id(object_id)
             self._check_preconditions(existing.data["last_modified"] if existing else None,
                                       exists=existing is not None,
@@ -284,75 +286,13 @@ class ResourceView:
 
     # -- authorization ----------------------------------------------------
 
-    def _path_acls(self, own_acl=None):
-        """ACLs along the path: {kind: acl} for the ancestors and the object."""
-        acls = {}
-        for depth, (parent_kind, _) in enumerate(self.parent):
-            stored = self.state.stored(self.parent[:depth + 1])
-            acls[parent_kind] = stored.acl if stored else {}
-        if own_acl is not None:
-            acls[self.kind.name] = own_acl
-        return acls
-
-    def _settings_allow(self, operation):
-        """Do ``<kind>_<perm>_principals`` settings grant ``operation`` (acl.rules)?"""
-        granted = acl.settings_principals(self.settings, self.kind.name, operation,
-                                          top_level=not self.parent)
-        return bool(granted & set(self.state.principals))
-
-    def _allowed(self, permission, own_acl):
-        return self._settings_allow(permission) or acl.allowed(
-            self.state.principals, self.kind.name, permission, self._path_acls(own_acl))
-
-    def require(self, permission, own_acl):
-        if not self._allowed(permission, own_acl):
-            raise self.state.denied()
-
-    def _create_allowed(self):
-        if self._settings_allow("create"):
-            return True
-        if not self.parent:
-            return False
-        parent_kind = self.parent[-1][0]
-        return acl.allowed(self.state.principals, parent_kind, f"{self.kind.name}:create",
-                           self._path_acls())
-
-    def require_create(self):
-        if not self._create_allowed():
-            raise self.state.denied()
-
-    def _list_allowed(self, permission, operation=None):
-        """May the caller read (or write) every object of the list?"""
-        if self._settings_allow(operation or ("list" if permission == "read" else "write")):
-            return True
-        if not self.parent:
-            return False
-        parent_kind = self.parent[-1][0]
-        asked = "list" if permission == "read" else "write"
-        return acl.allowed(self.state.principals, parent_kind, asked, self._path_acls())
-
-    def _visible_ids(self, permission):
-        """None if every object is visible, else the ids the caller may see.
-
-        Protocol 9.5: the parent's grant shows all; else the objects whose
-        own ACL grants it; else an empty list for those who may create;
-        else a denial.
-        """
-        if self._list_allowed(permission):
-            return None
-        principals = self.state.principals
-        own = {object_id for object_id, stored in self.object_list().objects().items()
-               if acl.grants_by_own_acl(principals, self.kind.name, permission, stored.acl)}
-        if own or self._create_allowed():
-            return own
-        raise self.state.denied()
-
     def require_existing_or_parent_read(self, existing, object_id):
+        """Write on ``existing``; for a missing object, Kinto's 403 or 404."""
         if existing is not None:
-            self.require("write", existing.acl)
+            self.authorizer.require("write", existing.acl)
             self.check_object_id(object_id)
             return
-        if not self._list_allowed("read", "missing"):
+        if not self.authorizer.list_allowed("read", "missing"):
             raise self.state.denied()
         self.check_object_id(object_id)
         raise errors.object_not_found(self.kind.name, object_id)
@@ -396,7 +336,7 @@ class ResourceView:
         if missing and self.kind.name == "record":
             raise errors.parent_not_found(*self.parent[-1])
         if missing:
-            self.require_create()
+            self.authorizer.require_create()
             raise errors.parent_not_found(*missing)
 
     # -- storage helpers --------------------------------------------------
