@@ -26,7 +26,8 @@ import json
 import os
 import re
 import tomllib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = [
     "DEFAULTS",
@@ -71,7 +72,8 @@ DEFAULTS: dict[str, Any] = {
     # Limits and pagination
     "paginate_by": 0,
     "storage_max_fetch_size": 10000,
-    "index_max_lists": 0,
+    "index_memory_mb": 128,
+    "index_max_lists": 0,  # deprecated: index_memory_mb bounds the index
     "batch_max_requests": 25,
     "max_request_body_bytes": 4194304,
     "max_json_depth": 64,
@@ -304,6 +306,7 @@ _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "request_body_min_rate_bytes": (0, None),
     "paginate_by": (0, None),
     "storage_max_fetch_size": (1, None),
+    "index_memory_mb": (0, None),
     "index_max_lists": (0, None),
     "batch_max_requests": (1, None),
     "max_request_body_bytes": (1, None),

@@ -22,6 +22,7 @@ logger = logging.getLogger("kintofs")
 def build_app(settings):
     """The WSGI app and its service for ``settings`` (used by tests and serve)."""
     store = FileSystemStore(settings["data_dir"], fsync=settings["fsync"],
+                            memory_budget=settings["index_memory_mb"] * 2**20,
                             max_lists=settings["index_max_lists"])
     secret = settings["userid_hmac_secret"]
     if secret is None:

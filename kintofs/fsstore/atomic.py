@@ -140,7 +140,7 @@ class FileSwap:
                     remove_quietly(path)  # the file did not exist before
             except OSError:
                 logger.error("could not put back %s after a refused write", path, exc_info=True)
-        for path, temp, backup in self._steps:
+        for _path, temp, backup in self._steps:
             for leftover in (temp, backup):
                 if leftover is not None:
                     remove_quietly(leftover)
@@ -148,7 +148,7 @@ class FileSwap:
 
     def commit(self):
         """Forget the old versions: the change is final."""
-        for path, temp, backup in self._steps:
+        for _path, _temp, backup in self._steps:
             if backup is not None:
                 remove_quietly(backup)
         self._steps, self._applied = [], []

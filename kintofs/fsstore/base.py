@@ -46,6 +46,8 @@ def tombstone(object_id, last_modified):
 class ObjectList:
     """Contract of one list of objects (documentation; see fsstore.listing)."""
 
+    __slots__ = ()
+
     def get(self, object_id):
         """The :class:`Stored` object, or None if absent or deleted."""
         raise NotImplementedError

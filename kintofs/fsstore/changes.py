@@ -23,6 +23,8 @@ _timestamp_of = operator.itemgetter(0)
 
 
 class ChangeOrder:
+    __slots__ = ("_latest", "_pairs", "_stale", "_guard")
+
     def __init__(self, changes=()):
         """``changes``: ``(id, ts)`` pairs, one per id."""
         self._latest = dict(changes)
@@ -33,6 +35,10 @@ class ChangeOrder:
 
     def __len__(self):
         return len(self._latest)
+
+    def pair_count(self):
+        """How many pairs are kept, stale ones included (memory accounting)."""
+        return len(self._pairs)
 
     def record(self, object_id, ts):
         """``object_id`` changed at ``ts`` (its new version or its tombstone)."""

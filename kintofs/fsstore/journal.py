@@ -29,9 +29,16 @@ def encode(entries):
 
 
 class Journal:
+    __slots__ = ("folder", "fsync")
+
     def __init__(self, folder, *, fsync=True):
-        self.path = os.path.join(folder, JOURNAL_NAME)
+        self.folder = folder
         self.fsync = fsync
+
+    @property
+    def path(self):
+        # Not kept: a daemon holds thousands of journals, the folder string is shared.
+        return os.path.join(self.folder, JOURNAL_NAME)
 
     def identity(self):
         """``(inode, size)`` of the file, or None when it does not exist.

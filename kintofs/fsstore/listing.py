@@ -11,6 +11,7 @@ current by our own writes.  Before each use it is checked against the
 journal's ``(inode, size)``: if another process appended, only the new lines
 are read; if the journal was replaced, the list is loaded again.
 """
+import json
 import logging
 import os
 import shutil
@@ -34,6 +35,19 @@ TRASH_PREFIX = ".trash-"
 # Rewrite the journal once it holds this many more lines than the index has ids.
 COMPACT_SLACK = 1000
 
+# What a list's index costs in resident memory (CPython 3.11, 64-bit), as
+# estimated by FileList.memory_estimate for the store's budget
+# (index_memory_mb).  Fitted to what bench/index_memory.py measures (with
+# tracemalloc, and the RSS a list adds in a fresh process); the table and the
+# error per shape of data are in "Memory" in docs/storage.md.
+LIST_BYTES = 1600       # a list with no object: the FileList, its locks and dicts, its folder
+OBJECT_BYTES = 580      # one live object besides its JSON: Stored, two dicts, index slots
+JSON_COMMA_BYTES = 40   # each "," of its compact JSON: one more value (pointer, int, str...)
+JSON_BRACE_BYTES = 128  # each "{": one more dict
+PAIR_BYTES = 120        # one (ts, id) pair of the change order, live or stale
+TOMBSTONE_BYTES = 110   # one deleted id besides its pair
+SIGNATURE_BYTES = 100   # one object last written by this process (see _signature)
+
 
 def now_ms():
     return int(time.time() * 1000)
@@ -44,9 +58,27 @@ def is_timestamp(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def object_cost(stored):
+    """Estimated resident bytes of one indexed object: a fixed part plus its
+    compact JSON, with extra for each value (``,``) and dict (``{``) in it.
+    Deterministic, so adding and removing an object cancel exactly."""
+    text = json.dumps(stored.data, separators=(",", ":")) + json.dumps(stored.acl, separators=(",", ":"))
+    return (OBJECT_BYTES + len(text) + JSON_COMMA_BYTES * text.count(",")
+            + JSON_BRACE_BYTES * text.count("{"))
+
+
 class FileList(ObjectList):
+    # Slots: a daemon may hold thousands of lists, most of them small.
+    __slots__ = ("folder", "kind", "container", "valid_id", "fsync", "clock",
+                 "on_container_deleted", "on_cost", "journal", "_guard", "_write_guard",
+                 "_signatures", "_identity", "_offset", "_line_count", "_objects",
+                 "_tombstones", "_changes", "_timestamp", "_loaded", "_object_bytes",
+                 "_cost", "accounted", "used_at")
+
     def __init__(self, folder, kind, *, container, valid_id, fsync=True, clock=now_ms,
-                 on_container_deleted=None):
+                 on_container_deleted=None, on_cost=None):
+        """``on_cost(list)`` is called (holding the list's guard) each time
+        :attr:`memory_estimate` changes; the store keeps its budget with it."""
         self.folder = folder
         self.kind = kind
         self.container = container
@@ -58,7 +90,12 @@ class FileList(ObjectList):
         self._guard = threading.RLock()
         self._write_guard = threading.Lock()
         self._signatures = {}  # id -> _signature() after our own last write (the watcher skips those)
+        self._cost = 0
+        self.accounted = 0  # what the store last counted for this list (the store's, under its lock)
+        self.used_at = 0.0  # time.monotonic() of its last use through the store (the store's)
         self._reset(identity=None)
+        self._cost = self._estimate()
+        self.on_cost = on_cost
 
     # -- where things are -------------------------------------------------
 
@@ -175,7 +212,8 @@ class FileList(ObjectList):
             return on_disk != known
 
     def _signature(self, object_id):
-        """What stat() says of an object's two files: changes whenever either is rewritten."""
+        """A hash of what stat() says of an object's two files: changes whenever
+        either is rewritten (a hash: one int per object instead of two tuples)."""
         found = []
         for path in (self.data_path(object_id), self.acl_path(object_id)):
             try:
@@ -183,7 +221,7 @@ class FileList(ObjectList):
                 found.append((status.st_ino, status.st_size, status.st_mtime_ns))
             except OSError:
                 found.append(None)
-        return tuple(found)
+        return hash(tuple(found))
 
     def _forget_deleted_by_hand(self, object_id):
         """Record the deletion of an object whose files a person removed (caller holds the lock)."""
@@ -191,15 +229,61 @@ class FileList(ObjectList):
         entry = [{"ts": ts, "op": "delete", "id": object_id}]
         self.journal.append(entry)
         with self._guard:
-            del self._objects[object_id]
+            self._drop_object(object_id)
             self._tombstones[object_id] = ts
             self._changes.record(object_id, ts)
             self._timestamp = max(self._timestamp or 0, ts)
             self._after_append(entry)
+            self._recount()
         if self.container:
             self.on_container_deleted(self, object_id)
         else:
             remove_quietly(self.acl_path(object_id))
+
+    # -- memory -----------------------------------------------------------
+
+    @property
+    def memory_estimate(self):
+        """Estimated resident bytes of this list's index (see LIST_BYTES)."""
+        return self._cost
+
+    @property
+    def loaded(self):
+        """True once the index was read (it is then kept current)."""
+        return self._loaded
+
+    @property
+    def busy(self):
+        """True while a transaction or a load holds the list."""
+        return self._write_guard.locked()
+
+    def _estimate(self):
+        return (LIST_BYTES + self._object_bytes + TOMBSTONE_BYTES * len(self._tombstones)
+                + PAIR_BYTES * self._changes.pair_count()
+                + SIGNATURE_BYTES * len(self._signatures))
+
+    def _recount(self):
+        """Bring the estimate up to date after a change (caller holds the guard)."""
+        cost = self._estimate()
+        if cost != self._cost:
+            self._cost = cost
+            if self.on_cost is not None:
+                self.on_cost(self)
+
+    def _store_object(self, object_id, stored):
+        """Index ``stored`` as the live version of ``object_id`` (caller holds the guard)."""
+        previous = self._objects.get(object_id)
+        if previous is not None:
+            self._object_bytes -= object_cost(previous)
+        self._objects[object_id] = stored
+        self._object_bytes += object_cost(stored)
+
+    def _drop_object(self, object_id):
+        """Unindex the live version of ``object_id``, if any (caller holds the guard)."""
+        previous = self._objects.pop(object_id, None)
+        if previous is not None:
+            self._object_bytes -= object_cost(previous)
+        self._signatures.pop(object_id, None)
 
     # -- the index --------------------------------------------------------
 
@@ -208,6 +292,7 @@ class FileList(ObjectList):
         self._offset = 0
         self._line_count = 0
         self._objects = {}
+        self._object_bytes = 0
         self._tombstones = {}
         self._changes = ChangeOrder()
         self._timestamp = None
@@ -229,6 +314,7 @@ class FileList(ObjectList):
             with self._guard:
                 self._reset(identity=None)
                 self._loaded = True
+                self._recount()
             return
         if have_lock:
             self._load()
@@ -244,17 +330,18 @@ class FileList(ObjectList):
         self._offset = end
         self._identity = identity
         self._line_count += len(entries)
+        self._recount()
 
     def _apply(self, entry, stored):
         ts = entry["ts"]
         self._timestamp = ts if self._timestamp is None else max(self._timestamp, ts)
         object_id = entry.get("id")
         if entry["op"] == "put" and stored is not None:
-            self._objects[object_id] = stored
+            self._store_object(object_id, stored)
             self._tombstones.pop(object_id, None)
             self._changes.record(object_id, _change_ts(stored, ts))
         elif entry["op"] in ("put", "delete") and isinstance(object_id, str):
-            self._objects.pop(object_id, None)
+            self._drop_object(object_id)
             self._tombstones[object_id] = ts
             self._changes.record(object_id, ts)
 
@@ -290,7 +377,7 @@ class FileList(ObjectList):
                 if entry is None or entry["op"] != "put" or entry["ts"] != stored.data.get("last_modified"):
                     stored = self._repair_unjournaled(object_id, stored)
                     repairs.append({"ts": stored.data["last_modified"], "op": "put", "id": object_id})
-                self._objects[object_id] = stored
+                self._store_object(object_id, stored)
                 self._tombstones.pop(object_id, None)
             for object_id, entry in latest.items():
                 if entry["op"] == "put" and object_id not in on_disk:
@@ -307,6 +394,7 @@ class FileList(ObjectList):
                     logger.warning("%s: the disk refused the journal repair", self.folder)
             self._changes = ChangeOrder(self._current_changes())
             self._loaded = True
+            self._recount()
 
     def _current_changes(self):
         """``(id, ts)`` of each object's live version or tombstone."""
@@ -449,11 +537,12 @@ class Writer:
                 _raise_storage_error(error, lst.folder)
             swap.commit()
             lst._signatures[object_id] = lst._signature(object_id)
-            lst._objects[object_id] = _compact(Stored(data, acl))
+            lst._store_object(object_id, _compact(Stored(data, acl)))
             lst._tombstones.pop(object_id, None)
             lst._changes.record(object_id, ts)
             lst._timestamp = max(lst._timestamp or 0, ts)
             lst._after_append(entry)
+            lst._recount()
             return data
 
     def delete(self, object_id, *, requested_ts=None):
@@ -484,11 +573,12 @@ class Writer:
                     os.rename(trash, lst.child_folder(object_id))
                 _raise_storage_error(error, lst.folder)
             swap.commit()
-            del lst._objects[object_id]
+            lst._drop_object(object_id)
             lst._tombstones[object_id] = ts
             lst._changes.record(object_id, ts)
             lst._timestamp = max(lst._timestamp or 0, ts)
             lst._after_append(entry)
+            lst._recount()
         if trash:
             shutil.rmtree(trash, ignore_errors=True)
             lst.on_container_deleted(lst, object_id)

@@ -10,9 +10,10 @@ import os
 import secrets
 import shutil
 import threading
+import time
 import uuid
 
-from .. import ids
+from ..kinds import KINDS
 from .atomic import check_injected_fault, read_json, write_bytes, write_json
 from .base import StorageError
 from .generation import Generation
@@ -22,33 +23,37 @@ from .locks import locked, locked_for_reading
 FORMAT_FILE = "_format.json"
 FORMAT = {"format": "kintofs", "version": 1}
 
-PLURALS = {
-    "bucket": "buckets",
-    "group": "groups",
-    "collection": "collections",
-    "record": "records",
-    "account": "accounts",
-    "history": "history",  # a bucket's change history (history plugin)
-}
-CONTAINERS = {"bucket", "collection"}
-ID_PATTERNS = {"account": ids.ACCOUNT_ID}
+# What storage needs to know of each kind (kintofs/kinds.py, the one table):
+# the folder name of its lists, whether its objects hold lists, its ids.
+PLURALS = {name: kind.plural for name, kind in KINDS.items()}
+CONTAINERS = {name for name, kind in KINDS.items() if kind.container}
+
+# A list used this recently is not idle: the memory budget never drops it.
+# Without this, a list that alone exceeds what the budget leaves (the buckets
+# list, touched by every request) would be dropped and re-read on every request.
+RECENT_SECONDS = 1.0
 
 
 def valid_id_for(kind):
-    pattern = ID_PATTERNS.get(kind, ids.OBJECT_ID)
-    return lambda value: ids.is_valid_id(value, pattern)
+    return KINDS[kind].valid_id  # one function per kind, shared by every list of that kind
 
 
 class FileSystemStore:
-    def __init__(self, root, *, fsync=True, clock=now_ms, max_lists=0):
-        """``max_lists``: how many list indexes to keep in memory (0: all);
-        beyond it the least recently used one is dropped and reloaded when needed."""
+    def __init__(self, root, *, fsync=True, clock=now_ms, memory_budget=0, max_lists=0):
+        """``memory_budget``: bytes the list indexes may take (their
+        :attr:`FileList.memory_estimate`), 0 for no bound.  Beyond it, the
+        least recently used lists that no transaction holds are dropped, and
+        read again from disk when a request needs them.  ``max_lists`` (the
+        deprecated ``index_max_lists``): the same with a number of lists."""
         self.root = os.path.abspath(root)
         self.fsync = fsync
         self.clock = clock
+        self.memory_budget = memory_budget
         self.max_lists = max_lists
-        self._lists = collections.OrderedDict()
-        self._lists_guard = threading.Lock()
+        self.recent_seconds = RECENT_SECONDS
+        self._lists = collections.OrderedDict()  # folder -> FileList, least recently used first
+        self._memory = 0  # sum of the lists' ``accounted``
+        self._lists_guard = threading.RLock()
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         self._check_format()
 
@@ -66,6 +71,7 @@ class FileSystemStore:
     def list(self, parent, kind):
         """The :class:`FileList` of ``kind`` objects under ``parent``."""
         folder = self.folder_of(tuple(parent), kind)
+        now = time.monotonic()
         with self._lists_guard:
             found = self._lists.get(folder)
             if found is None:
@@ -76,15 +82,74 @@ class FileSystemStore:
                     fsync=self.fsync,
                     clock=self.clock,
                     on_container_deleted=self._forget_below,
+                    on_cost=self._cost_changed,
                 )
+                found.used_at = now
                 self._lists[folder] = found
-                if self.max_lists and len(self._lists) > self.max_lists:
-                    # A request still holding the dropped list finishes with it;
-                    # the file lock keeps two instances of one list consistent.
-                    self._lists.popitem(last=False)
+                self._cost_changed(found)
             else:
+                found.used_at = now
                 self._lists.move_to_end(folder)
+                if self.memory_budget and self._memory > self.memory_budget:
+                    self._drop_over_budget(keep=found)  # lists that were in use then may be idle now
             return found
+
+    @property
+    def memory_estimate(self):
+        """Estimated bytes of every list index held (what ``memory_budget`` bounds)."""
+        return self._memory
+
+    def held(self):
+        """The lists whose index is in memory, least recently used first."""
+        with self._lists_guard:
+            return list(self._lists.values())
+
+    def holds(self, parent, kind):
+        """True if the index of that list is in memory (loads and moves nothing)."""
+        folder = self.folder_of(tuple(parent), kind)
+        with self._lists_guard:
+            found = self._lists.get(folder)
+        return found is not None and found.loaded
+
+    def _cost_changed(self, object_list):
+        """A held list's estimate changed (it calls this holding its own guard)."""
+        with self._lists_guard:
+            if self._lists.get(object_list.folder) is not object_list:
+                return  # dropped already: it no longer counts
+            self._memory += object_list.memory_estimate - object_list.accounted
+            object_list.accounted = object_list.memory_estimate
+            self._drop_over_budget(keep=object_list)
+
+    def _drop_over_budget(self, keep):
+        """Drop least recently used idle lists until the budget holds (caller holds the guard).
+
+        Idle: not ``keep`` (the list that just grew), not held by a
+        transaction or a load, not used in the last ``recent_seconds``.
+        Dropping only forgets the index: a request still holding a dropped
+        list finishes with it (its memory goes with the request), and the
+        next one reads the folder again.  The file lock and the journal check
+        keep two instances of one list consistent, as they keep two processes.
+        The deprecated ``max_lists`` drops lists used just now too.
+        """
+        recent = time.monotonic() - self.recent_seconds
+        while True:
+            over_count = self.max_lists and len(self._lists) > self.max_lists
+            if not (over_count or (self.memory_budget and self._memory > self.memory_budget)):
+                return
+            for folder, candidate in self._lists.items():
+                if candidate.used_at > recent and not over_count:
+                    return  # this one and all after it were used just now
+                if candidate is not keep and not candidate.busy:
+                    self._drop(folder)
+                    break
+            else:
+                return  # everything left is in use: over budget until it is not
+
+    def _drop(self, folder):
+        """Forget the list of ``folder`` (caller holds the guard)."""
+        dropped = self._lists.pop(folder)
+        self._memory -= dropped.accounted
+        dropped.accounted = 0
 
     def get(self, parent, kind, object_id):
         return self.list(parent, kind).get(object_id)
@@ -102,7 +167,7 @@ class FileSystemStore:
         prefix = object_list.child_folder(object_id) + os.sep
         with self._lists_guard:
             for folder in [f for f in self._lists if f.startswith(prefix)]:
-                del self._lists[folder]
+                self._drop(folder)
 
     # -- whole store ------------------------------------------------------
 
@@ -116,7 +181,8 @@ class FileSystemStore:
                     os.rename(folder, trash)
                     shutil.rmtree(trash, ignore_errors=True)
             with self._lists_guard:
-                self._lists.clear()
+                for folder in list(self._lists):
+                    self._drop(folder)
 
     def generation(self, name):
         """The :class:`Generation` token ``name`` (derived-data invalidation)."""
