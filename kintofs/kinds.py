@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from . import ids
 
@@ -147,7 +147,7 @@ def parse_uri(text: str) -> Path | None:
         return None
     path = []
     parent = None
-    for plural, object_id in zip(parts[1::2], parts[2::2]):
+    for plural, object_id in zip(parts[1::2], parts[2::2], strict=True):
         kind = of_plural(plural)
         if kind is None or kind.parent != parent:
             return None

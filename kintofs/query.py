@@ -31,7 +31,7 @@ INTEGER_PARAMS = ("_before", "_limit", "_since", "_to", MODIFIED_FIELD)
 
 OPERATORS = ("lt", "min", "max", "not", "eq", "gt", "in", "exclude",
              "like", "has", "contains_any", "contains")
-FILTER_NAME = re.compile(r"(%s)_([\w.]+)" % "|".join(OPERATORS))
+FILTER_NAME = re.compile(r"({})_([\w.]+)".format("|".join(OPERATORS)))
 SORT_ITEM = re.compile(r"([-+]?)([\w.]+)")
 TIMESTAMP_STRING = re.compile(r'[0-9]+|"[0-9]+"')
 
@@ -694,7 +694,7 @@ def _order_key(order):
     A field repeated in `order` (`_sort=a,-a,a,...`) counts once, at its first
     place: objects tied there have equal values, so its later places tie too.
     """
-    first_places = {}
+    first_places: dict[str, int] = {}
     for field, direction in order:
         first_places.setdefault(field, direction)
     keys = [_field_key(field, direction) for field, direction in first_places.items()]
@@ -859,7 +859,7 @@ def projector(fields):
         paths.append(parts)
 
     def project_one(obj):
-        result = {}
+        result: dict = {}
         for parts in paths:
             _copy_path(obj, parts, result)
         return result

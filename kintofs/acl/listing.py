@@ -12,7 +12,7 @@ from .. import kinds
 def settings_grants(settings, principals, names):
     """``{kind holding the grant: {permission}}`` from the settings, for ``principals``."""
     principals = set(principals)
-    found = {}
+    found: dict[str, set[str]] = {}
     for kind in names:
         for permission in ("read", "write", "create"):
             if not principals & set(settings.get(f"{kind}_{permission}_principals") or ()):
@@ -28,11 +28,11 @@ def permission_entries(store, principals, settings, *, with_accounts=False):
     """One entry per object on which ``principals`` hold a permission."""
     names = ["bucket", "group", "collection", "record"] + (["account"] if with_accounts else [])
     from_settings = settings_grants(settings, principals, names)
-    granted = {}  # uri -> (kind, ids, set of permissions)
+    granted: dict[str, tuple] = {}  # uri -> (kind, ids, set of permissions)
 
     def grant(kind, ids, permissions):
         if permissions:
-            uri = kinds.uri(zip((*kinds.ancestors(kind), kind), ids))
+            uri = kinds.uri(zip((*kinds.ancestors(kind), kind), ids, strict=True))
             granted.setdefault(uri, (kind, ids, set()))[2].update(permissions)
 
     for kind, ids, stored_acl in _walk(store, with_accounts):
@@ -68,13 +68,13 @@ def _walk(store, with_accounts):
 
 
 def _entry(uri, kind, ids, permissions):
-    implied = set()
+    implied: set[str] = set()
     for permission in permissions:
         implied |= kinds.implied(kind, permission)
     entry = {"uri": uri, "resource_name": kind, "permissions": sorted(implied)}
     if ids:
         # The ids in Kinto's order (its route's matchdict): the ancestors', then its own.
         id_names = [f"{ancestor}_id" for ancestor in kinds.ancestors(kind)] + ["id"]
-        entry.update(zip(id_names, ids))
+        entry.update(zip(id_names, ids, strict=True))
         entry[f"{kind}_id"] = ids[-1]
     return entry

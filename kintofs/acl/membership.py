@@ -130,7 +130,7 @@ def _members_of(data):
 
 
 def _invert(members):
-    groups_of = {}
+    groups_of: dict[str, set[str]] = {}
     for uri, principals in members.items():
         for principal in principals:
             groups_of.setdefault(principal, set()).add(uri)

@@ -36,7 +36,7 @@ TOP_LEVEL_SETTINGS_GRANTS = {**SETTINGS_GRANTS, "create": ("create",), "list": (
 def settings_principals(settings, kind, operation, top_level=False):
     """Principals that settings allow ``operation`` on objects of ``kind``."""
     table = TOP_LEVEL_SETTINGS_GRANTS if top_level else SETTINGS_GRANTS
-    found = set()
+    found: set[str] = set()
     for permission in table[operation]:
         found.update(settings.get(f"{kind}_{permission}_principals") or ())
     return found
@@ -61,7 +61,7 @@ def allowed(principals, kind, permission, acls, extra_principals=()):
 
 def grants_by_own_acl(principals, kind, permission, acl):
     """True if the object's own ACL (no ancestors) grants ``permission``."""
-    own = INHERITANCE[(kind, permission)].get(kind, set())
+    own = INHERITANCE[(kind, permission)].get(kind, frozenset())
     principals = set(principals)
     return any(principals & set(acl.get(name, ())) for name in own)
 

@@ -22,7 +22,7 @@ import logging
 import logging.handlers
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 LOGGER_NAME = "kintofs.access"
 
@@ -92,7 +92,7 @@ class AccessLog:
 
     def _write(self, environ, status, started, sent, noted):
         self.logger.info(json.dumps({
-            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds")
                             .replace("+00:00", "Z"),
             "method": environ.get("REQUEST_METHOD", ""),
             "path": _path_of(environ),

@@ -37,7 +37,7 @@ def basicauth_policy(secret):
     def identify(username, password):
         if not username:
             return None
-        digest = hmac.new(key, f"{username}:{password}".encode("utf-8"), hashlib.sha256)
+        digest = hmac.new(key, f"{username}:{password}".encode(), hashlib.sha256)
         return "basicauth:" + digest.hexdigest()
 
     return identify
