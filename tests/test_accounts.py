@@ -1,6 +1,6 @@
-"""The accounts plugin (protocol 10.2) and ``kintofs account``, over real HTTP.
+"""The accounts plugin (protocol 10.2) and ``kintofs account``, over HTTP.
 
-The shared daemon runs Kinto's usual accounts setup: anyone may sign up,
+The shared server (in process, see conftest) runs Kinto's usual accounts setup: anyone may sign up,
 ``account:admin`` administers and reads every account, and a wrong account
 password falls back to basicauth.
 
@@ -12,9 +12,6 @@ basicauth``, ``kinto.userid_hmac_secret = secret``,
 ``kinto.account_write_principals`` / ``kinto.account_read_principals =
 account:admin``.  Tests of kintofs's own files, CLI and startup are skipped then.
 """
-import base64
-import hashlib
-import hmac
 import json
 import os
 import subprocess
@@ -23,9 +20,9 @@ import time
 
 import kinto_http
 import pytest
-import requests
 
-from conftest import SECRET, Api, Daemon, Remote, assert_error, assert_status
+from conftest import (SECRET, Api, Remote, assert_error, assert_status, basic_auth, basicauth_id,
+                      flush, make_server)
 
 REFERENCE_URL = os.environ.get("KINTOFS_ACCOUNTS_REFERENCE_URL")
 HMAC_SECRET = "secret" if REFERENCE_URL else SECRET
@@ -46,26 +43,28 @@ BOB = ("bob", "bob-pw")
 MISMATCH = "Username and account ID do not match."
 
 
-def basicauth_id(user, password):
-    digest = hmac.new(HMAC_SECRET.encode(), f"{user}:{password}".encode(), hashlib.sha256)
-    return "basicauth:" + digest.hexdigest()
-
-
 @pytest.fixture(scope="module")
 def accounts_server(tmp_path_factory):
     if REFERENCE_URL:
         yield Remote(REFERENCE_URL)
         return
-    daemon = Daemon(tmp_path_factory.mktemp("accounts") / "data", **ACCOUNT_SETTINGS)
-    yield daemon
-    daemon.stop()
+    server = make_server(tmp_path_factory.mktemp("accounts") / "data", **ACCOUNT_SETTINGS)
+    yield server
+    server.stop()
 
 
 @pytest.fixture
 def anon(accounts_server):
     """Anonymous requests to a flushed accounts server."""
-    assert_status(requests.post(accounts_server.url + "/__flush__", timeout=30), 202)
-    return Api(accounts_server, auth=None)
+    return flush(accounts_server).as_user(None)
+
+
+@pytest.fixture
+def accounts_daemon(start_server):
+    """A flushed daemon with the same settings: kinto-http makes its own requests sessions."""
+    if REFERENCE_URL:
+        return flush(Remote(REFERENCE_URL)).daemon
+    return start_server(**ACCOUNT_SETTINGS)
 
 
 def signup(anon, auth, **fields):
@@ -245,7 +244,7 @@ def test_password_change_with_patch_rehashes_and_old_password_stops_at_once(anon
     response = anon.patch("/accounts/alice", auth=ALICE, json={"data": {"password": "new-pw"}})
     changed = assert_status(response, 200).json()["data"]
     assert changed["password"] not in ("new-pw", created["data"]["password"])
-    assert user_id(anon, ALICE) == basicauth_id(*ALICE)   # falls back at once
+    assert user_id(anon, ALICE) == basicauth_id(ALICE, HMAC_SECRET)   # falls back at once
     assert_error(anon.get("/accounts/alice", auth=ALICE), 403, 121)
     assert user_id(anon, ("alice", "new-pw")) == "account:alice"
 
@@ -256,7 +255,7 @@ def test_password_change_with_put(anon):
                         json={"data": {"password": "put-pw", "name": "Alice"}})
     assert assert_status(response, 200).json()["data"]["name"] == "Alice"
     assert user_id(anon, ("alice", "put-pw")) == "account:alice"
-    assert user_id(anon, ALICE) == basicauth_id(*ALICE)
+    assert user_id(anon, ALICE) == basicauth_id(ALICE, HMAC_SECRET)
     response = anon.put("/accounts/alice", auth=("alice", "put-pw"), json={"data": {"x": 1}})
     assert_invalid(response, "data.password", "Required")
 
@@ -313,7 +312,7 @@ def test_delete_own_account(anon):
     response = anon.delete("/accounts/alice", auth=ALICE)
     body = assert_status(response, 200).json()
     assert body["data"]["deleted"] is True and body["data"]["id"] == "alice"
-    assert user_id(anon, ALICE) == basicauth_id(*ALICE)
+    assert user_id(anon, ALICE) == basicauth_id(ALICE, HMAC_SECRET)
     signup(anon, ALICE)  # the id is free again
 
 
@@ -334,7 +333,7 @@ def test_admin_manages_other_accounts(anon):
     assert_error(anon.patch("/accounts/nobody", auth=ADMIN, json={"data": {}}), 404, 110)
     assert_error(anon.delete("/accounts/nobody", auth=ADMIN), 404, 110)
     assert_status(anon.delete("/accounts/ivan", auth=ADMIN), 200)
-    assert user_id(anon, ("ivan", "ivan-pw")) == basicauth_id("ivan", "ivan-pw")
+    assert user_id(anon, ("ivan", "ivan-pw")) == basicauth_id(("ivan", "ivan-pw"), HMAC_SECRET)
 
 
 def test_admin_deletes_every_account(anon):
@@ -343,7 +342,7 @@ def test_admin_deletes_every_account(anon):
     body = assert_status(anon.delete("/accounts?_sort=id", auth=ADMIN), 200).json()
     assert [(t["id"], t["deleted"]) for t in body["data"]] == [
         ("admin", True), ("alice", True), ("bob", True)]
-    assert user_id(anon, ALICE) == basicauth_id(*ALICE)
+    assert user_id(anon, ALICE) == basicauth_id(ALICE, HMAC_SECRET)
 
 
 def test_non_admin_plural_delete_removes_only_own_account(anon):
@@ -359,7 +358,7 @@ def test_accounts_in_a_batch(anon):
     response = anon.post("/batch", json={"requests": [
         {"method": "PUT", "path": "/accounts/alice", "body": {"data": {"password": ALICE[1]}}},
         {"method": "GET", "path": "/accounts/alice", "headers": {
-            "Authorization": "Basic " + base64.b64encode(b"alice:alice-pw").decode()}},
+            "Authorization": basic_auth(ALICE)}},
     ]})
     statuses = [r["status"] for r in assert_status(response, 200).json()["responses"]]
     assert statuses == [201, 200]
@@ -391,8 +390,8 @@ def test_capability_and_hello(anon):
 
 def test_wrong_password_falls_back_to_basicauth(anon):
     signup(anon, ALICE)
-    assert user_id(anon, ("alice", "wrong")) == basicauth_id("alice", "wrong")
-    assert user_id(anon, ("nobody", "pw")) == basicauth_id("nobody", "pw")
+    assert user_id(anon, ("alice", "wrong")) == basicauth_id(("alice", "wrong"), HMAC_SECRET)
+    assert user_id(anon, ("nobody", "pw")) == basicauth_id(("nobody", "pw"), HMAC_SECRET)
     assert user_id(anon, ALICE) == "account:alice"
 
 
@@ -448,7 +447,7 @@ def run_cli(data_dir, *args, password=None, plugins="accounts"):
 
 
 @kintofs_only
-def test_cli_accounts_log_in_over_http(tmp_path, start_server):
+def test_cli_accounts_log_in_over_http(tmp_path, start_app):
     data_dir = tmp_path / "data"
     added = run_cli(data_dir, "add", "admin", password="admin-pw")
     assert added.returncode == 0, added.stderr
@@ -457,7 +456,7 @@ def test_cli_accounts_log_in_over_http(tmp_path, start_server):
     assert json.loads((data_dir / "accounts" / "admin.acl").read_text()) == {
         "write": ["account:admin"]}
 
-    daemon = start_server(data_dir=data_dir, **ACCOUNT_SETTINGS)
+    daemon = start_app(data_dir=data_dir, **ACCOUNT_SETTINGS)
     api = Api(daemon, auth=None)
     assert user_id(api, ADMIN) == "account:admin"
 
@@ -469,13 +468,13 @@ def test_cli_accounts_log_in_over_http(tmp_path, start_server):
     assert listed.stdout.split() == ["admin", "alice", "bob"]
 
     assert run_cli(data_dir, "passwd", "alice", password="changed").returncode == 0
-    assert user_id(api, ALICE) == basicauth_id(*ALICE)   # cached, yet refused at once
+    assert user_id(api, ALICE) == basicauth_id(ALICE, HMAC_SECRET)   # cached, yet refused at once
     assert user_id(api, ("alice", "changed")) == "account:alice"
     assert run_cli(data_dir, "passwd", "bob", password="bob-new").returncode == 0
     assert user_id(api, ("bob", "bob-new")) == "account:bob"
 
     assert run_cli(data_dir, "del", "alice").returncode == 0
-    assert user_id(api, ("alice", "changed")) == basicauth_id("alice", "changed")
+    assert user_id(api, ("alice", "changed")) == basicauth_id(("alice", "changed"), HMAC_SECRET)
     body = api.get("/accounts?_since=0&_sort=id", auth=ADMIN).json()
     assert [(a["id"], a.get("deleted", False)) for a in body["data"]] == [
         ("admin", False), ("alice", True), ("bob", False)]
@@ -516,12 +515,12 @@ def serve_exit(tmp_path, **settings):
 
 
 @kintofs_only
-def test_wrong_account_passwords_count_as_failed_logins(start_server):
-    daemon = start_server(**{**ACCOUNT_SETTINGS, "login_rate_limit": "3"})
+def test_wrong_account_passwords_count_as_failed_logins(start_app):
+    daemon = start_app(**{**ACCOUNT_SETTINGS, "login_rate_limit": "3"})
     api = Api(daemon, auth=None)
     signup(api, ALICE)
     for _ in range(3):
-        assert user_id(api, ("alice", "guess")) == basicauth_id("alice", "guess")
+        assert user_id(api, ("alice", "guess")) == basicauth_id(("alice", "guess"), HMAC_SECRET)
     assert_error(api.get("/", auth=ALICE), 429, 117)
 
 
@@ -542,9 +541,9 @@ def test_startup_refuses_basicauth_before_account(tmp_path):
 
 
 @kintofs_only
-def test_without_sign_up_only_admins_create(start_server):
+def test_without_sign_up_only_admins_create(start_app):
     # account_create_principals = [] : anonymous and ordinary users may not create.
-    daemon = start_server(**{**ACCOUNT_SETTINGS, "account_create_principals": ""})
+    daemon = start_app(**{**ACCOUNT_SETTINGS, "account_create_principals": ""})
     api = Api(daemon, auth=None)
     assert_error(api.put("/accounts/alice", json={"data": {"password": "x"}}), 401, 104)
     assert_error(api.get("/accounts"), 401, 104)
@@ -556,8 +555,8 @@ def test_without_sign_up_only_admins_create(start_server):
 
 
 @kintofs_only
-def test_admin_without_read_principals_lists_own_account_only(start_server):
-    daemon = start_server(**{**ACCOUNT_SETTINGS, "account_read_principals": ""})
+def test_admin_without_read_principals_lists_own_account_only(start_app):
+    daemon = start_app(**{**ACCOUNT_SETTINGS, "account_read_principals": ""})
     api = Api(daemon, auth=None)
     signup(api, ADMIN)
     signup(api, ALICE)
@@ -569,12 +568,12 @@ def test_admin_without_read_principals_lists_own_account_only(start_server):
 
 # -- the real kinto-http client ------------------------------------------------
 
-def test_kinto_http_client_as_an_account(anon, accounts_server):
-    anonymous = kinto_http.Client(server_url=accounts_server.url, timeout=30)
+def test_kinto_http_client_as_an_account(accounts_daemon):
+    anonymous = kinto_http.Client(server_url=accounts_daemon.url, timeout=30)
     body, _ = anonymous.session.request("put", "/accounts/alice", data={"password": ALICE[1]})
     assert body["permissions"] == {"write": ["account:alice"]}
 
-    alice = kinto_http.Client(server_url=accounts_server.url, auth=ALICE, timeout=30)
+    alice = kinto_http.Client(server_url=accounts_daemon.url, auth=ALICE, timeout=30)
     assert alice.server_info()["user"]["id"] == "account:alice"
     bucket = alice.create_bucket(id="notes")
     assert bucket["permissions"]["write"] == ["account:alice"]
@@ -585,7 +584,7 @@ def test_kinto_http_client_as_an_account(anon, accounts_server):
     account, _ = alice.session.request("get", "/accounts/alice")
     assert account["data"]["id"] == "alice"
 
-    stranger = kinto_http.Client(server_url=accounts_server.url, auth=("alice", "wrong"),
+    stranger = kinto_http.Client(server_url=accounts_daemon.url, auth=("alice", "wrong"),
                                  timeout=30)
     with pytest.raises(kinto_http.KintoException) as raised:
         stranger.get_bucket(id="notes")

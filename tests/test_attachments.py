@@ -1,4 +1,7 @@
-"""The attachment plugin over HTTP, with the real kinto-http client (protocol 18)."""
+"""The attachment plugin over HTTP, with the real kinto-http client (protocol 18).
+
+On a daemon, not in process: kinto-http makes its own requests sessions, and
+uploads (chunked ones too) go through the request gate and cheroot."""
 import hashlib
 import os
 import subprocess
@@ -8,7 +11,7 @@ import kinto_http
 import pytest
 import requests
 
-from conftest import ALICE, BOB, Daemon, assert_error, assert_status
+from conftest import ALICE, BOB, Daemon, assert_error, assert_status, flush
 
 MAX_SIZE = 200_000
 
@@ -23,7 +26,7 @@ def daemon(tmp_path_factory):
 
 @pytest.fixture
 def alice(daemon):
-    assert requests.post(daemon.url + "/__flush__", timeout=30).status_code == 202
+    flush(daemon)
     client = kinto_http.Client(server_url=daemon.url, auth=ALICE, bucket="b", collection="c",
                                timeout=30)
     client.create_bucket(id="b")

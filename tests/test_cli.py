@@ -237,7 +237,8 @@ def test_init_admin_asked_on_the_terminal_without_a_password_creates_nothing(
         place, answers, message):
     before = listing(place.root)
     terminal = Terminal(["init", "--admin", "admin"], cwd=place.work, path=place.bin)
-    for prompt, answer in zip(["Password for admin: ", "Same password again: "], answers):
+    for prompt, answer in zip(["Password for admin: ", "Same password again: "], answers,
+                              strict=False):
         terminal.expect(prompt)
         terminal.send(answer)
     status, output = terminal.finish()

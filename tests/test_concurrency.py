@@ -175,7 +175,7 @@ def write_randomly(daemon, tag, seed, writes, acks, barrier):
             if r.status_code != 200:
                 acks.record("batch", r.status_code, r.text)
             else:
-                for sub, response in zip(subs, r.json()["responses"]):
+                for sub, response in zip(subs, r.json()["responses"], strict=True):
                     acks.record(f"batch {sub['method']} {sub['path']}", response["status"],
                                 response["body"])
             own_live.extend(created)
@@ -209,7 +209,7 @@ def read_journal(path):
     assert content.endswith(b"\n"), f"{path}: torn last line"
     entries = [json.loads(line) for line in content.splitlines()]
     stamps = [entry["ts"] for entry in entries]
-    for before, after in zip(stamps, stamps[1:]):
+    for before, after in zip(stamps, stamps[1:], strict=False):
         assert after > before, f"{path}: ts {after} after {before}"
     return entries
 
@@ -267,6 +267,7 @@ def records_journal(daemon):
 
 # -- tests -----------------------------------------------------------------
 
+@pytest.mark.slow  # a random write load: soak-style
 def test_two_daemons_writing_one_collection_lose_nothing(start_daemons):
     daemons = start_daemons(2)
     assert daemons[0].data_dir == daemons[1].data_dir
@@ -382,6 +383,7 @@ def test_same_millisecond_writes_from_two_daemons_get_distinct_timestamps(start_
         assert "Traceback" not in daemon.logs()
 
 
+@pytest.mark.slow  # over a thousand updates
 def test_journal_compaction_by_one_daemon_is_seen_by_the_other(start_daemons):
     """Over a thousand updates of a few records make the journal compact itself
     (it is rewritten, a new inode); the other daemon must notice and reload."""

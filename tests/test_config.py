@@ -58,7 +58,7 @@ def test_attribute_access_reads_keys():
     settings = load()
     assert settings.port == 8888
     with pytest.raises(AttributeError):
-        settings.no_such_setting
+        _ = settings.no_such_setting
 
 
 def test_loaded_lists_are_copies_of_defaults():

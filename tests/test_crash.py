@@ -6,6 +6,8 @@ import json
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "crash"))
 
 import crashtest  # noqa: E402
@@ -14,6 +16,7 @@ CI_CYCLES = int(os.environ.get("KINTOFS_CRASH_CYCLES", "10"))
 CI_SECONDS = float(os.environ.get("KINTOFS_CRASH_SECONDS", "30"))
 
 
+@pytest.mark.slow  # kill cycles under load: soak-style
 def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path):
     figures = crashtest.run(str(tmp_path / "data"), cycles=CI_CYCLES, seconds=CI_SECONDS,
                             threads=4)

@@ -22,7 +22,7 @@ import subprocess
 
 import pytest
 
-from conftest import Api, assert_error, assert_status
+from conftest import Api, assert_error, assert_status, file_tree
 
 RECORDS = "/buckets/b/collections/c/records"
 BALLAST = ".ballast"  # the file that fills the tmpfs, ignored by snapshots
@@ -34,15 +34,7 @@ def snapshot(root):
     Lock files and empty list folders are created on demand by any request
     and hold no data, so they are left out.
     """
-    tree = {}
-    for folder, dirs, files in os.walk(root):
-        for name in files:
-            if name == "_lock" or name.startswith(BALLAST):
-                continue
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                tree[os.path.relpath(path, root)] = f.read()
-    return tree
+    return file_tree(root, ignore=lambda name: name == "_lock" or name.startswith(BALLAST))
 
 
 def temp_files(root):
@@ -253,7 +245,7 @@ def test_readonly_setting_is_kintos(start_server):
     hello = assert_status(api.get("/"), 200)
     assert hello.headers["Cache-Control"] == "max-age=86400"
     assert "Expires" in hello.headers
-    assert_status(api.head("/"), 200).headers["Cache-Control"] == "max-age=86400"
+    assert assert_status(api.head("/"), 200).headers["Cache-Control"] == "max-age=86400"
 
     for method in ("POST", "PUT", "PATCH", "DELETE", "TRACE", "FOO"):
         for path in ("/buckets", "/buckets/b", "/nothing", "/batch"):

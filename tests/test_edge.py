@@ -2,25 +2,17 @@
 view, heartbeats, read-only mode, batch and flush (protocol sections 3.1, 5,
 13, 14, 20).
 """
-import hashlib
-import hmac
 import time
 from email.utils import parsedate_to_datetime
 
 import pytest
-import requests
 
-from conftest import ALICE, BOB, SECRET, Api, assert_error, assert_status
+from conftest import ALICE, BOB, Api, assert_error, assert_status, basic_auth, basicauth_id
 
 CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
 MUST_EXPOSE = {"Backoff", "Retry-After", "Alert", "Content-Length", "Content-Type", "ETag",
                "Last-Modified", "Next-Page", "Total-Objects", "Total-Records"}
 ORIGIN = {"Origin": "http://example.com"}
-
-
-def user_id(auth):
-    digest = hmac.new(SECRET.encode(), f"{auth[0]}:{auth[1]}".encode(), hashlib.sha256)
-    return "basicauth:" + digest.hexdigest()
 
 
 def root_get(api, path, method="GET", **kwargs):
@@ -225,7 +217,7 @@ def test_hello_anonymous(api):
 @pytest.mark.parametrize("auth", [ALICE, BOB, ("carol", ""), ("dé", "pâss:word")])
 def test_hello_user_is_the_basicauth_hmac(api, auth):
     hello = assert_status(api.as_user(auth).get("/"), 200).json()
-    expected = user_id(auth)
+    expected = basicauth_id(auth)
     assert hello["user"]["id"] == expected
     assert len(expected) == len("basicauth:") + 64
     assert set(hello["user"]["principals"]) == {expected, "system.Everyone", "system.Authenticated"}
@@ -263,14 +255,8 @@ def test_heartbeats_and_version(api):
 
 # -- read-only mode -----------------------------------------------------------
 
-def stop_now(daemon):
-    """SIGKILL a daemon we are done with (faster than a graceful stop)."""
-    daemon.process.kill()
-    daemon.process.wait()
-
-
-def test_readonly_mode_refuses_every_write(start_server):
-    daemon = start_server(readonly="true")
+def test_readonly_mode_refuses_every_write(start_app):
+    daemon = start_app(readonly="true")
     api = Api(daemon)
     hello = api.get("/")
     assert assert_status(hello, 200).json()["settings"]["readonly"] is True
@@ -288,7 +274,6 @@ def test_readonly_mode_refuses_every_write(start_server):
     assert_status(api.get("/__heartbeat__"), 200)
     assert_status(api.request("OPTIONS", "/buckets", auth=None, headers={
         **ORIGIN, "Access-Control-Request-Method": "GET"}), 200)
-    stop_now(daemon)
 
 
 # -- batch --------------------------------------------------------------------
@@ -322,7 +307,7 @@ def test_batch_runs_sub_requests_in_order(api):
 
     created = responses[0]
     assert created["body"]["data"]["title"] == "t"
-    assert created["body"]["permissions"] == {"write": [user_id(ALICE)]}
+    assert created["body"]["permissions"] == {"write": [basicauth_id(ALICE)]}
     assert created["headers"]["ETag"] == f'"{created["body"]["data"]["last_modified"]}"'
     assert created["headers"]["Content-Type"] == "application/json"
     assert all(isinstance(v, str) for r in responses for v in r["headers"].values())
@@ -357,21 +342,17 @@ def test_batch_authorization_is_inherited_and_can_be_overridden(api):
     anonymous = api.as_user(None)
     responses = batch(anonymous, [
         {"method": "PUT", "path": "/buckets/b"},
-        {"method": "GET", "path": "/buckets/b", "headers": {"Authorization": _basic(BOB)}},
-    ], headers={"Authorization": _basic(ALICE)})
+        {"method": "GET", "path": "/buckets/b", "headers": {"Authorization": basic_auth(BOB)}},
+    ], headers={"Authorization": basic_auth(ALICE)})
     assert [r["status"] for r in responses] == [201, 403]
-    assert responses[0]["body"]["permissions"] == {"write": [user_id(ALICE)]}
+    assert responses[0]["body"]["permissions"] == {"write": [basicauth_id(ALICE)]}
 
     responses = batch(anonymous, [
-        {"method": "GET", "path": "/buckets/b", "headers": {"Authorization": _basic(ALICE)}},
+        {"method": "GET", "path": "/buckets/b", "headers": {"Authorization": basic_auth(ALICE)}},
         {"method": "GET", "path": "/buckets/b"},
     ])
     assert [r["status"] for r in responses] == [200, 401]
     assert responses[1]["body"]["errno"] == 104
-
-
-def _basic(auth):
-    return requests.auth._basic_auth_str(*auth)
 
 
 def test_batch_follows_redirects_and_reports_prefixed_paths(api):
@@ -445,8 +426,7 @@ def test_flush_wipes_everything(api):
     assert api.get("/buckets").json() == {"data": []}
 
 
-def test_flush_is_absent_unless_enabled(start_server):
-    api = Api(start_server(plugins="[]"))
+def test_flush_is_absent_unless_enabled(start_app):
+    api = Api(start_app(plugins="[]"))
     assert_error(api.post("/__flush__"), 404, 111)
     assert "flush_endpoint" not in api.get("/").json()["capabilities"]
-    stop_now(api.daemon)

@@ -5,14 +5,13 @@ Every error is ``{"code", "errno", "error", "message"?, "details"?}`` with
 400/404 and must never reach the disk: nothing is written outside the data
 directory, and no file inside it is named after them.
 """
-import base64
 import http.client
 import json
 import os
 
 import pytest
 
-from conftest import ALICE, BOB, assert_error, assert_status
+from conftest import ALICE, BOB, assert_error, assert_status, basic_auth, file_tree
 
 RECORDS = "/buckets/b/collections/c/records"
 RECORD = RECORDS + "/r1"
@@ -349,6 +348,9 @@ def test_405_comes_before_authentication(tree):
 
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory):
+    """A daemon, not the in-process app: beyond max_request_body_bytes the
+    request gate hands the app the head alone, and refuses an oversized
+    chunked body itself; these tests cover that path end to end."""
     from conftest import Daemon
     daemon = Daemon(tmp_path_factory.mktemp("small") / "data", max_request_body_bytes=1000)
     yield daemon
@@ -400,14 +402,10 @@ def test_batch_body_too_large_is_413(small_server):
 
 # -- hostile ids --------------------------------------------------------------
 
-def basic(auth):
-    return "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-
-
 def raw_request(daemon, method, path, body=None):
     """Send ``path`` byte for byte (no client-side normalisation of ``..``)."""
     connection = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
-    headers = {"Authorization": basic(ALICE)}
+    headers = {"Authorization": basic_auth(ALICE)}
     if body is not None:
         headers["Content-Type"] = "application/json"
         body = json.dumps(body)
@@ -456,13 +454,7 @@ POSITIONS = [
 
 def snapshot(root):
     """{relative path: bytes} of every file under ``root``."""
-    found = {}
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                found[os.path.relpath(path, root)] = f.read()
-    return found
+    return file_tree(root)
 
 
 def names_with_marker(root):
@@ -472,6 +464,7 @@ def names_with_marker(root):
     return hits
 
 
+@pytest.mark.daemon  # raw_request: the path byte for byte, as cheroot decodes it
 @pytest.mark.parametrize("hostile", HOSTILE_IDS)
 def test_hostile_ids_never_touch_the_disk(tree, hostile):
     daemon = tree.daemon

@@ -16,7 +16,6 @@ about a minute for the whole file); run e.g. ``KFS_FUZZ_EXAMPLES=5000`` by
 hand for a long session.  (Not ``KINTOFS_*``: those are daemon settings, and
 an unknown one stops the daemon.)  Runs are derandomized under ``CI``.
 """
-import base64
 import http.client
 import json
 import os
@@ -27,7 +26,7 @@ from urllib.parse import quote
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import Api, Daemon, assert_status
+from conftest import ALICE, Api, Daemon, assert_status, basic_auth, file_tree, raw_exchange
 
 EXAMPLES = int(os.environ.get("KFS_FUZZ_EXAMPLES", "200"))
 LIMITS = {"max_request_body_bytes": 65536, "max_json_depth": 20, "batch_max_requests": 5}
@@ -38,7 +37,7 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                                        HealthCheck.data_too_large, HealthCheck.large_base_example])
 
 CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
-AUTH = "Basic " + base64.b64encode(b"alice:alice-pw").decode()
+AUTH = basic_auth(ALICE)
 
 # Names a file in the data directory may have: an id, an id's data or ACL
 # file, or one of the reserved names of docs/storage.md.
@@ -105,15 +104,7 @@ def target(tmp_path_factory, request):
 
 
 def snapshot(root):
-    tree = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            if name == "_lock":  # created on demand, holds nothing
-                continue
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                tree[os.path.relpath(path, root)] = f.read()
-    return tree
+    return file_tree(root, ignore=lambda name: name == "_lock")  # created on demand, holds nothing
 
 
 def check(target, method, path, body=b"", headers=None):
@@ -159,7 +150,7 @@ def assert_strict_json(name, content, where):
 
 def assert_tree_is_sane(target, where):
     assert set(os.listdir(target.outside)) == target.outside_before, where
-    for folder, dirs, files in os.walk(target.data_dir):
+    for _folder, dirs, files in os.walk(target.data_dir):
         for name in dirs + files:
             assert ALLOWED_NAME.fullmatch(name), f"unexpected file {name!r} after {where}"
 
@@ -271,6 +262,7 @@ query = st.lists(st.tuples(st.sampled_from(QUERY_NAMES) | st.text(max_size=10), 
 
 # -- properties -------------------------------------------------------------
 
+@pytest.mark.slow  # hypothesis examples (KFS_FUZZ_EXAMPLES)
 @FUZZ
 @given(method=st.sampled_from(METHODS), path=path, body=raw_body, headers=headers)
 def test_hostile_paths_and_bodies(target, method, path, body, headers):
@@ -278,6 +270,7 @@ def test_hostile_paths_and_bodies(target, method, path, body, headers):
     check(target, method, path, body if method not in ("GET", "HEAD") else b"", headers)
 
 
+@pytest.mark.slow  # hypothesis examples (KFS_FUZZ_EXAMPLES)
 @FUZZ
 @given(method=st.sampled_from(["PUT", "PATCH", "POST"]), body=raw_body,
        content_type=st.sampled_from(CONTENT_TYPES), record=st.sampled_from(["r0", "r1", "fresh"]))
@@ -292,6 +285,7 @@ def test_malformed_bodies_on_writes(target, method, body, content_type, record):
         assert status == 413 and parsed["errno"] == 113
 
 
+@pytest.mark.slow  # hypothesis examples (KFS_FUZZ_EXAMPLES)
 @FUZZ
 @given(path=st.sampled_from(["/v1/buckets", "/v1/buckets/b/collections/c/records",
                              "/v1/buckets/b/groups", "/v1/buckets/b/collections"]),
@@ -318,6 +312,7 @@ batch_request = st.fixed_dictionaries({}, optional={
 })
 
 
+@pytest.mark.slow  # hypothesis examples (KFS_FUZZ_EXAMPLES)
 @FUZZ
 @given(requests_=st.lists(batch_request, max_size=8) | json_value,
        defaults=st.none() | batch_request | json_value)
@@ -331,6 +326,7 @@ def test_hostile_batches(target, requests_, defaults):
         assert status == 400 and "limited to" in parsed["message"]
 
 
+@pytest.mark.slow  # hypothesis examples (KFS_FUZZ_EXAMPLES)
 @FUZZ
 @given(operations=st.lists(st.fixed_dictionaries(
     {"op": st.sampled_from(["add", "remove", "replace", "move", "copy", "test", "x"])},
@@ -367,12 +363,7 @@ def test_body_size_and_depth_limits(target):
 
 def send_raw(target, request):
     """(status, headers text, body) of raw bytes sent on a fresh connection."""
-    with socket.create_connection(("127.0.0.1", target.daemon.port), timeout=20) as sock:
-        sock.sendall(request)
-        sock.shutdown(socket.SHUT_WR)  # EOF: the server never waits for more
-        reply = b""
-        while chunk := sock.recv(65536):
-            reply += chunk
+    reply = raw_exchange(target.daemon.port, request)
     target.sent += 1
     head, _, body = reply.partition(b"\r\n\r\n")
     return int(head.split(b" ", 2)[1]), head.decode("latin-1"), body
@@ -384,6 +375,7 @@ def chunk_frame(data, flaw):
     return size.encode() + b"\r\n" + data + b"\r\n"
 
 
+@pytest.mark.slow  # hypothesis examples (KFS_FUZZ_EXAMPLES)
 @FUZZ
 @given(chunks=st.lists(st.tuples(st.binary(min_size=1, max_size=40) | envelope.map(
     lambda value: json.dumps(value).encode()), st.sampled_from(

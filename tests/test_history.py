@@ -1,4 +1,4 @@
-"""The history plugin over real HTTP (protocol section 17).
+"""The history plugin over HTTP (protocol section 17; in process, see conftest).
 
 Expected entries, filters, statuses and visibility were taken from a real
 Kinto 26.5.0 with ``kinto.plugins.history``.  Entries live in
@@ -14,9 +14,9 @@ from datetime import datetime
 
 import kinto_http
 import pytest
-import requests
 
-from conftest import ALICE, BOB, Api, Daemon, assert_error, assert_status, basicauth_id
+from conftest import (ALICE, BOB, Api, assert_error, assert_status, basicauth_id, flush,
+                      make_server)
 
 
 ALICE_ID = basicauth_id(ALICE)
@@ -27,15 +27,14 @@ DATE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 
 @pytest.fixture(scope="module")
 def tracking(tmp_path_factory):
-    daemon = Daemon(tmp_path_factory.mktemp("history") / "data", plugins="flush history")
-    yield daemon
-    daemon.stop()
+    server = make_server(tmp_path_factory.mktemp("history") / "data", plugins="flush history")
+    yield server
+    server.stop()
 
 
 @pytest.fixture
 def api(tracking):
-    assert requests.post(tracking.url + "/__flush__", timeout=30).status_code == 202
-    return Api(tracking)
+    return flush(tracking)
 
 
 def history(api, query="", bucket="b", status=200):
@@ -238,6 +237,10 @@ def test_history_files_are_plain_json(api, tracking):
 
 @pytest.fixture
 def blog(api):
+    return make_blog(api)
+
+
+def make_blog(api):
     """Bucket b: collection c (bob may read it) with r1 (updated, deleted);
     collection c2 with public r2, r3 and "123" (bulk-deleted); group g (deleted)."""
     write(api, "PUT", "/buckets/b")
@@ -426,8 +429,10 @@ def test_purging_history_records_nothing(blog):
     assert uris(history(blog)) == ["/buckets/b/collections/c9"]
 
 
-def test_kinto_http_client_reads_and_purges_history(blog, tracking):
-    client = kinto_http.Client(server_url=tracking.url, auth=ALICE, bucket="b")
+def test_kinto_http_client_reads_and_purges_history(start_server):
+    # kinto-http makes its own requests sessions: a daemon with the same settings.
+    blog = make_blog(Api(start_server(plugins="flush history")))
+    client = kinto_http.Client(server_url=blog.daemon.url, auth=ALICE, bucket="b")
     entries = client.get_history()
     assert len(entries) == 13
     assert client.get_history(resource_name="group") == history(blog, "?resource_name=group")
@@ -486,10 +491,10 @@ def test_snapshot_permissions(api):
 
 # -- settings -----------------------------------------------------------------------------
 
-def test_exclusions(start_server):
-    daemon = start_server(plugins="history",
-                          history_exclude_resources="/buckets/quiet /buckets/b/collections/skip",
-                          history_exclude_user_ids=BOB_ID)
+def test_exclusions(start_app):
+    daemon = start_app(plugins="history",
+                       history_exclude_resources="/buckets/quiet /buckets/b/collections/skip",
+                       history_exclude_user_ids=BOB_ID)
     api = Api(daemon)
     assert api.get("/").json()["capabilities"]["history"]["excluded_resources"] == [
         {"bucket": "quiet"}, {"bucket": "b", "collection": "skip"}]
@@ -504,9 +509,9 @@ def test_exclusions(start_server):
     assert uris(history(api)) == ["/buckets/b/collections/kept", "/buckets/b"]
 
 
-def test_auto_trim(start_server):
-    daemon = start_server(plugins="history", history_auto_trim_max_count=3,
-                          history_auto_trim_threshold=2)
+def test_auto_trim(start_app):
+    daemon = start_app(plugins="history", history_auto_trim_max_count=3,
+                       history_auto_trim_threshold=2)
     api = Api(daemon)
     assert api.get("/").json()["capabilities"]["history"]["auto_trim_max_count"] == 3
     write(api, "PUT", "/buckets/b")
@@ -522,7 +527,7 @@ def test_auto_trim(start_server):
     assert len(history(api, "?resource_name=bucket")) == 1
 
 
-def test_bad_excluded_uri_stops_the_daemon(start_server):
+def test_bad_excluded_uri_stops_the_daemon(start_server):  # a process that exits
     with pytest.raises(RuntimeError, match="history_exclude_resources"):
         start_server(plugins="history", history_exclude_resources="/buckets/b/nonsense/x")
 
@@ -544,9 +549,9 @@ def test_cors_preflight_names_the_methods_of_each_endpoint(api, path, allowed):
     assert_error(refused, 400, 107)
 
 
-def test_default_bucket_implicit_creations_are_recorded(start_server):
+def test_default_bucket_implicit_creations_are_recorded(start_app):
     # "history" first in the setting: the default bucket must still win its routes.
-    api = Api(start_server(plugins="history default_bucket"))
+    api = Api(start_app(plugins="history default_bucket"))
     bucket_id = api.get("/").json()["user"]["bucket"]
     write(api, "PUT", "/buckets/default/collections/tasks/records/r1", {"data": {"t": 1}})
     entries = history(api, bucket="default")

@@ -1,23 +1,21 @@
-"""Requests built to make the daemon work for minutes, over real HTTP.
+"""Requests built to make the daemon work for minutes, over HTTP (in process, see conftest).
 
 Each attack is sized so that the former code (a backtracking regex for
 like_, a raw-string test for nested batches) kept a request thread, and the
 GIL, busy for minutes; every request here has a 10 s guard timeout, which is
 never a speed assertion: the answers come at once.
 """
-import io
 import json
 import os
-import sys
 from urllib.parse import urlencode
 
 import pytest
-import requests
 
-from conftest import REFERENCE_URL, assert_error, assert_status
+from conftest import REFERENCE_URL, assert_error, assert_status, basic_auth
 from kintofs.config import load_settings
 from kintofs.server import build_app
 from kintofs.web import batch as batch_module
+from wsgi_transport import wsgi_session
 
 GUARD = 10  # seconds; the former code needed minutes for each attack below
 RECORDS = "/buckets/b/collections/c/records"
@@ -175,7 +173,7 @@ def test_nested_batch_through_defaults_is_refused_at_once(api):
     """The attack of the issue: 25**4 = 390,625 sub-requests from 1.5 KB,
     without credentials (the inner requests carry their own)."""
     inner = {"method": "PUT", "path": "/buckets/nested",
-             "headers": {"Authorization": requests.auth._basic_auth_str(*api.auth)}}
+             "headers": {"Authorization": basic_auth(api.auth)}}
     body = nested_batch("/v1/%62atch", 3, inner)
     assert len(json.dumps(body)) < 2000
     refused(api.as_user(None), body)
@@ -200,19 +198,9 @@ def app_and_service(tmp_path):
 
 
 def post_batch(app, body):
-    raw = json.dumps(body).encode()
-    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/v1/batch", "QUERY_STRING": "",
-               "SERVER_NAME": "localhost", "SERVER_PORT": "80", "REMOTE_ADDR": "127.0.0.1",
-               "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(raw)),
-               "wsgi.input": io.BytesIO(raw), "wsgi.url_scheme": "http",
-               "wsgi.errors": sys.stderr}
-    captured = {}
-
-    def start_response(status, headers, exc_info=None):
-        captured["status"] = int(status.split()[0])
-
-    content = b"".join(app(environ, start_response))
-    return captured["status"], json.loads(content)
+    response = wsgi_session(app, "http://kintofs.test").post(
+        "http://kintofs.test/v1/batch", json=body, allow_redirects=False)
+    return response.status_code, response.json()
 
 
 def test_a_batch_route_reached_from_a_batch_refuses_to_run(app_and_service, monkeypatch):

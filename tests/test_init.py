@@ -1,6 +1,4 @@
 """``kintofs init``, run as a real command, then a daemon started on its config."""
-import hashlib
-import hmac
 import os
 import re
 import stat
@@ -10,7 +8,7 @@ import tomllib
 
 import pytest
 
-from conftest import Api, Daemon, assert_error, assert_status
+from conftest import Api, Daemon, assert_error, assert_status, basicauth_id
 
 from kintofs.config import load_settings
 
@@ -106,8 +104,7 @@ def test_init_secret_is_the_one_the_daemon_uses(tmp_path):
     daemon = Daemon(tmp_path / "data", config=config, userid_hmac_secret=None)
     try:
         hello = assert_status(Api(daemon, ("alice", "pw")).get("/"), 200).json()
-        digest = hmac.new(secret.encode(), b"alice:pw", hashlib.sha256).hexdigest()
-        assert hello["user"]["id"] == f"basicauth:{digest}"
+        assert hello["user"]["id"] == basicauth_id(("alice", "pw"), secret)
     finally:
         daemon.stop()
 

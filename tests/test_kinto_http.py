@@ -3,8 +3,6 @@
 Every object the client writes is also read back from the data directory:
 it must be a plain JSON file holding exactly what the API returns.
 """
-import hashlib
-import hmac
 import json
 import os
 
@@ -12,9 +10,12 @@ import kinto_http
 import pytest
 from kinto_http.exceptions import KintoBatchException, KintoException
 
-from conftest import ALICE, BOB, SECRET
+from conftest import ALICE, BOB, basicauth_id
 
-ALICE_ID = "basicauth:" + hmac.new(SECRET.encode(), b"alice:alice-pw", hashlib.sha256).hexdigest()
+ALICE_ID = basicauth_id(ALICE)
+
+# kinto-http makes its own requests sessions: every test talks to the daemon.
+pytestmark = pytest.mark.daemon
 
 
 # -- helpers ---------------------------------------------------------------

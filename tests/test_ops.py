@@ -186,6 +186,7 @@ def test_taking_a_lock_never_brings_back_a_deleted_folder(tmp_path):
 
 # -- the daemon and the CLI writing one data directory at once ----------------
 
+@pytest.mark.slow  # repairs under a write load: soak-style
 def test_repairs_by_the_cli_while_a_daemon_writes_lose_nothing(start_server):
     """``check --repair`` rewrites journals under the same locks the daemon
     takes; whatever it does meanwhile, every acknowledged write survives and
@@ -292,7 +293,7 @@ def populate(api, collections, per_collection):
                      "body": {"data": {"title": f"post {i}", "tags": ["a", "b"]}}}
                     for i in range(start, min(start + 25, per_collection))]
             responses = assert_status(api.post("/batch", json={"requests": subs}), 200)
-            for sub, response in zip(subs, responses.json()["responses"]):
+            for sub, response in zip(subs, responses.json()["responses"], strict=True):
                 assert response["status"] == 201
                 written[sub["path"]] = response["body"]["data"]
     return written
@@ -308,6 +309,7 @@ def served(daemon, collections):
     return found
 
 
+@pytest.mark.slow  # a backup under a write load: soak-style
 def test_backup_under_write_load_restores_to_a_clean_directory(start_server, tmp_path):
     daemon = start_server()
     collections = [f"/buckets/blog/collections/c{i}" for i in range(3)]

@@ -145,7 +145,7 @@ def test_pure_list_matches_rpds(start, operations):
             real, pure = apply_to_both(real, pure, name, args)
         assert list(real) == list(pure) and list(reversed(real)) == list(reversed(pure))
         assert len(real) == len(pure) and hash(pure) == hash(pure_rpds.List(list(pure)))
-        assert outcome(lambda: real.first) == outcome(lambda: pure.first)
+        assert outcome(lambda real=real: real.first) == outcome(lambda pure=pure: pure.first)
     assert (pure == pure_rpds.List(list(pure))) and not (pure == list(pure))
     assert repr(pure) == repr(real)
     assert pure_rpds.List(1, 2, 3) == pure_rpds.List([1, 2, 3])

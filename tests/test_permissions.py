@@ -5,28 +5,21 @@ The matrix: for each kind of object and each of its permissions, a user
 (carol) is granted it directly, through a parent, through a group, through
 ``system.Authenticated``, or not at all; each cell is then checked over HTTP
 for read, list, create, update and delete.  Each cell lives in a bucket of
-its own, built once per kind with batch requests on a daemon of its own.
+its own, built once per kind with batch requests on a server of its own
+(in process, see conftest).
 The same cells were run against real Kinto 26.5 (see ``run_cell``) and gave
 the statuses ``expected`` predicts.
 """
-import hashlib
-import hmac
 from dataclasses import dataclass
 
 import pytest
 
-from conftest import ALICE, SECRET, Api, Daemon
+from conftest import ALICE, Api, basicauth_id, flush, make_server
 
 CAROL = ("carol", "carol-pw")
 
-
-def userid(credentials):
-    message = f"{credentials[0]}:{credentials[1]}".encode()
-    return "basicauth:" + hmac.new(SECRET.encode(), message, hashlib.sha256).hexdigest()
-
-
-ALICE_ID = userid(ALICE)
-CAROL_ID = userid(CAROL)
+ALICE_ID = basicauth_id(ALICE)
+CAROL_ID = basicauth_id(CAROL)
 
 
 # -- the matrix ---------------------------------------------------------------
@@ -180,48 +173,49 @@ def expected(cell):
 
 
 @pytest.fixture(scope="module")
-def matrix_daemon(tmp_path_factory):
-    daemon = Daemon(tmp_path_factory.mktemp("matrix") / "data")
-    yield daemon
-    daemon.stop()
+def matrix_server(tmp_path_factory):
+    server = make_server(tmp_path_factory.mktemp("matrix") / "data")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
-def built_kinds(matrix_daemon):
+def built_kinds(matrix_server):
     """Kinds whose cells exist already (each kind is built on first use)."""
     return set()
 
 
 @pytest.mark.parametrize("cell", [cell for kind in PERMISSIONS for cell in matrix_cells(kind)],
                          ids=lambda cell: f"{cell.kind}-{cell.permission}-{cell.route}")
-def test_permission_matrix(matrix_daemon, built_kinds, cell):
+def test_permission_matrix(matrix_server, built_kinds, cell):
     if cell.kind not in built_kinds:
-        build_matrix(Api(matrix_daemon, ALICE), cell.kind)
+        build_matrix(Api(matrix_server, ALICE), cell.kind)
         built_kinds.add(cell.kind)
-    assert run_cell(Api(matrix_daemon, CAROL), cell) == expected(cell)
+    assert run_cell(Api(matrix_server, CAROL), cell) == expected(cell)
 
 
 # -- a daemon with the default bucket and the permissions endpoint ------------
 
 BOB = ("bob", "bob-pw")
-BOB_ID = userid(BOB)
+BOB_ID = basicauth_id(BOB)
 DAVE = ("dave", "dave-pw")
 
 
+FULL_SETTINGS = {"plugins": "flush default_bucket", "experimental_permissions_endpoint": "true",
+                 "default_bucket_hmac_secret": "bucketsecret"}
+
+
 @pytest.fixture(scope="module")
-def full_daemon(tmp_path_factory):
-    daemon = Daemon(tmp_path_factory.mktemp("perms") / "data", plugins="flush default_bucket",
-                    experimental_permissions_endpoint="true",
-                    default_bucket_hmac_secret="bucketsecret")
-    yield daemon
-    daemon.stop()
+def full_server(tmp_path_factory):
+    server = make_server(tmp_path_factory.mktemp("perms") / "data", **FULL_SETTINGS)
+    yield server
+    server.stop()
 
 
 @pytest.fixture
-def alice(full_daemon):
-    """Alice on a freshly flushed daemon (default bucket, permissions endpoint)."""
-    assert Api(full_daemon).post("/__flush__").status_code == 202
-    return Api(full_daemon, ALICE)
+def alice(full_server):
+    """Alice on a freshly flushed server (default bucket, permissions endpoint)."""
+    return flush(full_server)
 
 
 def body_of(response, status=200):
@@ -312,13 +306,13 @@ def test_unknown_permission_names_are_refused(alice):
 
 # -- settings grants -------------------------------------------------------------
 
-def test_settings_grant_as_kinto_checks_them(start_server):
+def test_settings_grant_as_kinto_checks_them(start_app):
     """``record_write_principals`` also reads, lists and creates records;
     ``bucket_write_principals`` reads any bucket but does not list them all,
     and makes a missing bucket a 404; ``collection_create_principals``
     creates collections in every bucket."""
-    carol_id, dave_id = CAROL_ID, userid(DAVE)
-    daemon = start_server(record_write_principals=BOB_ID, bucket_write_principals=carol_id,
+    carol_id, dave_id = CAROL_ID, basicauth_id(DAVE)
+    daemon = start_app(record_write_principals=BOB_ID, bucket_write_principals=carol_id,
                           collection_create_principals=dave_id)
     alice = Api(daemon, ALICE)
     make(alice, "/buckets/b", "/buckets/b/collections/c", "/buckets/b/collections/c/records/r")
@@ -450,8 +444,8 @@ def test_permissions_endpoint_filters_sorts_and_paginates(alice):
         assert body_of(alice.get(f"/permissions?{bad}"), 400)["errno"] == 107
 
 
-def test_permissions_endpoint_for_anonymous_and_settings(start_server):
-    daemon = start_server(experimental_permissions_endpoint="true",
+def test_permissions_endpoint_for_anonymous_and_settings(start_app):
+    daemon = start_app(experimental_permissions_endpoint="true",
                           collection_read_principals=BOB_ID,
                           permissions_read_principals="system.Authenticated")
     alice = Api(daemon, ALICE)
@@ -535,9 +529,12 @@ def test_default_bucket_in_a_batch_and_each_user_has_their_own(alice):
     assert bob.get(f"/buckets/{alices_bucket}").status_code == 403
 
 
-def test_default_bucket_with_kinto_http(full_daemon, alice):
+def test_default_bucket_with_kinto_http(start_server):
     import kinto_http
-    client = kinto_http.Client(server_url=full_daemon.url, auth=ALICE, bucket="default",
+    # kinto-http makes its own requests sessions: a daemon with the same settings.
+    daemon = start_server(**FULL_SETTINGS)
+    alice = Api(daemon, ALICE)
+    client = kinto_http.Client(server_url=daemon.url, auth=ALICE, bucket="default",
                                collection="tasks")
     client.create_record(data={"title": "milk"}, id="milk")
     assert [r["title"] for r in client.get_records()] == ["milk"]
@@ -553,6 +550,7 @@ def test_default_bucket_is_off_without_the_plugin(api):
 
 # -- kinto-http: sharing through a group ----------------------------------------------
 
+@pytest.mark.daemon  # kinto-http makes its own requests sessions
 def test_kinto_http_sharing_a_collection_through_a_group(api, server):
     import kinto_http
     from kinto_http.exceptions import KintoException

@@ -1,6 +1,6 @@
 """Filters, sorting, pagination and counting over HTTP (protocol doc, section 8).
 
-The pure rules are unit-tested in test_query.py; these tests prove that the
+The pure rules are unit-tested in test_query_engine.py; these tests prove that the
 daemon applies them to real lists.  Every expectation here was checked
 against real Kinto: run this file with KINTOFS_REFERENCE_URL (see conftest).
 """
@@ -314,9 +314,9 @@ def test_a_token_survives_a_change_of_the_page_it_came_from(api, typed):
 
 
 @kintofs_only
-def test_paginate_by_caps_the_limit(start_server):
+def test_paginate_by_caps_the_limit(start_app):
     from conftest import Api
-    api = Api(start_server(paginate_by=2))
+    api = Api(start_app(paginate_by=2))
     create_collection(api)
     fill(api, PEOPLE)
     response = assert_status(api.get(RECORDS, params={"_limit": "10", "_sort": "name"}), 200)

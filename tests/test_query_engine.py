@@ -1,4 +1,6 @@
-"""Unit tests of kintofs.query (protocol doc, section 8)."""
+"""Unit tests of kintofs.query, the query engine (protocol doc, section 8).
+
+Pure functions, no server: the HTTP querystring tests are in test_queries.py."""
 
 import base64
 import json

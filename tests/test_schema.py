@@ -1,4 +1,4 @@
-"""JSON-schema validation over real HTTP (protocol section 15).
+"""JSON-schema validation over HTTP (protocol section 15; in process, see conftest).
 
 The expected bodies were taken from a real Kinto 26.5.0 with
 ``experimental_collection_schema_validation = true``; the few places where
@@ -7,23 +7,21 @@ Kinto answers 500 and kintofs a 400 are marked.
 import json
 
 import pytest
-import requests
 
-from conftest import BOB, Api, Daemon, assert_error, assert_status
+from conftest import BOB, Api, assert_error, assert_status, flush, make_server
 
 
 @pytest.fixture(scope="module")
 def validating(tmp_path_factory):
-    daemon = Daemon(tmp_path_factory.mktemp("schema") / "data",
-                    experimental_collection_schema_validation="true")
-    yield daemon
-    daemon.stop()
+    server = make_server(tmp_path_factory.mktemp("schema") / "data",
+                         experimental_collection_schema_validation="true")
+    yield server
+    server.stop()
 
 
 @pytest.fixture
 def api(validating):
-    assert requests.post(validating.url + "/__flush__", timeout=30).status_code == 202
-    api = Api(validating)
+    api = flush(validating)
     assert_status(api.put("/buckets/b"), 201)
     return api
 
@@ -72,9 +70,8 @@ def test_schema_capability_is_advertised(api):
     }
 
 
-def test_without_the_setting_nothing_is_validated_nor_stamped(server):
-    plain = Api(server)
-    assert requests.post(server.url + "/__flush__", timeout=30).status_code == 202
+def test_without_the_setting_nothing_is_validated_nor_stamped(app_server):
+    plain = flush(app_server)
     assert "schema" not in plain.get("/").json()["capabilities"]
     assert_status(plain.put("/buckets/b"), 201)
     put_collection(plain, "c", ARTICLE)
@@ -286,9 +283,10 @@ def test_unresolvable_local_ref_is_a_400_naming_schema(api):
     assert_status(post_record(api, "c", {"b": 1}), 201)
 
 
-def test_remote_ref_is_never_fetched(api, validating):
-    # A URL on this very server: had kintofs fetched it, the record would pass.
-    url = validating.url + "/__lbheartbeat__"
+def test_remote_ref_is_never_fetched(api, server):
+    # A URL that answers {} (the real daemon's: the in-process server has no
+    # address): had kintofs fetched it, the record would pass.
+    url = server.url + "/__lbheartbeat__"
     put_collection(api, "c", {"type": "object", "properties": {"a": {"$ref": url}}})
     assert_invalid(post_record(api, "c", {"a": 1}), "schema", f"Unresolvable: {url}")
 
@@ -340,10 +338,10 @@ def test_bucket_group_schema_validates_groups_with_default_members(b3):
                    "[] should be non-empty")
 
 
-def test_missing_bucket_is_a_404_for_creators_granted_by_settings(start_server):
-    daemon = start_server(experimental_collection_schema_validation="true",
-                          collection_create_principals="system.Authenticated",
-                          group_create_principals="system.Authenticated")
+def test_missing_bucket_is_a_404_for_creators_granted_by_settings(start_app):
+    daemon = start_app(experimental_collection_schema_validation="true",
+                       collection_create_principals="system.Authenticated",
+                       group_create_principals="system.Authenticated")
     api = Api(daemon)
     for path in ("/buckets/nob/collections/c", "/buckets/nob/groups/g"):
         body = assert_error(api.put(path, json={"data": {}}), 404, 111)
@@ -378,10 +376,9 @@ def test_schema_field_must_be_a_mapping(api, value, shown):
     ({"properties": {"a": {"items": [{"type": 1}]}}},
      "items[{'type': 1}] is not valid under any of the given schemas"),
 ])
-def test_schema_field_is_checked_against_draft_7(server, schema, description):
-    # The plain daemon: the check happens even without validation enabled.
-    plain = Api(server)
-    assert requests.post(server.url + "/__flush__", timeout=30).status_code == 202
+def test_schema_field_is_checked_against_draft_7(app_server, schema, description):
+    # The plain server: the check happens even without validation enabled.
+    plain = flush(app_server)
     assert_status(plain.put("/buckets/b"), 201)
     assert_invalid(plain.put("/buckets/b/collections/c", json={"data": {"schema": schema}}),
                    "data.schema", description)

@@ -1,22 +1,22 @@
 """Security defaults: where the daemon listens, what its answers and logs
 never show, who may read its files, CORS, and the failed-login limit."""
 import base64
-import io
 import os
 import socket
 import stat
 import subprocess
 import sys
 import time
-from wsgiref.util import setup_testing_defaults
 
 import pytest
 import requests
 
-from conftest import ALICE, SECRET, Api, assert_error, assert_status, free_port
+from conftest import (ALICE, SECRET, Api, assert_error, assert_status, basic_auth, free_port,
+                      wait_until_listening)
 from kintofs.config import DEFAULTS, load_settings
 from kintofs.server import build_app
 from kintofs.web.ratelimit import LoginRateLimiter
+from wsgi_transport import wsgi_session
 
 CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
 RECORDS = "/buckets/b/collections/c/records"
@@ -68,8 +68,8 @@ def test_an_internal_error_shows_no_trace_and_no_path(start_server):
     stop_now(daemon)
 
 
-def test_security_headers_on_every_status(start_server):
-    daemon = start_server(max_request_body_bytes=1000)
+def test_security_headers_on_every_status(start_app):
+    daemon = start_app(max_request_body_bytes=1000)
     api = Api(daemon)
     assert_status(api.put("/buckets/b"), 201)
     etag = api.get("/buckets/b").headers["ETag"]
@@ -94,13 +94,12 @@ def test_security_headers_on_every_status(start_server):
         assert response.status_code == int(status), (status, response.text)
         assert response.headers.get("Content-Security-Policy") == CSP, status
         assert response.headers.get("X-Content-Type-Options") == "nosniff", status
-    stop_now(daemon)
 
 
 # -- CORS ---------------------------------------------------------------------
 
-def test_cors_origins_are_configurable(start_server):
-    daemon = start_server(cors_origins='["https://good.example", "https://*.trusted.example"]')
+def test_cors_origins_are_configurable(start_app):
+    daemon = start_app(cors_origins='["https://good.example", "https://*.trusted.example"]')
     api = Api(daemon)
     assert_status(api.put("/buckets/b"), 201)
 
@@ -127,7 +126,6 @@ def test_cors_origins_are_configurable(start_server):
     assert_error(refused, 400, 107)
     assert_status(api.get("/buckets/b2"), 403)
     assert_error(api.get("/nothing", headers={"Origin": "https://evil.example"}), 404, 111)
-    stop_now(daemon)
 
 
 def test_any_origin_by_default(api):
@@ -151,7 +149,7 @@ def test_secrets_and_passwords_are_never_logged(start_server):
         api.as_user(("carol", wrong)).get("/")
     api.as_user(ALICE).get("/")
     api.post("/batch", json={"requests": [{"path": "/", "headers": {
-        "Authorization": "Basic " + base64.b64encode(f"carol:{password}2".encode()).decode()}}]})
+        "Authorization": basic_auth(("carol", password + "2"))}}]})
     daemon.stop()
 
     log = daemon.logs()
@@ -174,15 +172,12 @@ def start_plain_daemon(data_dir):
          str(data_dir), "--config", os.devnull],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            requests.get(url + "/__lbheartbeat__", timeout=1)
-            return process, url
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("kintofs did not start")
+    try:
+        wait_until_listening(url, process)
+    except RuntimeError:
+        process.kill()
+        raise
+    return process, url
 
 
 def test_data_is_readable_by_its_owner_only(tmp_path):
@@ -232,18 +227,11 @@ def test_limiter_counts_failures_per_address_in_a_sliding_window():
 
 
 def wsgi_get(app, path, address, authorization=None):
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "REMOTE_ADDR": address,
-               "wsgi.input": io.BytesIO()}
-    if authorization:
-        environ["HTTP_AUTHORIZATION"] = authorization
-    setup_testing_defaults(environ)
-    captured = {}
-
-    def start_response(status, headers, exc_info=None):
-        captured["status"], captured["headers"] = int(status.split()[0]), dict(headers)
-
-    body = b"".join(app(environ, start_response))
-    return captured["status"], captured["headers"], body
+    """GET ``path`` from ``app`` in process, as a client at ``address``."""
+    session = wsgi_session(app, "http://kintofs.test", remote_addr=address)
+    headers = {"Authorization": authorization} if authorization else {}
+    response = session.get("http://kintofs.test" + path, headers=headers, allow_redirects=False)
+    return response.status_code, response.headers, response.content
 
 
 def test_blocked_address_gets_429_on_requests_with_credentials(tmp_path):
@@ -253,7 +241,7 @@ def test_blocked_address_gets_429_on_requests_with_credentials(tmp_path):
         "data_dir": str(tmp_path / "data"), "fsync": False, "userid_hmac_secret": "s",
         "login_rate_limit": 2, "login_rate_window_seconds": 60})
     app, service = build_app(settings)
-    credentials = "Basic " + base64.b64encode(b"alice:pw").decode()
+    credentials = basic_auth(("alice", "pw"))
     for _ in range(2):
         service.record_failed_login("10.9.8.7")
 
@@ -266,8 +254,8 @@ def test_blocked_address_gets_429_on_requests_with_credentials(tmp_path):
     assert wsgi_get(app, "/v1/buckets", "10.9.8.6", credentials)[0] == 200  # other address
 
 
-def test_wrong_account_passwords_are_limited(start_server):
-    daemon = start_server(plugins="accounts flush", auth_policies="account basicauth",
+def test_wrong_account_passwords_are_limited(start_app):
+    daemon = start_app(plugins="accounts flush", auth_policies="account basicauth",
                           account_create_principals="system.Everyone",
                           login_rate_limit=3, login_rate_window_seconds=2)
     api = Api(daemon, auth=None)
@@ -281,4 +269,3 @@ def test_wrong_account_passwords_are_limited(start_server):
     time.sleep(2.1)
     assert assert_status(api.as_user(("dave", "right-pw")).get("/"), 200).json()["user"]["id"] \
         == "account:dave"
-    stop_now(daemon)

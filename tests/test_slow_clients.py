@@ -63,7 +63,7 @@ def read_all(sock):
     while True:
         try:
             chunk = sock.recv(65536)
-        except (ConnectionResetError, socket.timeout):
+        except (ConnectionResetError, TimeoutError):
             return data
         if not chunk:
             return data
@@ -143,6 +143,7 @@ def open_files(daemon):
     return len(os.listdir(f"/proc/{daemon.process.pid}/fd"))
 
 
+@pytest.mark.slow
 def test_600_slow_connections_do_not_block_other_clients(daemon, collection):
     files_before = open_files(daemon)
     attackers = Attackers(daemon)

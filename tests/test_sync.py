@@ -254,7 +254,8 @@ def test_post_preconditions_concern_the_posted_id(api, records):
     data = put(api, "r1", {"n": 1})["data"]
     ts = data["last_modified"]
     list_ts = list_etag(api)
-    post = lambda body, **headers: api.post(RECORDS, json={"data": body}, headers=headers)
+    def post(body, **headers):
+        return api.post(RECORDS, json={"data": body}, headers=headers)
     same = assert_status(post({"id": "r1", "n": 2}), 200).json()
     assert same["data"] == data, "an existing id returns the object unchanged"
     assert_412(post({"id": "r1"}, **{"If-None-Match": "*"}), existing=data, etag=ts)
@@ -441,6 +442,7 @@ def test_pagination_under_concurrent_writes_loses_and_repeats_nothing(api, recor
 
 
 # -- the real kinto-http client --------------------------------------------------
+# kinto-http makes its own requests sessions, so these tests talk to a daemon.
 
 def make_client(api, auth):
     return kinto_http.Client(server_url=api.daemon.url, auth=auth, bucket="b",
@@ -467,6 +469,7 @@ class Replica:
         return changes
 
 
+@pytest.mark.daemon
 def test_two_kinto_http_clients_sync_with_since_and_conflicts(api, records):
     collection_acl = {"read": ["system.Authenticated"], "write": ["system.Authenticated"]}
     assert_status(api.patch("/buckets/b/collections/c", json={"permissions": collection_acl}),
@@ -514,6 +517,7 @@ def test_two_kinto_http_clients_sync_with_since_and_conflicts(api, records):
     assert alice.records == bob.records
 
 
+@pytest.mark.daemon
 def test_kinto_http_pages_through_since_changes(api, records):
     client = make_client(api, ALICE)
     requests_batch = [{"method": "PUT", "path": f"{RECORDS}/r{i:03d}",

@@ -210,7 +210,7 @@ class Writer(threading.Thread):
         response = self.send("POST", "/batch", {"requests": subs})
         if response.status_code != 200:
             return self.fail(f"batch answered {response.status_code}: {response.text[:200]}")
-        for uri, sub_response in zip(uris, response.json()["responses"]):
+        for uri, sub_response in zip(uris, response.json()["responses"], strict=True):
             self.acknowledge(uri, _FakeResponse(sub_response))
 
     def expect(self, uri, result, batch=()):

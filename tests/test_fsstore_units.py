@@ -1,0 +1,359 @@
+"""Unit tests of the pieces under the storage contract: kintofs.fsstore's
+journal, atomic writes, cross-process locks, and the edge cases of loading a
+list folder (see test_storage_contract.py for the contract itself)."""
+
+import errno
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from kintofs.fsstore import FileSystemStore, ParentNotFound, StorageBusy, StorageError, StorageFull
+from kintofs.fsstore.atomic import (
+    TEMP_PREFIX,
+    FileSwap,
+    dump_json,
+    raise_if_disk_refused,
+    read_json,
+    remove_quietly,
+    write_bytes,
+    write_json,
+)
+from kintofs.fsstore.journal import JOURNAL_NAME, Journal, encode
+from kintofs.fsstore.locks import LOCK_NAME, locked, locked_for_reading
+
+
+def leftovers(folder):
+    return sorted(name for name in os.listdir(folder) if name.startswith(TEMP_PREFIX))
+
+
+# -- journal --------------------------------------------------------------------
+
+
+@pytest.fixture
+def journal(tmp_path):
+    return Journal(str(tmp_path), fsync=False)
+
+
+def test_encode_is_one_compact_line_per_entry():
+    assert encode([{"ts": 1, "op": "put", "id": "a"}, {"ts": 2, "op": "init"}]) == (
+        b'{"ts":1,"op":"put","id":"a"}\n{"ts":2,"op":"init"}\n'
+    )
+
+
+def test_a_missing_journal_reads_empty(journal):
+    assert journal.identity() is None
+    assert journal.read() == ([], 0)
+
+
+def test_append_then_read_from_an_offset(journal):
+    journal.append([{"ts": 1, "op": "put", "id": "a"}])
+    entries, end = journal.read()
+    assert entries == [{"ts": 1, "op": "put", "id": "a"}]
+    assert end == os.path.getsize(journal.path) == journal.identity()[1]
+    journal.append([{"ts": 2, "op": "delete", "id": "a"}, {"ts": 3, "op": "init"}])
+    assert journal.read(end) == (
+        [{"ts": 2, "op": "delete", "id": "a"}, {"ts": 3, "op": "init"}],
+        os.path.getsize(journal.path),
+    )
+
+
+def test_read_skips_what_is_not_an_entry(journal):
+    with open(journal.path, "wb") as f:
+        f.write(
+            b'{"ts":1,"op":"put","id":"a"}\nnot json\n[1,2]\n{"op":"put"}\n'
+            b'{"ts":"2","op":"put"}\n{"ts":3,"op":"put","id":"b"}\n'
+        )
+    entries, end = journal.read()
+    assert [entry["ts"] for entry in entries] == [1, 3]
+    assert end == os.path.getsize(journal.path)
+
+
+def test_a_torn_tail_is_not_read_and_the_next_append_cuts_it(journal):
+    journal.append([{"ts": 1, "op": "put", "id": "a"}])
+    complete = os.path.getsize(journal.path)
+    with open(journal.path, "ab") as f:
+        f.write(b'{"ts":2,"op":"pu')
+    assert journal.read() == ([{"ts": 1, "op": "put", "id": "a"}], complete)
+    journal.append([{"ts": 3, "op": "put", "id": "b"}])
+    with open(journal.path, "rb") as f:
+        assert f.read() == b'{"ts":1,"op":"put","id":"a"}\n{"ts":3,"op":"put","id":"b"}\n'
+
+
+def test_identity_changes_on_append_and_on_rewrite(journal):
+    journal.append([{"ts": 1, "op": "init"}])
+    first = journal.identity()
+    journal.append([{"ts": 2, "op": "init"}])
+    grown = journal.identity()
+    assert grown[0] == first[0] and grown[1] > first[1]
+    journal.rewrite([{"ts": 2, "op": "init"}])
+    replaced = journal.identity()
+    assert replaced[0] != first[0], "a rewrite is a new file (another process notices)"
+    assert journal.read()[0] == [{"ts": 2, "op": "init"}]
+    assert leftovers(journal.folder) == []
+
+
+def test_journal_name_is_the_documented_one(journal):
+    assert os.path.basename(journal.path) == JOURNAL_NAME == "_journal.jsonl"
+
+
+# -- atomic writes ------------------------------------------------------------------
+
+
+def test_write_json_and_read_json(tmp_path):
+    path = str(tmp_path / "doc.json")
+    write_json(path, {"title": "été", "n": [1, None]}, fsync=False)
+    assert read_json(path) == {"title": "été", "n": [1, None]}
+    with open(path, "rb") as f:
+        assert f.read() == dump_json({"title": "été", "n": [1, None]})
+    assert dump_json({"a": "é"}) == '{\n  "a": "é"\n}\n'.encode()  # UTF-8, indented, for people
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert leftovers(tmp_path) == []
+
+
+def test_read_json_of_a_missing_file_is_none_and_of_garbage_an_error(tmp_path):
+    assert read_json(str(tmp_path / "missing.json")) is None
+    (tmp_path / "bad.json").write_text("{nope")
+    with pytest.raises(ValueError):
+        read_json(str(tmp_path / "bad.json"))
+
+
+def test_write_bytes_replaces_whole_files(tmp_path):
+    path = str(tmp_path / "f")
+    write_bytes(path, b"old", fsync=True)
+    inode = os.stat(path).st_ino
+    write_bytes(path, b"new", fsync=False)
+    assert open(path, "rb").read() == b"new"
+    assert os.stat(path).st_ino != inode, "a new file renamed over the old one"
+    assert leftovers(tmp_path) == []
+
+
+def test_a_write_into_a_missing_folder_fails_and_creates_nothing(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        write_bytes(str(tmp_path / "gone" / "f"), b"x")
+    assert not (tmp_path / "gone").exists()
+
+
+def test_swap_apply_then_commit(tmp_path):
+    old, new = str(tmp_path / "old.json"), str(tmp_path / "new.json")
+    write_bytes(old, b"v1", fsync=False)
+    swap = FileSwap(fsync=False)
+    swap.stage(old, b"v2")
+    swap.stage(new, b"first")
+    assert open(old, "rb").read() == b"v1" and not os.path.exists(new), "staging changes nothing"
+    swap.apply()
+    assert open(old, "rb").read() == b"v2" and open(new, "rb").read() == b"first"
+    swap.commit()
+    assert leftovers(tmp_path) == [], "the old versions are gone"
+
+
+def test_swap_undo_puts_every_file_back(tmp_path):
+    old, new, removed = (str(tmp_path / name) for name in ("old", "new", "removed"))
+    write_bytes(old, b"v1", fsync=False)
+    write_bytes(removed, b"keep me", fsync=False)
+    swap = FileSwap(fsync=False)
+    swap.stage(old, b"v2")
+    swap.stage(new, b"first")
+    swap.stage_removal(removed)
+    swap.apply()
+    assert not os.path.exists(removed)
+    swap.undo()  # the journal line was refused, say
+    assert open(old, "rb").read() == b"v1"
+    assert not os.path.exists(new)
+    assert open(removed, "rb").read() == b"keep me"
+    assert leftovers(tmp_path) == []
+
+
+def test_swap_undo_before_apply_only_drops_the_temp_files(tmp_path):
+    path = str(tmp_path / "f")
+    write_bytes(path, b"v1", fsync=False)
+    swap = FileSwap(fsync=False)
+    swap.stage(path, b"v2")
+    assert len(leftovers(tmp_path)) == 2  # the new content and the old one's second name
+    swap.undo()
+    assert open(path, "rb").read() == b"v1" and leftovers(tmp_path) == []
+
+
+def test_swap_removal_of_a_missing_file_is_nothing(tmp_path):
+    swap = FileSwap(fsync=False)
+    swap.stage_removal(str(tmp_path / "never"))
+    swap.apply()
+    swap.commit()
+    assert os.listdir(tmp_path) == []
+
+
+def test_refused_writes_become_storage_full():
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG):
+        with pytest.raises(StorageFull):
+            raise_if_disk_refused(OSError(code, os.strerror(code)))
+    raise_if_disk_refused(OSError(errno.EACCES, "denied"))  # not a full disk: the caller's
+
+
+def test_remove_quietly(tmp_path):
+    (tmp_path / "f").write_text("x")
+    remove_quietly(str(tmp_path / "f"))
+    remove_quietly(str(tmp_path / "f"))
+    assert not (tmp_path / "f").exists()
+
+
+# -- locks --------------------------------------------------------------------------
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from kintofs.fsstore.locks import locked
+    with locked(sys.argv[1]):
+        print("held", flush=True)
+        sys.stdin.readline()  # until the test says so (or kills us)
+""")
+
+
+@pytest.fixture
+def holder(tmp_path):
+    """Another process holding the lock of ``tmp_path`` until released or killed."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout.readline() == "held\n"
+    yield process
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
+def test_a_lock_held_by_another_process_excludes_us(tmp_path, holder):
+    started = time.monotonic()
+    with pytest.raises(StorageBusy):
+        with locked(str(tmp_path), timeout=0.3):
+            pass
+    assert time.monotonic() - started >= 0.3
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    holder.wait(10)
+    with locked(str(tmp_path), timeout=5):
+        pass
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path, holder):
+    holder.kill()
+    holder.wait(10)
+    assert os.path.exists(tmp_path / LOCK_NAME), "the file stays ..."
+    with locked(str(tmp_path), timeout=1):
+        pass  # ... and blocks nobody
+
+
+def test_threads_of_one_process_exclude_each_other(tmp_path):
+    with locked(str(tmp_path)):
+        with pytest.raises(StorageBusy):
+            with locked(str(tmp_path), timeout=0.05):
+                pass
+
+
+def test_locking_never_creates_the_folder(tmp_path):
+    with pytest.raises(ParentNotFound):
+        with locked(str(tmp_path / "deleted")):
+            pass
+    with locked_for_reading(str(tmp_path / "deleted")):
+        pass  # readers go on: a deleted list reads as empty
+    assert not (tmp_path / "deleted").exists()
+
+
+# -- loading a list folder: edge cases -----------------------------------------------
+
+COLLECTION = (("bucket", "b"), ("collection", "c"))
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """The records folder of b/c, with r1 written; returns its path."""
+    store = FileSystemStore(tmp_path / "data", fsync=False)
+    with store.list((), "bucket").transaction() as writer:
+        writer.put("b", {}, {})
+    with store.list(COLLECTION[:1], "collection").transaction() as writer:
+        writer.put("c", {}, {})
+    records = store.list(COLLECTION, "record")
+    with records.transaction() as writer:
+        writer.put("r1", {"n": 1}, {"read": ["bob"]})
+    return records.folder
+
+
+def load(folder):
+    """The list of ``folder`` as a process that never read it loads it."""
+    root = folder.split(os.sep + "buckets" + os.sep)[0]
+    return FileSystemStore(root, fsync=False).list(COLLECTION, "record")
+
+
+def journal_of(folder):
+    with open(os.path.join(folder, JOURNAL_NAME), encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_names_that_are_not_ids_are_never_objects(folder):
+    for name in ("_journal.json", ".tmp-x.json", "-dash.json", "a.b.json", "note.txt"):
+        with open(os.path.join(folder, name), "w") as f:
+            json.dump({"title": "not an object"}, f)
+    records = load(folder)
+    assert set(records.objects()) == {"r1"}
+    assert len(journal_of(folder)) == 1, "and they get no journal line"
+
+
+def test_a_file_that_is_not_a_json_object_is_skipped(folder):
+    for name, content in (("broken", "{nope"), ("listy", "[1, 2]")):
+        with open(os.path.join(folder, f"{name}.json"), "w") as f:
+            f.write(content)
+    assert set(load(folder).objects()) == {"r1"}
+
+
+def test_an_acl_that_is_not_an_object_counts_as_none(folder):
+    with open(os.path.join(folder, "r1.acl"), "w") as f:
+        f.write("[]")
+    assert load(folder).get("r1").acl == {}
+
+
+def test_a_missing_acl_counts_as_none(folder):
+    os.unlink(os.path.join(folder, "r1.acl"))
+    assert load(folder).get("r1").acl == {}
+
+
+def test_a_file_the_journal_never_saw_gets_a_put_line(folder):
+    with open(os.path.join(folder, "r2.json"), "w") as f:
+        json.dump({"title": "copied in"}, f)
+    records = load(folder)
+    stored = records.get("r2")
+    assert stored.data["id"] == "r2" and stored.data["last_modified"] > 0
+    assert journal_of(folder)[-1] == {"ts": stored.data["last_modified"], "op": "put", "id": "r2"}
+    assert (
+        json.load(open(os.path.join(folder, "r2.json")))["last_modified"]
+        == stored.data["last_modified"]
+    ), "the file gets the timestamp the journal holds"
+
+
+def test_a_file_that_vanished_gets_a_delete_line(folder):
+    os.unlink(os.path.join(folder, "r1.json"))
+    records = load(folder)
+    assert records.get("r1") is None
+    ts = records.tombstones()["r1"]
+    assert journal_of(folder)[-1] == {"ts": ts, "op": "delete", "id": "r1"}
+
+
+def test_a_container_folder_without_its_data_file_is_not_an_object(tmp_path):
+    store = FileSystemStore(tmp_path / "data", fsync=False)
+    with store.list((), "bucket").transaction() as writer:
+        writer.put("b", {}, {})
+    os.mkdir(os.path.join(store.list((), "bucket").folder, "stray"))
+    fresh = FileSystemStore(tmp_path / "data", fsync=False)
+    assert set(fresh.list((), "bucket").objects()) == {"b"}
+
+
+def test_a_data_directory_of_another_format_is_refused(tmp_path):
+    FileSystemStore(tmp_path / "data", fsync=False)
+    (tmp_path / "data" / "_format.json").write_text('{"format": "kintofs", "version": 99}')
+    with pytest.raises(StorageError, match="version"):
+        FileSystemStore(tmp_path / "data", fsync=False)
