@@ -17,6 +17,7 @@ and prints median and p90 latency per server, with the ratio Kinto / kintofs
     python bench/benchmark.py --sizes 1000,10000   # pick sizes
     python bench/benchmark.py --quick              # 1k records, few requests
 """
+
 import argparse
 import os
 import random
@@ -84,6 +85,7 @@ format = %(asctime)s %(levelname)s %(name)s %(message)s
 
 # -- servers -------------------------------------------------------------------
 
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -95,8 +97,7 @@ class Server:
         self.name = name
         self.url = f"http://127.0.0.1:{port}/v1"
         self.log = open(log_path, "wb")
-        self.process = subprocess.Popen(command, env=env, stdout=self.log,
-                                        stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.session = requests.Session()
         self.session.auth = AUTH
         self._wait_ready()
@@ -134,10 +135,25 @@ class Server:
 def start_kintofs(workdir, fsync=True):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KINTOFS_")}
-    env.update({"KINTOFS_FSYNC": str(fsync).lower(), "KINTOFS_USERID_HMAC_SECRET": "bench-secret",
-                "KINTOFS_BATCH_MAX_REQUESTS": str(BATCH_SIZE)})
-    command = [sys.executable, "-m", "kintofs", "serve", "--port", str(port),
-               "--data-dir", os.path.join(workdir, "data"), "--config", os.devnull]
+    env.update(
+        {
+            "KINTOFS_FSYNC": str(fsync).lower(),
+            "KINTOFS_USERID_HMAC_SECRET": "bench-secret",
+            "KINTOFS_BATCH_MAX_REQUESTS": str(BATCH_SIZE),
+        }
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "kintofs",
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        os.path.join(workdir, "data"),
+        "--config",
+        os.devnull,
+    ]
     return Server("kintofs", command, port, env, os.path.join(workdir, "kintofs.log"))
 
 
@@ -154,6 +170,7 @@ def start_kinto(workdir, venv):
 
 
 # -- data ----------------------------------------------------------------------
+
 
 def make_record(rng, i):
     """About 200 bytes of JSON: a title, a status, a score and some text."""
@@ -174,9 +191,10 @@ def load(server, collection, size, seed=0):
     server.session.put(f"{server.url}/buckets/bench/collections/{collection}").raise_for_status()
     started = time.monotonic()
     for start in range(0, size, BATCH_SIZE):
-        batch = [{"method": "PUT", "path": f"{records}/r{i:07d}",
-                  "body": {"data": make_record(rng, i)}}
-                 for i in range(start, min(size, start + BATCH_SIZE))]
+        batch = [
+            {"method": "PUT", "path": f"{records}/r{i:07d}", "body": {"data": make_record(rng, i)}}
+            for i in range(start, min(size, start + BATCH_SIZE))
+        ]
         response = server.session.post(f"{server.url}/batch", json={"requests": batch})
         response.raise_for_status()
         statuses = {sub["status"] for sub in response.json()["responses"]}
@@ -195,6 +213,7 @@ def prepare_since_poll(server, collection):
 
 
 # -- timing --------------------------------------------------------------------
+
 
 def first_read_seconds(server, collection):
     """Time of the first list read after a start (kintofs then loads the index)."""
@@ -227,8 +246,7 @@ def result_size(server, collection, params):
 def servers_for(servers, size, args):
     """Kinto's memory backend loads in quadratic time (its permission backend
     scans every ACE on each write), so big sizes may run for kintofs alone."""
-    return [server for server in servers
-            if server.name == "kintofs" or size <= args.kinto_max_size]
+    return [server for server in servers if server.name == "kintofs" or size <= args.kinto_max_size]
 
 
 def run(args):
@@ -236,20 +254,27 @@ def run(args):
     servers = []
     rows = []
     try:
-        servers = [start_kintofs(workdir, fsync=args.load_fsync),
-                   start_kinto(workdir, args.kinto_venv)]
+        servers = [
+            start_kintofs(workdir, fsync=args.load_fsync),
+            start_kinto(workdir, args.kinto_venv),
+        ]
         for size in args.sizes:
             for server in servers_for(servers, size, args):
                 seconds = load(server, f"c{size}", size)
-                print(f"loaded {size:>7} records into {server.name:<7} in {seconds:7.1f} s "
-                      f"(RSS now {server.rss_mib():.0f} MiB)", flush=True)
+                print(
+                    f"loaded {size:>7} records into {server.name:<7} in {seconds:7.1f} s "
+                    f"(RSS now {server.rss_mib():.0f} MiB)",
+                    flush=True,
+                )
         servers[0].stop()
         servers[0] = start_kintofs(workdir, fsync=True)
         for size in args.sizes:
             seconds = first_read_seconds(servers[0], f"c{size}")
-            print(f"kintofs restarted with fsync on: first read of {size:>7} records "
-                  f"(index load) {seconds:6.2f} s; RSS now {servers[0].rss_mib():.0f} MiB",
-                  flush=True)
+            print(
+                f"kintofs restarted with fsync on: first read of {size:>7} records "
+                f"(index load) {seconds:6.2f} s; RSS now {servers[0].rss_mib():.0f} MiB",
+                flush=True,
+            )
         for size in args.sizes:
             collection = f"c{size}"
             measured = servers_for(servers, size, args)
@@ -274,10 +299,14 @@ def run(args):
 
 def print_table(rows, count):
     print()
-    print(f"Latency in ms over {count} sequential requests (median / p90); "
-          "ratio = Kinto median / kintofs median")
-    header = (f"{'records':>8}  {'query':<20} {'n':>3}  {'kintofs med':>11} {'p90':>7}  "
-              f"{'kinto med':>9} {'p90':>7}  {'ratio':>6}")
+    print(
+        f"Latency in ms over {count} sequential requests (median / p90); "
+        "ratio = Kinto median / kintofs median"
+    )
+    header = (
+        f"{'records':>8}  {'query':<20} {'n':>3}  {'kintofs med':>11} {'p90':>7}  "
+        f"{'kinto med':>9} {'p90':>7}  {'ratio':>6}"
+    )
     print(header)
     print("-" * len(header))
     for size, label, timings in rows:
@@ -293,20 +322,35 @@ def print_table(rows, count):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--kinto-venv", default="/tmp/kintovenv",
-                        help="virtualenv holding Kinto (default: /tmp/kintovenv)")
-    parser.add_argument("--sizes", default="1000,10000,100000",
-                        help="comma-separated collection sizes (default: 1000,10000,100000)")
-    parser.add_argument("--requests", type=int, default=30,
-                        help="timed requests per query and size (default: 30)")
-    parser.add_argument("--kinto-max-size", type=int, default=10000,
-                        help="largest size also loaded into Kinto (default: 10000; Kinto's "
-                             "memory backend needs about an hour for 100000)")
-    parser.add_argument("--quick", action="store_true",
-                        help="1000 records and 10 requests per query")
+    parser.add_argument(
+        "--kinto-venv",
+        default="/tmp/kintovenv",
+        help="virtualenv holding Kinto (default: /tmp/kintovenv)",
+    )
+    parser.add_argument(
+        "--sizes",
+        default="1000,10000,100000",
+        help="comma-separated collection sizes (default: 1000,10000,100000)",
+    )
+    parser.add_argument(
+        "--requests", type=int, default=30, help="timed requests per query and size (default: 30)"
+    )
+    parser.add_argument(
+        "--kinto-max-size",
+        type=int,
+        default=10000,
+        help="largest size also loaded into Kinto (default: 10000; Kinto's "
+        "memory backend needs about an hour for 100000)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="1000 records and 10 requests per query"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data and the logs")
-    parser.add_argument("--load-fsync", action="store_true",
-                        help="load kintofs with fsync on too (slow: three fsyncs per record)")
+    parser.add_argument(
+        "--load-fsync",
+        action="store_true",
+        help="load kintofs with fsync on too (slow: three fsyncs per record)",
+    )
     args = parser.parse_args(argv)
     args.sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
     if args.quick:

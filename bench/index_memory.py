@@ -18,6 +18,7 @@ come from this script; rerun it after changing the index.
     python bench/index_memory.py             # 5,000 objects per shape
     python bench/index_memory.py --n 20000
 """
+
 import argparse
 import gc
 import json
@@ -32,8 +33,10 @@ import tracemalloc
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from kintofs.fsstore import FileSystemStore  # noqa: E402
-from kintofs.fsstore import listing  # noqa: E402
+from kintofs.fsstore import (
+    FileSystemStore,  # noqa: E402
+    listing,  # noqa: E402
+)
 
 PRINCIPAL = "basicauth:" + "a" * 64
 RECORDS = ((("bucket", "b"), ("collection", "c")), "record")
@@ -47,8 +50,13 @@ def shapes():
     rnd = random.Random(1)
     return {
         "tiny": lambda i: {"n": i},
-        "note-200B": lambda i: {"title": text(rnd, 20), "text": text(rnd, 120),
-                                "done": i % 2 == 0, "n": i, "tags": ["a", "b"]},
+        "note-200B": lambda i: {
+            "title": text(rnd, 20),
+            "text": text(rnd, 120),
+            "done": i % 2 == 0,
+            "n": i,
+            "tags": ["a", "b"],
+        },
         "text-2KB": lambda i: {"text": text(rnd, 2000)},
         "ints-100": lambda i: {"values": list(range(i, i + 100))},
         "floats-50": lambda i: {"values": [i + 0.5 + k for k in range(50)]},
@@ -66,7 +74,9 @@ def build(data_dir, n, make, *, lists=1):
         for c in range(lists):
             writer.put("c" if lists == 1 else f"c{c}", {}, {"write": [PRINCIPAL]})
     for c in range(lists):
-        records = store.list((("bucket", "b"), ("collection", "c" if lists == 1 else f"c{c}")), "record")
+        records = store.list(
+            (("bucket", "b"), ("collection", "c" if lists == 1 else f"c{c}")), "record"
+        )
         with records.transaction() as writer:
             writer.timestamp()
             for i in range(n):
@@ -86,15 +96,20 @@ def traced(action):
 
 
 def json_features(stored):
-    text = json.dumps(stored.data, separators=(",", ":")) + json.dumps(stored.acl, separators=(",", ":"))
+    text = json.dumps(stored.data, separators=(",", ":")) + json.dumps(
+        stored.acl, separators=(",", ":")
+    )
     return len(text), text.count(","), text.count("{")
 
 
 def solve(rows, targets):
     """Least squares by the normal equations (no numpy needed)."""
     k = len(rows[0])
-    a = [[sum(r[i] * r[j] for r in rows) for j in range(k)] + [sum(r[i] * t for r, t in zip(rows, targets, strict=True))]
-         for i in range(k)]
+    a = [
+        [sum(r[i] * r[j] for r in rows) for j in range(k)]
+        + [sum(r[i] * t for r, t in zip(rows, targets, strict=True))]
+        for i in range(k)
+    ]
     for i in range(k):
         pivot = max(range(i, k), key=lambda r: abs(a[r][i]))
         a[i], a[pivot] = a[pivot], a[i]
@@ -110,8 +125,12 @@ def per_list(root, lists):
     build(data, 0, None, lists=lists)
     store = FileSystemStore(data, fsync=False)
     store.list((("bucket", "b"),), "collection").timestamp()
-    size, _ = traced(lambda: [store.list((("bucket", "b"), ("collection", f"c{c}")), "record").timestamp()
-                              for c in range(lists)])
+    size, _ = traced(
+        lambda: [
+            store.list((("bucket", "b"), ("collection", f"c{c}")), "record").timestamp()
+            for c in range(lists)
+        ]
+    )
     return size / lists
 
 
@@ -125,7 +144,9 @@ def per_object(root, n):
         records = store.list(*RECORDS)
         empty = records.memory_estimate
         size, _ = traced(records.timestamp)
-        features = [sum(f) / n for f in zip(*(json_features(s) for s in records.live()), strict=True)]
+        features = [
+            sum(f) / n for f in zip(*(json_features(s) for s in records.live()), strict=True)
+        ]
         estimate = (records.memory_estimate - empty) / n
         results[name] = (size / n, features, estimate)
     return results
@@ -153,6 +174,7 @@ def per_stale_pair_and_signature(root, n):
         with records.transaction() as writer:
             for i in range(n):
                 writer.put(f"r{i}", {"n": i}, {"write": [PRINCIPAL]})
+
     size, _ = traced(rewrite_each)  # n stale pairs and n signatures, same objects
     return size / n
 
@@ -180,7 +202,9 @@ def rss_lists_child(data, lists):
 
 
 def child(*args):
-    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=True
+    )
     return json.loads(done.stdout)
 
 
@@ -206,28 +230,40 @@ def main():
         return
     root = tempfile.mkdtemp(prefix="kintofs-index-memory-")
     try:
-        print(f"list with no object: {per_list(root, 2000):7.0f} B traced "
-              f"(LIST_BYTES = {listing.LIST_BYTES})")
+        print(
+            f"list with no object: {per_list(root, 2000):7.0f} B traced "
+            f"(LIST_BYTES = {listing.LIST_BYTES})"
+        )
         small = os.path.join(root, "small-lists")
         build(small, 1, lambda i: {"n": i}, lists=5000)
         rss, estimate = child("--rss-lists-child", small)
         print(f"small list (one record) loaded: {rss:7.0f} B RSS, estimate {estimate:7.0f} B")
-        print(f"tombstone:           {per_tombstone(root, args.n):7.0f} B traced "
-              f"(TOMBSTONE_BYTES = {listing.TOMBSTONE_BYTES})")
-        print(f"stale pair + signature of a rewritten object: "
-              f"{per_stale_pair_and_signature(root, args.n):7.0f} B traced "
-              f"(PAIR_BYTES + SIGNATURE_BYTES = {listing.PAIR_BYTES + listing.SIGNATURE_BYTES})")
+        print(
+            f"tombstone:           {per_tombstone(root, args.n):7.0f} B traced "
+            f"(TOMBSTONE_BYTES = {listing.TOMBSTONE_BYTES})"
+        )
+        print(
+            f"stale pair + signature of a rewritten object: "
+            f"{per_stale_pair_and_signature(root, args.n):7.0f} B traced "
+            f"(PAIR_BYTES + SIGNATURE_BYTES = {listing.PAIR_BYTES + listing.SIGNATURE_BYTES})"
+        )
         objects = per_object(root, args.n)
         rows = [[1, f[0], f[1], f[2]] for _, f, _ in objects.values()]
         fit = solve(rows, [size for size, _, _ in objects.values()])
-        print("per object with its change pair, fitted: {:.0f} B + {:.2f} x JSON length"
-              " + {:.1f} per ',' + {:.1f} per '{{'".format(*fit))
-        print(f"(estimate: OBJECT_BYTES + PAIR_BYTES = {listing.OBJECT_BYTES + listing.PAIR_BYTES} B"
-              f" + JSON length + {listing.JSON_COMMA_BYTES} per ',' + {listing.JSON_BRACE_BYTES} per '{{')")
+        print(
+            "per object with its change pair, fitted: {:.0f} B + {:.2f} x JSON length"
+            " + {:.1f} per ',' + {:.1f} per '{{'".format(*fit)
+        )
+        print(
+            f"(estimate: OBJECT_BYTES + PAIR_BYTES = {listing.OBJECT_BYTES + listing.PAIR_BYTES} B"
+            f" + JSON length + {listing.JSON_COMMA_BYTES} per ',' + {listing.JSON_BRACE_BYTES} per '{{')"
+        )
         print(f"{'shape':10} {'JSON':>6} {'traced':>7} {'RSS':>7} {'estimate':>9}  estimate/RSS")
         for name, (size, features, estimate) in objects.items():
             rss, estimate = child("--n", str(args.n), "--rss-child", os.path.join(root, name))
-            print(f"{name:10} {features[0]:6.0f} {size:7.0f} {rss:7.0f} {estimate:9.0f}  {estimate / rss:6.2f}")
+            print(
+                f"{name:10} {features[0]:6.0f} {size:7.0f} {rss:7.0f} {estimate:9.0f}  {estimate / rss:6.2f}"
+            )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -13,6 +13,7 @@ this machine.
     python bench/slow_clients.py               # 600 slow connections
     python bench/slow_clients.py --slow 1500 --requests 2000
 """
+
 import argparse
 import base64
 import os
@@ -40,8 +41,22 @@ def start_daemon(data_dir, port):
     env = {k: v for k, v in os.environ.items() if not k.startswith("KINTOFS_")}
     env.update({"KINTOFS_USERID_HMAC_SECRET": "bench", "KINTOFS_ACCESS_LOG": ""})
     process = subprocess.Popen(
-        [sys.executable, "-m", "kintofs", "serve", "--port", str(port), "--data-dir", data_dir,
-         "--config", os.devnull], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "kintofs",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            data_dir,
+            "--config",
+            os.devnull,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/v1"
     for _ in range(200):
         try:
@@ -67,11 +82,16 @@ class SlowClients:
         path = "/v1/buckets/bench/collections/c/records"
         openings = [
             (b"GET /v1/ HTTP/1.1\r\nHost: x\r\n", b"X"),
-            (f"PUT {path}/slow HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
-             "Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{".encode(), b" "),
-            (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
-             "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode(),
-             b"1\r\n \r\n"),
+            (
+                f"PUT {path}/slow HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{".encode(),
+                b" ",
+            ),
+            (
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n"
+                "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode(),
+                b"1\r\n \r\n",
+            ),
         ]
         self.sockets = []
         for index in range(count):
@@ -122,7 +142,9 @@ def main():
         session.put(url + "/buckets/bench", auth=AUTH, timeout=10).raise_for_status()
         session.put(url + "/buckets/bench/collections/c", auth=AUTH, timeout=10).raise_for_status()
         record = url + "/buckets/bench/collections/c/records/r1"
-        session.put(record, json={"data": {"title": "hello"}}, auth=AUTH, timeout=10).raise_for_status()
+        session.put(
+            record, json={"data": {"title": "hello"}}, auth=AUTH, timeout=10
+        ).raise_for_status()
         targets = {"GET /v1/": url + "/", "record GET": record}
         rows = []
         for label, slow_count in (("none open", 0), (f"{args.slow} slow open", args.slow)):
@@ -133,8 +155,15 @@ def main():
                     started = time.monotonic()
                     p50, p99 = measure(session, target, args.requests)
                     rows.append((label, name, p50, p99, time.monotonic() - started))
-                rows.append((label, "daemon", status_of(process.pid, "Threads"),
-                             status_of(process.pid, "VmRSS"), None))
+                rows.append(
+                    (
+                        label,
+                        "daemon",
+                        status_of(process.pid, "Threads"),
+                        status_of(process.pid, "VmRSS"),
+                        None,
+                    )
+                )
             finally:
                 if slow:
                     slow.close()

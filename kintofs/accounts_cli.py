@@ -10,6 +10,7 @@ Passwords are read from the terminal, or with ``--password-stdin`` from the
 first line of standard input (for scripts); never from the command line,
 where other users could read them in the process list.
 """
+
 import getpass
 import os
 import shlex
@@ -30,19 +31,30 @@ class CommandError(Exception):
 
 def add_parser(commands):
     """Register ``account`` and its actions on the ``kintofs`` subcommands."""
-    account = commands.add_parser("account", help="manage accounts (accounts plugin) offline",
-                                  description=__doc__.split("\n\n")[0])
+    account = commands.add_parser(
+        "account",
+        help="manage accounts (accounts plugin) offline",
+        description=__doc__.split("\n\n")[0],
+    )
     actions = account.add_subparsers(dest="action", required=True)
-    for action, text in (("add", "create an account"), ("passwd", "change a password"),
-                         ("del", "delete an account"), ("list", "list account ids")):
+    for action, text in (
+        ("add", "create an account"),
+        ("passwd", "change a password"),
+        ("del", "delete an account"),
+        ("list", "list account ids"),
+    ):
         parser = actions.add_parser(action, help=text)
         if action != "list":
             parser.add_argument("account_id", metavar="ID", help="the account id (user name)")
         if action in ("add", "passwd"):
-            parser.add_argument("--password-stdin", action="store_true",
-                                help="read the password from the first line of stdin")
-        parser.add_argument("--config",
-                            help="TOML config file (default: ./kintofs.toml if present)")
+            parser.add_argument(
+                "--password-stdin",
+                action="store_true",
+                help="read the password from the first line of stdin",
+            )
+        parser.add_argument(
+            "--config", help="TOML config file (default: ./kintofs.toml if present)"
+        )
         parser.add_argument("--data-dir", help="data folder (default ./data)")
 
 
@@ -59,8 +71,10 @@ def run(args):
     try:
         if args.action != "add" and not os.path.isdir(settings["data_dir"]):
             # Only `add` may be the first to use a data directory.
-            raise CommandError(f"no data directory {settings['data_dir']}"
-                               + ("" if args.action == "list" else "; nothing changed"))
+            raise CommandError(
+                f"no data directory {settings['data_dir']}"
+                + ("" if args.action == "list" else "; nothing changed")
+            )
         store = FileSystemStore(settings["data_dir"], fsync=settings["fsync"])
         ACTIONS[args.action](store, args)
     except (CommandError, StorageError, OSError) as error:
@@ -73,14 +87,17 @@ def check_writable(settings):
     """Kinto's ``create-user`` refuses a server without the plugin, or read-only."""
     where = settings.config_path or "the settings"
     if "accounts" not in settings["plugins"]:
-        raise ConfigError(f'the accounts plugin is not enabled in {where}: add "accounts" to '
-                          "plugins (or pass the daemon's --config)", key="plugins")
+        raise ConfigError(
+            f'the accounts plugin is not enabled in {where}: add "accounts" to '
+            "plugins (or pass the daemon's --config)",
+            key="plugins",
+        )
     if settings["readonly"]:
-        raise ConfigError(f"readonly is true in {where}: accounts cannot change",
-                          key="readonly")
+        raise ConfigError(f"readonly is true in {where}: accounts cannot change", key="readonly")
 
 
 # -- actions ---------------------------------------------------------------
+
 
 def add_account(store, args):
     account_id = checked_id(args.account_id)
@@ -93,10 +110,11 @@ def create_account(store, account_id, password_hash, prog="kintofs"):
     """Store a new account (hash the password before: slow, not under the lock)."""
     with store.list((), KIND).transaction() as writer:
         if writer.get(account_id) is not None:
-            raise CommandError(f"account {account_id!r} already exists (change its password "
-                               f"with: {prog} account passwd {shlex.quote(account_id)})")
-        writer.put(account_id, {"password": password_hash},
-                   {"write": [f"account:{account_id}"]})
+            raise CommandError(
+                f"account {account_id!r} already exists (change its password "
+                f"with: {prog} account passwd {shlex.quote(account_id)})"
+            )
+        writer.put(account_id, {"password": password_hash}, {"write": [f"account:{account_id}"]})
 
 
 def change_password(store, args):
@@ -123,16 +141,23 @@ def list_accounts(store, args):
         print(account_id)
 
 
-ACTIONS = {"add": add_account, "passwd": change_password, "del": delete_account,
-           "list": list_accounts}
+ACTIONS = {
+    "add": add_account,
+    "passwd": change_password,
+    "del": delete_account,
+    "list": list_accounts,
+}
 
 
 # -- helpers ---------------------------------------------------------------
 
+
 def checked_id(account_id):
     if not ids.is_valid_id(account_id, ids.ACCOUNT_ID):
-        raise CommandError(f"{account_id!r} is not a valid account id: it must match "
-                           f"{ids.ACCOUNT_ID.pattern} (at most {ids.MAX_ID_LENGTH} characters)")
+        raise CommandError(
+            f"{account_id!r} is not a valid account id: it must match "
+            f"{ids.ACCOUNT_ID.pattern} (at most {ids.MAX_ID_LENGTH} characters)"
+        )
     return account_id
 
 
@@ -174,8 +199,10 @@ def ask_password(account_id, outcome):
             if getpass.getpass("Same password again: ") != password:
                 raise CommandError(f"the two passwords differ; {outcome}")
         except getpass.GetPassWarning:
-            raise CommandError("no terminal to ask for the password on (--password-stdin "
-                               f"reads it from standard input); {outcome}") from None
+            raise CommandError(
+                "no terminal to ask for the password on (--password-stdin "
+                f"reads it from standard input); {outcome}"
+            ) from None
         except EOFError:
             raise CommandError(f"no password given; {outcome}") from None
     return password

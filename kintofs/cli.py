@@ -1,4 +1,5 @@
 """The ``kintofs`` command."""
+
 import argparse
 import os
 import shlex
@@ -9,7 +10,8 @@ import zipimport
 from . import __version__, accounts_cli
 from .config import ConfigError, load_settings
 from .init_cmd import add_init_parser, run_init
-from .ops_cli import add_commands as add_operator_commands, run as run_operator_command
+from .ops_cli import add_commands as add_operator_commands
+from .ops_cli import run as run_operator_command
 
 
 class Parser(argparse.ArgumentParser):
@@ -45,12 +47,14 @@ def main(argv=None):
             return 1
 
     try:
-        settings = load_settings(args.config, overrides={
-            "bind": args.bind, "port": args.port, "data_dir": args.data_dir})
+        settings = load_settings(
+            args.config, overrides={"bind": args.bind, "port": args.port, "data_dir": args.data_dir}
+        )
     except ConfigError as error:
         print(f"kintofs: {error}", file=sys.stderr)
         return 2
     from .server import serve as run_server
+
     try:
         return run_server(settings)
     except ConfigError as error:  # a plugin refusing the settings, as Kinto does
@@ -85,8 +89,12 @@ def program_name():
     script = sys.argv[0] if sys.argv else ""
     if spec is not None and spec.name == "kintofs.__main__":
         return f"{interpreter()} -m kintofs"
-    if (spec is not None and spec.name == "__main__" and script
-            and isinstance(spec.loader, zipimport.zipimporter)):
+    if (
+        spec is not None
+        and spec.name == "__main__"
+        and script
+        and isinstance(spec.loader, zipimport.zipimporter)
+    ):
         # A zip application: run by a name on PATH (`kintofs`, a symlink to
         # it), or else by an interpreter given the file.
         return found_on_path(script) or f"{interpreter()} {shlex.quote(script)}"
@@ -114,8 +122,9 @@ def found_on_path(path):
     name = os.path.basename(path)
     found = shutil.which(name)
     try:
-        if found and os.path.samefile(os.path.dirname(os.path.abspath(found)),
-                                      os.path.dirname(os.path.abspath(path))):
+        if found and os.path.samefile(
+            os.path.dirname(os.path.abspath(found)), os.path.dirname(os.path.abspath(path))
+        ):
             return name
     except OSError:
         pass

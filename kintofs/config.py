@@ -104,9 +104,34 @@ DEFAULTS: dict[str, Any] = {
     "history_auto_trim_user_ids": [],
     # Attachment plugin (Kinto's attachment.* settings)
     "attachment_base_url": "",
-    "attachment_extensions": ["pdf", "rtf", "odf", "ods", "gnumeric", "abw", "doc", "docx",
-                              "xls", "xlsx", "txt", "jpg", "jpe", "jpeg", "png", "gif", "svg",
-                              "bmp", "tiff", "csv", "ini", "json", "plist", "xml", "yaml", "yml"],
+    "attachment_extensions": [
+        "pdf",
+        "rtf",
+        "odf",
+        "ods",
+        "gnumeric",
+        "abw",
+        "doc",
+        "docx",
+        "xls",
+        "xlsx",
+        "txt",
+        "jpg",
+        "jpe",
+        "jpeg",
+        "png",
+        "gif",
+        "svg",
+        "bmp",
+        "tiff",
+        "csv",
+        "ini",
+        "json",
+        "plist",
+        "xml",
+        "yaml",
+        "yml",
+    ],
     "attachment_max_size_bytes": 10485760,
     "attachment_keep_old_files": False,
     # HTTP behaviour
@@ -175,7 +200,9 @@ def _expected_type(key: str) -> type:
 
 
 def _type_name(kind: type) -> str:
-    return {int: "an integer", bool: "a boolean", str: "a string", list: "an array of strings"}[kind]
+    return {int: "an integer", bool: "a boolean", str: "a string", list: "an array of strings"}[
+        kind
+    ]
 
 
 def _fail(key: str, source: str, problem: str) -> ConfigError:
@@ -256,7 +283,9 @@ def _from_file(path: str) -> dict[str, tuple[Any, str]]:
     for key, value in _read_toml(path).items():
         if not _is_known_key(key):
             if isinstance(value, dict):
-                problem = "unknown setting (kintofs.toml has no [sections]: write keys at the top level)"
+                problem = (
+                    "unknown setting (kintofs.toml has no [sections]: write keys at the top level)"
+                )
             else:
                 problem = "unknown setting (see docs/configuration.md)"
             raise _fail(key, path, problem)
@@ -269,7 +298,7 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
     for name, text in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
-        key = name[len(ENV_PREFIX):].lower()
+        key = name[len(ENV_PREFIX) :].lower()
         source = f"environment variable {name}"
         if not _is_known_key(key):
             raise _fail(key, source, "unknown setting (see docs/configuration.md)")
@@ -349,11 +378,13 @@ def _validate(settings: Settings, sources: dict[str, str]) -> None:
 
     level = settings["log_level"].lower()
     if level not in LOG_LEVELS:
-        raise fail("log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {settings['log_level']!r}")
+        raise fail(
+            "log_level", f"must be one of {', '.join(LOG_LEVELS)}, got {settings['log_level']!r}"
+        )
     settings["log_level"] = level
 
     if settings["http_scheme"] not in HTTP_SCHEMES:
-        raise fail("http_scheme", f"must be \"\", \"http\" or \"https\", got {settings['http_scheme']!r}")
+        raise fail("http_scheme", f'must be "", "http" or "https", got {settings["http_scheme"]!r}')
 
 
 # ---------------------------------------------------------------------------
@@ -388,8 +419,9 @@ def load_settings(
     if path is not None:
         path = os.path.abspath(path)
 
-    settings = Settings({key: list(value) if isinstance(value, list) else value
-                         for key, value in DEFAULTS.items()})
+    settings = Settings(
+        {key: list(value) if isinstance(value, list) else value for key, value in DEFAULTS.items()}
+    )
     settings.config_path = path
     sources: dict[str, str] = {}
     layers = [

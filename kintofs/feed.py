@@ -16,11 +16,12 @@ same way for the three actions, at two moments:
 
 This module knows nothing of HTTP or files: subscribers get plain values.
 """
+
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from . import kinds

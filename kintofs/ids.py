@@ -6,6 +6,7 @@ accounts) with a letter or digit first.  So no id can be ``..``, contain a
 slash, a backslash or NUL, or start with the ``_`` and ``.`` that mark our
 reserved file names.
 """
+
 import re
 import secrets
 import string

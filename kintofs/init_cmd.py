@@ -5,6 +5,7 @@ readable by its owner only, and optionally the first administrator account.
 It never overwrites a config file: an existing one is someone's settings and
 secret, and replacing the secret would change every ``basicauth:`` user id.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -31,22 +32,36 @@ class InitError(Exception):
 
 def add_init_parser(commands):
     init = commands.add_parser(
-        "init", help="write a kintofs.toml and create the data directory",
+        "init",
+        help="write a kintofs.toml and create the data directory",
         description="Write a new config file with a generated userid_hmac_secret, create "
-                    "the data directory (owner-only permissions) and optionally the first "
-                    "admin account. An existing config file is never overwritten.")
-    init.add_argument("--config", default=DEFAULT_CONFIG_FILE,
-                      help="config file to write (default ./kintofs.toml)")
-    init.add_argument("--data-dir", default="./data",
-                      help="data directory to create (default ./data, relative to the "
-                           "current directory; written into the config as an absolute path)")
+        "the data directory (owner-only permissions) and optionally the first "
+        "admin account. An existing config file is never overwritten.",
+    )
+    init.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG_FILE,
+        help="config file to write (default ./kintofs.toml)",
+    )
+    init.add_argument(
+        "--data-dir",
+        default="./data",
+        help="data directory to create (default ./data, relative to the "
+        "current directory; written into the config as an absolute path)",
+    )
     init.add_argument("--bind", default="127.0.0.1", help="address to listen on")
     init.add_argument("--port", type=int, default=8888, help="port to listen on")
-    init.add_argument("--admin", metavar="NAME",
-                      help="create the account NAME and make it the accounts administrator "
-                           "(enables the accounts plugin)")
-    init.add_argument("--password-stdin", action="store_true",
-                      help="read the admin password from the first line of standard input")
+    init.add_argument(
+        "--admin",
+        metavar="NAME",
+        help="create the account NAME and make it the accounts administrator "
+        "(enables the accounts plugin)",
+    )
+    init.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the admin password from the first line of standard input",
+    )
 
 
 def run_init(args) -> int:
@@ -80,8 +95,13 @@ def initialise(args) -> str:
     undo = Undo()
     try:
         store = prepare_data_dir(data_dir, undo)
-        text = config_text(bind=args.bind, port=args.port, data_dir=data_dir,
-                           secret=userid_secret(store), admin=args.admin)
+        text = config_text(
+            bind=args.bind,
+            port=args.port,
+            data_dir=data_dir,
+            secret=userid_secret(store),
+            admin=args.admin,
+        )
         # The config is published last: once it exists, init is done.
         staged = stage_config(config_path, text, undo)
         try:
@@ -145,15 +165,20 @@ def remove_empty_folders(top):
 
 def refuse_existing(config_path):
     if os.path.lexists(config_path):
-        raise InitError(f"{config_path} already exists; not overwriting it (it holds the "
-                        "secret behind every basicauth user id). Move it away first, or "
-                        "pass --config with another path.")
+        raise InitError(
+            f"{config_path} already exists; not overwriting it (it holds the "
+            "secret behind every basicauth user id). Move it away first, or "
+            "pass --config with another path."
+        )
 
 
 def check_flags(args, data_dir):
     try:
-        load_settings(os.devnull, environ={}, overrides={
-            "bind": args.bind, "port": args.port, "data_dir": data_dir})
+        load_settings(
+            os.devnull,
+            environ={},
+            overrides={"bind": args.bind, "port": args.port, "data_dir": data_dir},
+        )
     except ConfigError as error:
         raise InitError(str(error)) from None
     if args.admin is not None:
@@ -294,8 +319,7 @@ def publish_config(staged, config_path, undo):
 def admin_password_hash(name, password_stdin) -> str:
     """Ask for the admin's password, as ``kintofs account add NAME`` does."""
     try:
-        password = accounts_cli.read_password(name, password_stdin,
-                                              outcome="nothing was created")
+        password = accounts_cli.read_password(name, password_stdin, outcome="nothing was created")
     except accounts_cli.CommandError as error:
         raise InitError(str(error)) from None
     return hash_password(password)
@@ -315,8 +339,10 @@ def delete_account(store, name):
 
 
 def summary(config_path, data_dir, admin, prog) -> str:
-    lines = [f"wrote {config_path} (owner-only: it holds the userid secret)",
-             f"data directory {data_dir} (owner-only)"]
+    lines = [
+        f"wrote {config_path} (owner-only: it holds the userid secret)",
+        f"data directory {data_dir} (owner-only)",
+    ]
     if admin is not None:
         lines.append(f"{admin!r} administers every account")
     lines.append(f"start with: {prog} serve --config {shlex.quote(config_path)}")

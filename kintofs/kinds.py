@@ -10,11 +10,12 @@ no other module lists kinds.  A path is a tuple of ``(kind, id)`` pairs from
 the root: ``(("bucket", "blog"), ("collection", "articles"))`` is the path
 of ``/buckets/blog/collections/articles``.
 """
+
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from . import ids
 
@@ -55,8 +56,9 @@ class Kind:
     in_history: bool = False
     # permission held on an object -> the permissions it gives on that same
     # object (Kinto's tree read downwards, "read:attributes" included).
-    implies: Mapping[str, frozenset[str]] = field(default_factory=lambda: _implies(
-        write="write read", read="read"))
+    implies: Mapping[str, frozenset[str]] = field(
+        default_factory=lambda: _implies(write="write read", read="read")
+    )
 
     def valid_id(self, value: object) -> bool:
         return ids.is_valid_id(value, self.id_pattern)
@@ -67,60 +69,98 @@ class Kind:
         return self.parent or "root"
 
 
-KINDS: dict[str, Kind] = {kind.name: kind for kind in (
-    Kind("bucket", "buckets", None, container=True,
-         permissions=("read", "write", "collection:create", "group:create"),
-         inheritance={
-             "read": _grants(bucket="write read collection:create group:create"),
-             "write": _grants(bucket="write"),
-             "collection:create": _grants(bucket="write collection:create"),
-             "group:create": _grants(bucket="write group:create"),
-             "list": _grants(bucket="write read"),
-             "history:create": {},  # nobody creates history entries through the API
-         },
-         schema_fields=("collection:schema", "group:schema", "record:schema"),
-         in_history=True,
-         implies=_implies(write="write read read:attributes collection:create group:create",
-                          read="read read:attributes",
-                          collection_create="collection:create read:attributes",
-                          group_create="group:create read:attributes")),
-    Kind("group", "groups", "bucket",
-         inheritance={
-             "read": _grants(bucket="write read", group="write read"),
-             "write": _grants(bucket="write", group="write"),
-         },
-         schema_ignored=("last_modified",), in_history=True),
-    Kind("collection", "collections", "bucket", container=True,
-         permissions=("read", "write", "record:create"),
-         inheritance={
-             "read": _grants(bucket="write read", collection="write read record:create"),
-             "write": _grants(bucket="write", collection="write"),
-             "record:create": _grants(bucket="write", collection="write record:create"),
-             "list": _grants(bucket="write read", collection="write read"),
-         },
-         schema_fields=("schema",), schema_ignored=("last_modified",), in_history=True,
-         implies=_implies(write="write read read:attributes record:create",
-                          read="read read:attributes",
-                          record_create="record:create read:attributes")),
-    Kind("record", "records", "collection",
-         inheritance={
-             "read": _grants(bucket="write read", collection="write read", record="write read"),
-             "write": _grants(bucket="write", collection="write", record="write"),
-         },
-         schema_ignored=("last_modified", "schema"), in_history=True),
-    Kind("account", "accounts", None, id_pattern=ids.ACCOUNT_ID,
-         inheritance={
-             "read": _grants(account="write read"),
-             "write": _grants(account="write"),
-         }),
-    # A bucket's history entries (history plugin): each carries its own read
-    # ACE, computed when it is written.
-    Kind("history", "history", "bucket",
-         inheritance={
-             "read": _grants(bucket="write read", history="write read"),
-             "write": _grants(bucket="write", history="write"),
-         }),
-)}
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind(
+            "bucket",
+            "buckets",
+            None,
+            container=True,
+            permissions=("read", "write", "collection:create", "group:create"),
+            inheritance={
+                "read": _grants(bucket="write read collection:create group:create"),
+                "write": _grants(bucket="write"),
+                "collection:create": _grants(bucket="write collection:create"),
+                "group:create": _grants(bucket="write group:create"),
+                "list": _grants(bucket="write read"),
+                "history:create": {},  # nobody creates history entries through the API
+            },
+            schema_fields=("collection:schema", "group:schema", "record:schema"),
+            in_history=True,
+            implies=_implies(
+                write="write read read:attributes collection:create group:create",
+                read="read read:attributes",
+                collection_create="collection:create read:attributes",
+                group_create="group:create read:attributes",
+            ),
+        ),
+        Kind(
+            "group",
+            "groups",
+            "bucket",
+            inheritance={
+                "read": _grants(bucket="write read", group="write read"),
+                "write": _grants(bucket="write", group="write"),
+            },
+            schema_ignored=("last_modified",),
+            in_history=True,
+        ),
+        Kind(
+            "collection",
+            "collections",
+            "bucket",
+            container=True,
+            permissions=("read", "write", "record:create"),
+            inheritance={
+                "read": _grants(bucket="write read", collection="write read record:create"),
+                "write": _grants(bucket="write", collection="write"),
+                "record:create": _grants(bucket="write", collection="write record:create"),
+                "list": _grants(bucket="write read", collection="write read"),
+            },
+            schema_fields=("schema",),
+            schema_ignored=("last_modified",),
+            in_history=True,
+            implies=_implies(
+                write="write read read:attributes record:create",
+                read="read read:attributes",
+                record_create="record:create read:attributes",
+            ),
+        ),
+        Kind(
+            "record",
+            "records",
+            "collection",
+            inheritance={
+                "read": _grants(bucket="write read", collection="write read", record="write read"),
+                "write": _grants(bucket="write", collection="write", record="write"),
+            },
+            schema_ignored=("last_modified", "schema"),
+            in_history=True,
+        ),
+        Kind(
+            "account",
+            "accounts",
+            None,
+            id_pattern=ids.ACCOUNT_ID,
+            inheritance={
+                "read": _grants(account="write read"),
+                "write": _grants(account="write"),
+            },
+        ),
+        # A bucket's history entries (history plugin): each carries its own read
+        # ACE, computed when it is written.
+        Kind(
+            "history",
+            "history",
+            "bucket",
+            inheritance={
+                "read": _grants(bucket="write read", history="write read"),
+                "write": _grants(bucket="write", history="write"),
+            },
+        ),
+    )
+}
 
 ROOT_IMPLIES = _implies(bucket_create="bucket:create", account_create="account:create")
 

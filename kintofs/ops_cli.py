@@ -7,6 +7,7 @@ settings (``--config``, ``KINTOFS_DATA_DIR``, ``./kintofs.toml``), like
 
 Exit codes: 0 done and clean, 1 problems found (or left), 2 bad usage.
 """
+
 import os
 import sys
 
@@ -16,10 +17,16 @@ from .config import ConfigError, load_settings
 def add_commands(commands):
     """Add the operator sub-commands to the ``kintofs`` argument parser."""
     check = commands.add_parser("check", help="verify every file and journal of the data directory")
-    check.add_argument("--repair", action="store_true",
-                       help="fix what can be fixed (safe while the daemon runs)")
-    check.add_argument("--lock-wait", type=float, default=10, metavar="SECONDS",
-                       help="how long a lock may stay busy before its holder is reported (10)")
+    check.add_argument(
+        "--repair", action="store_true", help="fix what can be fixed (safe while the daemon runs)"
+    )
+    check.add_argument(
+        "--lock-wait",
+        type=float,
+        default=10,
+        metavar="SECONDS",
+        help="how long a lock may stay busy before its holder is reported (10)",
+    )
     check.set_defaults(handler=run_check)
 
     backup = commands.add_parser("backup", help="copy the data directory while the daemon runs")
@@ -28,12 +35,17 @@ def add_commands(commands):
 
     restore = commands.add_parser("restore", help="put a backup in place as the data directory")
     restore.add_argument("src", help="a backup folder or .tar.gz")
-    restore.add_argument("--force", action="store_true",
-                         help="move a non-empty data directory aside instead of refusing")
+    restore.add_argument(
+        "--force",
+        action="store_true",
+        help="move a non-empty data directory aside instead of refusing",
+    )
     restore.set_defaults(handler=run_restore)
 
     for parser in (check, backup, restore):
-        parser.add_argument("--config", help="TOML config file (default: ./kintofs.toml if present)")
+        parser.add_argument(
+            "--config", help="TOML config file (default: ./kintofs.toml if present)"
+        )
         parser.add_argument("--data-dir", help="data folder (default: from the settings)")
 
 
@@ -68,7 +80,9 @@ def _print_findings(report):
     for finding in report.findings:
         print(finding.describe(report.root))
     if report.quarantined:
-        print(f"note: {report.quarantined} file(s) kept in {os.path.join(report.root, '_quarantine')}")
+        print(
+            f"note: {report.quarantined} file(s) kept in {os.path.join(report.root, '_quarantine')}"
+        )
     print(report.summary())
 
 
@@ -80,9 +94,11 @@ def run_backup(args, settings):
         stats = backup(data_dir, args.dest, fsync=settings["fsync"])
     except BackupError as error:
         return _fail(str(error), 1)
-    print(f"backup of {data_dir} written to {os.path.abspath(args.dest)}: {stats.lists} lists, "
-          f"{stats.files} files, {stats.bytes} bytes in {stats.seconds():.2f}s "
-          f"(longest lock held: {stats.longest_lock_ms:.1f} ms)")
+    print(
+        f"backup of {data_dir} written to {os.path.abspath(args.dest)}: {stats.lists} lists, "
+        f"{stats.files} files, {stats.bytes} bytes in {stats.seconds():.2f}s "
+        f"(longest lock held: {stats.longest_lock_ms:.1f} ms)"
+    )
     return 0
 
 

@@ -14,6 +14,7 @@ travel with each hash, so raising them later keeps old hashes valid.
 Used by the daemon's ``account`` auth policy and by ``kintofs account``;
 knows nothing of HTTP or storage.
 """
+
 import base64
 import hashlib
 import hmac
@@ -47,8 +48,11 @@ def verify_password(password, stored_hash):
     if match is None:
         return False
     log2_n, block_size, parallelism = (int(match.group(i)) for i in (1, 2, 3))
-    if not (1 <= log2_n <= MAX_LOG2_N and 1 <= block_size <= MAX_BLOCK_SIZE
-            and 1 <= parallelism <= MAX_PARALLELISM):
+    if not (
+        1 <= log2_n <= MAX_LOG2_N
+        and 1 <= block_size <= MAX_BLOCK_SIZE
+        and 1 <= parallelism <= MAX_PARALLELISM
+    ):
         return False
     try:
         salt, expected = _unb64(match.group(4)), _unb64(match.group(5))
@@ -59,8 +63,15 @@ def verify_password(password, stored_hash):
 
 
 def _derive(password, salt, log2_n, block_size, parallelism, length=KEY_BYTES):
-    return hashlib.scrypt(_utf8(password), salt=salt, n=2 ** log2_n, r=block_size,
-                          p=parallelism, maxmem=MAX_MEMORY, dklen=length)
+    return hashlib.scrypt(
+        _utf8(password),
+        salt=salt,
+        n=2**log2_n,
+        r=block_size,
+        p=parallelism,
+        maxmem=MAX_MEMORY,
+        dklen=length,
+    )
 
 
 def _utf8(text):

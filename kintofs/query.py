@@ -29,8 +29,20 @@ TIMESTAMP_PARAMS = {"_since": "gt", "_before": "lt", "_to": "lt"}
 # Parameters typed as integers by Kinto's querystring schema.
 INTEGER_PARAMS = ("_before", "_limit", "_since", "_to", MODIFIED_FIELD)
 
-OPERATORS = ("lt", "min", "max", "not", "eq", "gt", "in", "exclude",
-             "like", "has", "contains_any", "contains")
+OPERATORS = (
+    "lt",
+    "min",
+    "max",
+    "not",
+    "eq",
+    "gt",
+    "in",
+    "exclude",
+    "like",
+    "has",
+    "contains_any",
+    "contains",
+)
 FILTER_NAME = re.compile(r"({})_([\w.]+)".format("|".join(OPERATORS)))
 SORT_ITEM = re.compile(r"([-+]?)([\w.]+)")
 TIMESTAMP_STRING = re.compile(r'[0-9]+|"[0-9]+"')
@@ -454,8 +466,9 @@ def _extract_fields(raw, known):
     if known is not None:
         unknown = sorted({field.split(".")[0] for field in fields} - known)
         if unknown:
-            error = QueryError("Invalid _fields parameter",
-                               f"Fields {','.join(unknown)} do not exist")
+            error = QueryError(
+                "Invalid _fields parameter", f"Fields {','.join(unknown)} do not exist"
+            )
             error.location = "body"  # sic: Kinto reports this one "in body"
             raise error
     return fields + [ID_FIELD, MODIFIED_FIELD]
@@ -583,7 +596,11 @@ def _compile_filter(flt):
     if op in ("contains", "contains_any"):
         keys, every = frozenset(sort_key(item) for item in value), op == "contains"
         return lambda obj: _contains(get(obj), keys, every)
-    if op in ("in", "exclude") and all(type(item) is str for item in value) and "." not in flt.field:
+    if (
+        op in ("in", "exclude")
+        and all(type(item) is str for item in value)
+        and "." not in flt.field
+    ):
         # The common case (in_status=a,b): a plain set of strings.
         strings, wanted, field = frozenset(value), op == "in", flt.field
         return lambda obj: (type(found := obj.get(field)) is str and found in strings) == wanted
@@ -740,8 +757,11 @@ def _token_payload(token):
         data = _loads(text)
     except (ValueError, RecursionError):
         raise QueryError(None, TOKEN_ERROR) from None
-    if not isinstance(data, dict) or not isinstance(data.get("last_object"), dict) \
-            or _too_deep(data["last_object"]):
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("last_object"), dict)
+        or _too_deep(data["last_object"])
+    ):
         raise QueryError(None, TOKEN_ERROR)
     return data
 
@@ -793,8 +813,11 @@ def _first_after(objects, order, cursor, count, presorted):
         ranked = [(lead(obj), obj) for obj in objects]
     else:
         start = cursor[0]
-        ranked = [(first, obj) for obj in objects
-                  if (first := lead(obj)) > start or (first == start and key(obj) > cursor)]
+        ranked = [
+            (first, obj)
+            for obj in objects
+            if (first := lead(obj)) > start or (first == start and key(obj) > cursor)
+        ]
     if len(ranked) > count:
         threshold = heapq.nsmallest(count, [first for first, _ in ranked])[-1]
         ranked = [(first, obj) for first, obj in ranked if first <= threshold]

@@ -1,4 +1,5 @@
 """Start the daemon: settings -> store -> WSGI app -> cheroot."""
+
 import errno
 import logging
 import os
@@ -21,19 +22,25 @@ logger = logging.getLogger("kintofs")
 
 def build_app(settings):
     """The WSGI app and its service for ``settings`` (used by tests and serve)."""
-    store = FileSystemStore(settings["data_dir"], fsync=settings["fsync"],
-                            memory_budget=settings["index_memory_mb"] * 2**20,
-                            max_lists=settings["index_max_lists"])
+    store = FileSystemStore(
+        settings["data_dir"],
+        fsync=settings["fsync"],
+        memory_budget=settings["index_memory_mb"] * 2**20,
+        max_lists=settings["index_max_lists"],
+    )
     secret = settings["userid_hmac_secret"]
     if secret is None:
         # Identities must survive restarts, so an unset secret is made once and kept.
         secret = store.persistent_secret("userid_hmac_secret")
     service = Service(settings, store, secret)
     if "basicauth" in settings["auth_policies"]:
-        service.add_capability("basicauth", {
-            "description": "Very basic authentication sessions. Not for production use.",
-            "url": "http://kinto.readthedocs.io/en/stable/api/1.x/authentication.html",
-        })
+        service.add_capability(
+            "basicauth",
+            {
+                "description": "Very basic authentication sessions. Not for production use.",
+                "url": "http://kinto.readthedocs.io/en/stable/api/1.x/authentication.html",
+            },
+        )
     setup_schema_validation(service)
     setup_plugins(service, settings["plugins"])
     return create_app(service), service
@@ -41,6 +48,7 @@ def build_app(settings):
 
 def start_watcher(service):
     """Watch the data folder for files edited by hand (see fsstore/watch.py)."""
+
     def adopted(parent, kind, object_id):
         if kind in ("group", "bucket"):
             service.memberships.invalidate()  # group members may have changed
@@ -74,15 +82,18 @@ def raise_open_file_limit():
 
 
 def serve(settings):
-    logging.basicConfig(level=settings["log_level"].upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings["log_level"].upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     os.umask(0o077)  # the data belongs to the daemon's user alone
     raise_open_file_limit()
     app, service = build_app(settings)
     app = with_access_log(app, settings["access_log"])
     limits = Limits.from_settings(settings, buffered_body_limit(settings))
-    server = GatedServer((settings["bind"], settings["port"]), app, limits,
-                         numthreads=settings["threads"])
+    server = GatedServer(
+        (settings["bind"], settings["port"]), app, limits, numthreads=settings["threads"]
+    )
     # kintofs enforces max_request_body_bytes itself, with a Kinto 413 body.
     server.max_request_body_size = 0
     try:
@@ -105,8 +116,11 @@ def serve(settings):
     signal.signal(signal.SIGINT, stop)
     watcher = start_watcher(service) if settings["watch_files"] else None
     host, port = server.bind_addr[:2]
-    print(f"kintofs listening on http://{host}:{port}/v1/ (data in {service.store.root})",
-          file=sys.stderr, flush=True)
+    print(
+        f"kintofs listening on http://{host}:{port}/v1/ (data in {service.store.root})",
+        file=sys.stderr,
+        flush=True,
+    )
     server.serve()
     for thread in stopping:
         thread.join()  # until the requests in flight have their responses

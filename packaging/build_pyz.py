@@ -21,6 +21,7 @@ new file by a bare interpreter (``-I -S``: no site-packages).
 Building needs pip 23 or newer and access to PyPI (or to a mirror pip is set
 up for).
 """
+
 import argparse
 import configparser
 import json
@@ -46,16 +47,34 @@ PYTHON_VERSION = "3.11"
 
 # What pip resolves against: a real platform (so that rpds-py resolves at
 # all), the Raspberry Pi's.
-RESOLVE_FOR = ["--only-binary=:all:", "--python-version", PYTHON_VERSION,
-               "--implementation", "cp", "--abi", "cp311",
-               "--platform", "manylinux2014_aarch64"]
+RESOLVE_FOR = [
+    "--only-binary=:all:",
+    "--python-version",
+    PYTHON_VERSION,
+    "--implementation",
+    "cp",
+    "--abi",
+    "cp311",
+    "--platform",
+    "manylinux2014_aarch64",
+]
 
 # What pip fetches: wheels tagged "py3-none-*" hold no compiled code.
 # watchdog tags its pure-Python Linux wheels per architecture (the content is
 # the same for every one), hence a manylinux platform next to "any".
-PURE_WHEELS_ONLY = ["--only-binary=:all:", "--python-version", PYTHON_VERSION,
-                    "--implementation", "py", "--abi", "none",
-                    "--platform", "any", "--platform", "manylinux2014_aarch64"]
+PURE_WHEELS_ONLY = [
+    "--only-binary=:all:",
+    "--python-version",
+    PYTHON_VERSION,
+    "--implementation",
+    "py",
+    "--abi",
+    "none",
+    "--platform",
+    "any",
+    "--platform",
+    "manylinux2014_aarch64",
+]
 
 # Imports every kintofs module, so that a missing dependency shows at build time.
 IMPORT_EVERYTHING = """
@@ -79,8 +98,11 @@ def install_requires():
 
 def pip(*args):
     # Output only on failure: pip's warnings about the local setup are noise here.
-    result = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         raise BuildError(f"pip {args[0]} failed:\n{result.stdout}{result.stderr}")
 
@@ -89,16 +111,34 @@ def resolve(work):
     """Every distribution kintofs needs at run time, as ``name==version``."""
     report = work / "resolved.json"
     # pip 23 wants --target with platform options even for a dry run.
-    pip("install", "--dry-run", "--quiet", "--ignore-installed", "--target", str(work / "unused"),
-        "--report", str(report), *RESOLVE_FOR, *install_requires())
+    pip(
+        "install",
+        "--dry-run",
+        "--quiet",
+        "--ignore-installed",
+        "--target",
+        str(work / "unused"),
+        "--report",
+        str(report),
+        *RESOLVE_FOR,
+        *install_requires(),
+    )
     installs = json.loads(report.read_text(encoding="utf-8"))["install"]
     return [f"{item['metadata']['name']}=={item['metadata']['version']}" for item in installs]
 
 
 def install_dependencies(staging, pins):
     kept = [pin for pin in pins if pin.split("==")[0].lower() not in REPLACEMENTS]
-    pip("install", "--quiet", "--no-deps", "--no-compile", "--target", str(staging),
-        *PURE_WHEELS_ONLY, *kept)
+    pip(
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--no-compile",
+        "--target",
+        str(staging),
+        *PURE_WHEELS_ONLY,
+        *kept,
+    )
     for module in REPLACEMENTS.values():
         shutil.copy(module, staging / module.name)
     # Console scripts of the dependencies (watchdog's watchmedo): not needed.
@@ -106,14 +146,16 @@ def install_dependencies(staging, pins):
 
 
 def copy_kintofs(staging):
-    shutil.copytree(REPO / "kintofs", staging / "kintofs",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        REPO / "kintofs", staging / "kintofs", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
 
 
 def write_entry_point(staging):
     # zipapp's own main= template drops main()'s return value: the exit code.
     (staging / "__main__.py").write_text(
-        "import sys\nfrom kintofs.cli import main\nsys.exit(main())\n", encoding="utf-8")
+        "import sys\nfrom kintofs.cli import main\nsys.exit(main())\n", encoding="utf-8"
+    )
 
 
 def refuse_compiled_files(staging):
@@ -133,16 +175,27 @@ def precompile(staging):
     Unchecked hashes: the .py next to them never changes.
     """
     for source in staging.rglob("*.py"):
-        py_compile.compile(str(source), cfile=str(source) + "c", doraise=True,
-                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+        py_compile.compile(
+            str(source),
+            cfile=str(source) + "c",
+            doraise=True,
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )
 
 
 def check_imports(output):
     """Import every kintofs module from ``output`` with no site-packages."""
     result = subprocess.run(
-        [sys.executable, "-I", "-S", "-c",
-         f"import sys; sys.path.insert(0, {str(output)!r})\n" + IMPORT_EVERYTHING],
-        capture_output=True, text=True)
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(output)!r})\n" + IMPORT_EVERYTHING,
+        ],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         raise BuildError(f"{output.name} cannot import all of kintofs:\n{result.stderr}")
 
@@ -162,8 +215,7 @@ def build(output, compile_bytecode=True):
         # Built beside the output and renamed, so that a failed build never
         # leaves a truncated kintofs.pyz behind.
         partial = output.with_name(output.name + ".partial")
-        zipapp.create_archive(staging, partial, interpreter="/usr/bin/env python3",
-                              compressed=True)
+        zipapp.create_archive(staging, partial, interpreter="/usr/bin/env python3", compressed=True)
         try:
             check_imports(partial)
         except BuildError:
@@ -175,10 +227,17 @@ def build(output, compile_bytecode=True):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                        help=f"where to write the file (default {DEFAULT_OUTPUT.relative_to(REPO)})")
-    parser.add_argument("--no-bytecode", action="store_true",
-                        help="leave out the .pyc files (a third of the size, slower start)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=DEFAULT_OUTPUT,
+        help=f"where to write the file (default {DEFAULT_OUTPUT.relative_to(REPO)})",
+    )
+    parser.add_argument(
+        "--no-bytecode",
+        action="store_true",
+        help="leave out the .pyc files (a third of the size, slower start)",
+    )
     args = parser.parse_args(argv)
     try:
         output = build(args.output.resolve(), compile_bytecode=not args.no_bytecode)

@@ -18,6 +18,7 @@ Memory comes from ``/proc/<pid>/status`` (Linux only). Only the standard
 library is used, so the script runs on the small machine itself. Extra
 settings: ``--setting name=value`` (as ``KINTOFS_<NAME>`` variables).
 """
+
 import argparse
 import base64
 import json
@@ -55,8 +56,12 @@ class Client:
 
     def call(self, method, path, body=None):
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, method=method, headers={
-            "Authorization": AUTH, "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.base + path,
+            data=data,
+            method=method,
+            headers={"Authorization": AUTH, "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read() or b"null")
 
@@ -80,7 +85,10 @@ def start_daemon(command, data_dir, port, settings):
     env["PYTHONPATH"] = REPO
     return subprocess.Popen(
         [*command, "serve", "--config", os.devnull, "--port", str(port), "--data-dir", data_dir],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def load_records(client, count, per_batch):
@@ -88,9 +96,14 @@ def load_records(client, count, per_batch):
     client.call("PUT", "/buckets/footprint/collections/items")
     path = "/buckets/footprint/collections/items/records"
     for start in range(0, count, per_batch):
-        requests = [{"method": "POST", "path": path,
-                     "body": {"data": {"title": f"item {n}", "done": n % 2 == 0, "rank": n}}}
-                    for n in range(start, min(start + per_batch, count))]
+        requests = [
+            {
+                "method": "POST",
+                "path": path,
+                "body": {"data": {"title": f"item {n}", "done": n % 2 == 0, "rank": n}},
+            }
+            for n in range(start, min(start + per_batch, count))
+        ]
         responses = client.call("POST", "/batch", {"requests": requests})["responses"]
         failed = [r for r in responses if r["status"] != 201]
         if failed:
@@ -115,10 +128,14 @@ def measure(command, records, settings):
             started = time.monotonic()
             load_records(client, records, per_batch)
             loading = time.monotonic() - started
-            return {"startup_s": round(startup, 3), "rss_idle_mib": round(idle / 1024, 1),
-                    "records": records, "load_s": round(loading, 1),
-                    "rss_loaded_mib": round(memory_kib(process.pid, "VmRSS") / 1024, 1),
-                    "peak_mib": round(memory_kib(process.pid, "VmHWM") / 1024, 1)}
+            return {
+                "startup_s": round(startup, 3),
+                "rss_idle_mib": round(idle / 1024, 1),
+                "records": records,
+                "load_s": round(loading, 1),
+                "rss_loaded_mib": round(memory_kib(process.pid, "VmRSS") / 1024, 1),
+                "peak_mib": round(memory_kib(process.pid, "VmHWM") / 1024, 1),
+            }
         finally:
             process.terminate()
             process.wait(30)
@@ -138,8 +155,14 @@ def main(argv=None):
     parser.add_argument("--records", type=int, default=10_000)
     parser.add_argument("--threads", type=int, help="the threads setting")
     parser.add_argument("--no-fsync", action="store_true", help="fsync = false (faster load)")
-    parser.add_argument("--setting", type=parse_setting, action="append", default=[],
-                        metavar="NAME=VALUE", help="any other setting, repeatable")
+    parser.add_argument(
+        "--setting",
+        type=parse_setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="any other setting, repeatable",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 

@@ -12,6 +12,7 @@ basicauth``, ``kinto.userid_hmac_secret = secret``,
 ``kinto.account_write_principals`` / ``kinto.account_read_principals =
 account:admin``.  Tests of kintofs's own files, CLI and startup are skipped then.
 """
+
 import json
 import os
 import subprocess
@@ -20,9 +21,17 @@ import time
 
 import kinto_http
 import pytest
-
-from conftest import (SECRET, Api, Remote, assert_error, assert_status, basic_auth, basicauth_id,
-                      flush, make_server)
+from conftest import (
+    SECRET,
+    Api,
+    Remote,
+    assert_error,
+    assert_status,
+    basic_auth,
+    basicauth_id,
+    flush,
+    make_server,
+)
 
 REFERENCE_URL = os.environ.get("KINTOFS_ACCOUNTS_REFERENCE_URL")
 HMAC_SECRET = "secret" if REFERENCE_URL else SECRET
@@ -70,8 +79,9 @@ def accounts_daemon(start_server):
 def signup(anon, auth, **fields):
     """Create an account anonymously, as a sign-up form would."""
     account_id, password = auth
-    response = anon.put(f"/accounts/{account_id}", auth=None,
-                        json={"data": {"password": password, **fields}})
+    response = anon.put(
+        f"/accounts/{account_id}", auth=None, json={"data": {"password": password, **fields}}
+    )
     return assert_status(response, 201).json()
 
 
@@ -86,6 +96,7 @@ def assert_invalid(response, name, description):
 
 
 # -- creation --------------------------------------------------------------
+
 
 def test_anonymous_put_creates_account_owned_by_itself(anon):
     body = signup(anon, ALICE)
@@ -119,17 +130,19 @@ def test_account_ids_follow_kinto_pattern(anon):
 
 
 def test_creation_requires_a_password(anon):
-    for request in (lambda body: anon.put("/accounts/dave", json=body),
-                    lambda body: anon.post("/accounts", json={"data": {"id": "dave",
-                                                                       **body.get("data", {})}})):
+    for request in (
+        lambda body: anon.put("/accounts/dave", json=body),
+        lambda body: anon.post("/accounts", json={"data": {"id": "dave", **body.get("data", {})}}),
+    ):
         for data in ({}, {"password": None}, {"password": ""}):
             assert_invalid(request({"data": data}), "data.password", "Required")
     response = anon.put("/accounts/dave", json={"permissions": {"read": ["system.Everyone"]}})
     assert_invalid(response, "data", "Required")
 
 
-@pytest.mark.parametrize("value, text", [(12, "12"), (True, "True"), ([1], "[1]"),
-                                         ({"a": 1}, "{'a': 1}"), (1.5, "1.5")])
+@pytest.mark.parametrize(
+    "value, text", [(12, "12"), (True, "True"), ([1], "[1]"), ({"a": 1}, "{'a': 1}"), (1.5, "1.5")]
+)
 def test_password_must_be_a_string(anon, value, text):
     response = anon.put("/accounts/dave", json={"data": {"password": value}})
     body = assert_invalid(response, "data.password", f"{text} is not a string: {{'password': ''}}")
@@ -138,8 +151,10 @@ def test_password_must_be_a_string(anon, value, text):
 
 def test_existing_id_cannot_be_taken_anonymously(anon):
     signup(anon, ALICE)
-    for response in (anon.put("/accounts/alice", json={"data": {"password": "mine"}}),
-                     anon.post("/accounts", json={"data": {"id": "alice", "password": "mine"}})):
+    for response in (
+        anon.put("/accounts/alice", json={"data": {"password": "mine"}}),
+        anon.post("/accounts", json={"data": {"id": "alice", "password": "mine"}}),
+    ):
         assert_error(response, 401, 104)
         assert len(response.raw.headers.getlist("WWW-Authenticate")) == 2
     assert user_id(anon, ALICE) == "account:alice"
@@ -147,8 +162,9 @@ def test_existing_id_cannot_be_taken_anonymously(anon):
 
 def test_post_of_own_existing_id_returns_the_account(anon):
     created = signup(anon, ALICE)
-    response = anon.post("/accounts", auth=ALICE,
-                         json={"data": {"id": "alice", "password": "ignored"}})
+    response = anon.post(
+        "/accounts", auth=ALICE, json={"data": {"id": "alice", "password": "ignored"}}
+    )
     assert assert_status(response, 200).json() == created
     assert user_id(anon, ALICE) == "account:alice"
 
@@ -158,12 +174,12 @@ def test_non_admin_cannot_create_or_replace_other_accounts(anon):
     signup(anon, BOB)
     carol = ("carol", "basic")  # a basicauth user, no account
     for auth in (ALICE, carol):
-        for response in (anon.put("/accounts/bob", auth=auth, json={"data": {"password": "x"}}),
-                         anon.put("/accounts/zed", auth=auth, json={"data": {"password": "x"}}),
-                         anon.post("/accounts", auth=auth,
-                                   json={"data": {"id": "bob", "password": "x"}}),
-                         anon.post("/accounts", auth=auth,
-                                   json={"data": {"id": "zed", "password": "x"}})):
+        for response in (
+            anon.put("/accounts/bob", auth=auth, json={"data": {"password": "x"}}),
+            anon.put("/accounts/zed", auth=auth, json={"data": {"password": "x"}}),
+            anon.post("/accounts", auth=auth, json={"data": {"id": "bob", "password": "x"}}),
+            anon.post("/accounts", auth=auth, json={"data": {"id": "zed", "password": "x"}}),
+        ):
             body = assert_invalid(response, "data.id", MISMATCH)
             assert body["message"] == f"data.id in body: {MISMATCH}"
     assert user_id(anon, BOB) == "account:bob"
@@ -177,6 +193,7 @@ def test_authenticated_post_without_id_is_refused(anon):
 
 
 # -- reading and listing -----------------------------------------------------
+
 
 def test_reading_accounts(anon):
     signup(anon, ALICE)
@@ -195,10 +212,13 @@ def test_account_shared_with_another_user_reads_as_missing(anon):
     # only ever looks among his own, so he gets a 404.
     signup(anon, ALICE)
     signup(anon, BOB)
-    response = anon.patch("/accounts/alice", auth=ALICE,
-                          json={"permissions": {"read": ["account:bob"]}})
+    response = anon.patch(
+        "/accounts/alice", auth=ALICE, json={"permissions": {"read": ["account:bob"]}}
+    )
     assert assert_status(response, 200).json()["permissions"] == {
-        "read": ["account:bob"], "write": ["account:alice"]}
+        "read": ["account:bob"],
+        "write": ["account:alice"],
+    }
     body = assert_error(anon.get("/accounts/alice", auth=BOB), 404, 110)
     assert body["details"] == {"id": "alice", "resource_name": "account"}
     assert [a["id"] for a in anon.get("/accounts", auth=BOB).json()["data"]] == ["bob"]
@@ -238,21 +258,23 @@ def test_admin_lists_every_account(anon):
 
 # -- changing and deleting ---------------------------------------------------
 
+
 def test_password_change_with_patch_rehashes_and_old_password_stops_at_once(anon):
     created = signup(anon, ALICE)
-    assert user_id(anon, ALICE) == "account:alice"   # now in the credentials cache
+    assert user_id(anon, ALICE) == "account:alice"  # now in the credentials cache
     response = anon.patch("/accounts/alice", auth=ALICE, json={"data": {"password": "new-pw"}})
     changed = assert_status(response, 200).json()["data"]
     assert changed["password"] not in ("new-pw", created["data"]["password"])
-    assert user_id(anon, ALICE) == basicauth_id(ALICE, HMAC_SECRET)   # falls back at once
+    assert user_id(anon, ALICE) == basicauth_id(ALICE, HMAC_SECRET)  # falls back at once
     assert_error(anon.get("/accounts/alice", auth=ALICE), 403, 121)
     assert user_id(anon, ("alice", "new-pw")) == "account:alice"
 
 
 def test_password_change_with_put(anon):
     signup(anon, ALICE)
-    response = anon.put("/accounts/alice", auth=ALICE,
-                        json={"data": {"password": "put-pw", "name": "Alice"}})
+    response = anon.put(
+        "/accounts/alice", auth=ALICE, json={"data": {"password": "put-pw", "name": "Alice"}}
+    )
     assert assert_status(response, 200).json()["data"]["name"] == "Alice"
     assert user_id(anon, ("alice", "put-pw")) == "account:alice"
     assert user_id(anon, ALICE) == basicauth_id(ALICE, HMAC_SECRET)
@@ -273,14 +295,20 @@ def test_patch_without_password_keeps_the_hash(anon):
 
 def test_patch_cannot_remove_or_retype_the_password(anon):
     signup(anon, ALICE)
-    assert_invalid(anon.patch("/accounts/alice", auth=ALICE, json={"data": {"password": None}}),
-                   "password", "Required")
+    assert_invalid(
+        anon.patch("/accounts/alice", auth=ALICE, json={"data": {"password": None}}),
+        "password",
+        "Required",
+    )
     response = anon.patch("/accounts/alice", auth=ALICE, json={"data": {"password": 12}})
     body = assert_invalid(response, "password", "12 is not a string: {'password': ''}")
     assert body["message"] == "12 is not a string: {'password': ''}"
-    response = anon.patch("/accounts/alice", auth=ALICE,
-                          data=json.dumps({"data": {"password": None}}),
-                          headers={"Content-Type": "application/merge-patch+json"})
+    response = anon.patch(
+        "/accounts/alice",
+        auth=ALICE,
+        data=json.dumps({"data": {"password": None}}),
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
     assert_invalid(response, "password", "Required")
     assert user_id(anon, ALICE) == "account:alice"
 
@@ -289,10 +317,12 @@ def test_patch_cannot_remove_or_retype_the_password(anon):
 def test_json_patch_of_password_is_hashed(anon):
     # Kinto stores such a password in clear and then fails every login (500).
     signup(anon, ALICE)
-    response = anon.patch("/accounts/alice", auth=ALICE,
-                          data=json.dumps([{"op": "replace", "path": "/data/password",
-                                            "value": "patched-pw"}]),
-                          headers={"Content-Type": "application/json-patch+json"})
+    response = anon.patch(
+        "/accounts/alice",
+        auth=ALICE,
+        data=json.dumps([{"op": "replace", "path": "/data/password", "value": "patched-pw"}]),
+        headers={"Content-Type": "application/json-patch+json"},
+    )
     assert assert_status(response, 200).json()["data"]["password"].startswith("$scrypt$")
     assert user_id(anon, ("alice", "patched-pw")) == "account:alice"
 
@@ -323,8 +353,11 @@ def test_admin_manages_other_accounts(anon):
     assert assert_status(response, 201).json()["permissions"] == {"write": ["account:ivan"]}
     response = anon.post("/accounts", auth=ADMIN, json={"data": {"id": "jane", "password": "j"}})
     assert assert_status(response, 201).json()["permissions"] == {"write": ["account:jane"]}
-    assert_invalid(anon.post("/accounts", auth=ADMIN, json={"data": {"password": "j"}}),
-                   "data.id", "data.id in body: Required")
+    assert_invalid(
+        anon.post("/accounts", auth=ADMIN, json={"data": {"password": "j"}}),
+        "data.id",
+        "data.id in body: Required",
+    )
     body = assert_status(anon.get("/accounts/alice", auth=ADMIN), 200).json()
     assert body["permissions"] == {"write": ["account:alice"]}
     response = anon.patch("/accounts/alice", auth=ADMIN, json={"data": {"password": "reset"}})
@@ -341,7 +374,10 @@ def test_admin_deletes_every_account(anon):
         signup(anon, auth)
     body = assert_status(anon.delete("/accounts?_sort=id", auth=ADMIN), 200).json()
     assert [(t["id"], t["deleted"]) for t in body["data"]] == [
-        ("admin", True), ("alice", True), ("bob", True)]
+        ("admin", True),
+        ("alice", True),
+        ("bob", True),
+    ]
     assert user_id(anon, ALICE) == basicauth_id(ALICE, HMAC_SECRET)
 
 
@@ -355,25 +391,42 @@ def test_non_admin_plural_delete_removes_only_own_account(anon):
 
 
 def test_accounts_in_a_batch(anon):
-    response = anon.post("/batch", json={"requests": [
-        {"method": "PUT", "path": "/accounts/alice", "body": {"data": {"password": ALICE[1]}}},
-        {"method": "GET", "path": "/accounts/alice", "headers": {
-            "Authorization": basic_auth(ALICE)}},
-    ]})
+    response = anon.post(
+        "/batch",
+        json={
+            "requests": [
+                {
+                    "method": "PUT",
+                    "path": "/accounts/alice",
+                    "body": {"data": {"password": ALICE[1]}},
+                },
+                {
+                    "method": "GET",
+                    "path": "/accounts/alice",
+                    "headers": {"Authorization": basic_auth(ALICE)},
+                },
+            ]
+        },
+    )
     statuses = [r["status"] for r in assert_status(response, 200).json()["responses"]]
     assert statuses == [201, 200]
 
 
 def test_cors_preflight_on_accounts(anon):
-    for path, method, allowed in (("/accounts", "POST", "HEAD,GET,POST,DELETE,OPTIONS"),
-                                  ("/accounts/alice", "PATCH",
-                                   "GET,HEAD,PUT,PATCH,DELETE,OPTIONS")):
-        response = anon.request("OPTIONS", path, headers={
-            "Origin": "http://example.com", "Access-Control-Request-Method": method})
+    for path, method, allowed in (
+        ("/accounts", "POST", "HEAD,GET,POST,DELETE,OPTIONS"),
+        ("/accounts/alice", "PATCH", "GET,HEAD,PUT,PATCH,DELETE,OPTIONS"),
+    ):
+        response = anon.request(
+            "OPTIONS",
+            path,
+            headers={"Origin": "http://example.com", "Access-Control-Request-Method": method},
+        )
         assert assert_status(response, 200).headers["Access-Control-Allow-Methods"] == allowed
 
 
 # -- authentication ------------------------------------------------------------
+
 
 def test_capability_and_hello(anon):
     hello = anon.get("/").json()
@@ -403,6 +456,7 @@ def test_account_creates_and_owns_a_bucket(anon):
 
 
 # -- kintofs's own files, cache, CLI and startup ------------------------------
+
 
 @kintofs_only
 def test_password_is_stored_hashed_on_disk(anon, accounts_server):
@@ -440,10 +494,24 @@ def run_cli(data_dir, *args, password=None, plugins="accounts"):
     env.update({"KINTOFS_PLUGINS": plugins, "KINTOFS_FSYNC": "false"})
     stdin_args = ["--password-stdin"] if password is not None else []
     return subprocess.run(
-        [sys.executable, "-m", "kintofs", "account", *args, *stdin_args,
-         "--data-dir", str(data_dir), "--config", os.devnull],
-        input=(password + "\n") if password is not None else "", capture_output=True,
-        text=True, env=env, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "kintofs",
+            "account",
+            *args,
+            *stdin_args,
+            "--data-dir",
+            str(data_dir),
+            "--config",
+            os.devnull,
+        ],
+        input=(password + "\n") if password is not None else "",
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
 
 
 @kintofs_only
@@ -454,7 +522,8 @@ def test_cli_accounts_log_in_over_http(tmp_path, start_app):
     stored = json.loads((data_dir / "accounts" / "admin.json").read_text())
     assert stored["password"].startswith("$scrypt$") and "admin-pw" not in json.dumps(stored)
     assert json.loads((data_dir / "accounts" / "admin.acl").read_text()) == {
-        "write": ["account:admin"]}
+        "write": ["account:admin"]
+    }
 
     daemon = start_app(data_dir=data_dir, **ACCOUNT_SETTINGS)
     api = Api(daemon, auth=None)
@@ -468,7 +537,7 @@ def test_cli_accounts_log_in_over_http(tmp_path, start_app):
     assert listed.stdout.split() == ["admin", "alice", "bob"]
 
     assert run_cli(data_dir, "passwd", "alice", password="changed").returncode == 0
-    assert user_id(api, ALICE) == basicauth_id(ALICE, HMAC_SECRET)   # cached, yet refused at once
+    assert user_id(api, ALICE) == basicauth_id(ALICE, HMAC_SECRET)  # cached, yet refused at once
     assert user_id(api, ("alice", "changed")) == "account:alice"
     assert run_cli(data_dir, "passwd", "bob", password="bob-new").returncode == 0
     assert user_id(api, ("bob", "bob-new")) == "account:bob"
@@ -477,7 +546,10 @@ def test_cli_accounts_log_in_over_http(tmp_path, start_app):
     assert user_id(api, ("alice", "changed")) == basicauth_id(("alice", "changed"), HMAC_SECRET)
     body = api.get("/accounts?_since=0&_sort=id", auth=ADMIN).json()
     assert [(a["id"], a.get("deleted", False)) for a in body["data"]] == [
-        ("admin", False), ("alice", True), ("bob", False)]
+        ("admin", False),
+        ("alice", True),
+        ("bob", False),
+    ]
 
 
 @kintofs_only
@@ -508,9 +580,23 @@ def serve_exit(tmp_path, **settings):
     env = {k: v for k, v in os.environ.items() if not k.startswith("KINTOFS_")}
     env.update({f"KINTOFS_{k.upper()}": v for k, v in settings.items()})
     result = subprocess.run(
-        [sys.executable, "-m", "kintofs", "serve", "--port", "1", "--data-dir",
-         str(tmp_path / "data"), "--config", os.devnull],
-        capture_output=True, text=True, env=env, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "kintofs",
+            "serve",
+            "--port",
+            "1",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--config",
+            os.devnull,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     return result.returncode, result.stderr
 
 
@@ -526,8 +612,9 @@ def test_wrong_account_passwords_count_as_failed_logins(start_app):
 
 @kintofs_only
 def test_startup_refuses_creators_who_are_not_administrators(tmp_path):
-    status, stderr = serve_exit(tmp_path, **{**ACCOUNT_SETTINGS,
-                                             "account_create_principals": "account:bob"})
+    status, stderr = serve_exit(
+        tmp_path, **{**ACCOUNT_SETTINGS, "account_create_principals": "account:bob"}
+    )
     assert status == 2
     assert "account_create_principals" in stderr and "account:bob" in stderr
     assert "Traceback" not in stderr
@@ -535,8 +622,9 @@ def test_startup_refuses_creators_who_are_not_administrators(tmp_path):
 
 @kintofs_only
 def test_startup_refuses_basicauth_before_account(tmp_path):
-    status, stderr = serve_exit(tmp_path, **{**ACCOUNT_SETTINGS,
-                                             "auth_policies": "basicauth account"})
+    status, stderr = serve_exit(
+        tmp_path, **{**ACCOUNT_SETTINGS, "auth_policies": "basicauth account"}
+    )
     assert status == 2 and "'basicauth' should not be mentioned before 'account'" in stderr
 
 
@@ -547,8 +635,11 @@ def test_without_sign_up_only_admins_create(start_app):
     api = Api(daemon, auth=None)
     assert_error(api.put("/accounts/alice", json={"data": {"password": "x"}}), 401, 104)
     assert_error(api.get("/accounts"), 401, 104)
-    assert_invalid(api.post("/accounts", json={"data": {"password": "x"}}),
-                   "data.id", "data.id in body: Required")
+    assert_invalid(
+        api.post("/accounts", json={"data": {"password": "x"}}),
+        "data.id",
+        "data.id in body: Required",
+    )
     carol = ("carol", "basic")
     assert_error(api.get("/accounts", auth=carol), 403, 121)
     assert_error(api.put("/accounts/carol", auth=carol, json={"data": {"password": "x"}}), 403, 121)
@@ -561,12 +652,13 @@ def test_admin_without_read_principals_lists_own_account_only(start_app):
     signup(api, ADMIN)
     signup(api, ALICE)
     assert [a["id"] for a in api.get("/accounts", auth=ADMIN).json()["data"]] == ["admin"]
-    assert_status(api.get("/accounts/alice", auth=ADMIN), 200)   # write implies read
+    assert_status(api.get("/accounts/alice", auth=ADMIN), 200)  # write implies read
     body = assert_status(api.delete("/accounts?_sort=id", auth=ADMIN), 200).json()
     assert [t["id"] for t in body["data"]] == ["admin", "alice"]
 
 
 # -- the real kinto-http client ------------------------------------------------
+
 
 def test_kinto_http_client_as_an_account(accounts_daemon):
     anonymous = kinto_http.Client(server_url=accounts_daemon.url, timeout=30)
@@ -579,13 +671,18 @@ def test_kinto_http_client_as_an_account(accounts_daemon):
     assert bucket["permissions"]["write"] == ["account:alice"]
     alice.create_collection(id="todo", bucket="notes")
     record = alice.create_record(data={"title": "milk"}, bucket="notes", collection="todo")
-    assert alice.get_record(id=record["data"]["id"], bucket="notes",
-                            collection="todo")["data"]["title"] == "milk"
+    assert (
+        alice.get_record(id=record["data"]["id"], bucket="notes", collection="todo")["data"][
+            "title"
+        ]
+        == "milk"
+    )
     account, _ = alice.session.request("get", "/accounts/alice")
     assert account["data"]["id"] == "alice"
 
-    stranger = kinto_http.Client(server_url=accounts_daemon.url, auth=("alice", "wrong"),
-                                 timeout=30)
+    stranger = kinto_http.Client(
+        server_url=accounts_daemon.url, auth=("alice", "wrong"), timeout=30
+    )
     with pytest.raises(kinto_http.KintoException) as raised:
         stranger.get_bucket(id="notes")
     assert raised.value.response.status_code == 403

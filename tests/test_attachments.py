@@ -2,6 +2,7 @@
 
 On a daemon, not in process: kinto-http makes its own requests sessions, and
 uploads (chunked ones too) go through the request gate and cheroot."""
+
 import hashlib
 import os
 import subprocess
@@ -10,7 +11,6 @@ import sys
 import kinto_http
 import pytest
 import requests
-
 from conftest import ALICE, BOB, Daemon, assert_error, assert_status, flush
 
 MAX_SIZE = 200_000
@@ -18,8 +18,11 @@ MAX_SIZE = 200_000
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    found = Daemon(tmp_path_factory.mktemp("attachments") / "data",
-                   plugins="flush attachment history", attachment_max_size_bytes=MAX_SIZE)
+    found = Daemon(
+        tmp_path_factory.mktemp("attachments") / "data",
+        plugins="flush attachment history",
+        attachment_max_size_bytes=MAX_SIZE,
+    )
     yield found
     found.stop()
 
@@ -27,8 +30,9 @@ def daemon(tmp_path_factory):
 @pytest.fixture
 def alice(daemon):
     flush(daemon)
-    client = kinto_http.Client(server_url=daemon.url, auth=ALICE, bucket="b", collection="c",
-                               timeout=30)
+    client = kinto_http.Client(
+        server_url=daemon.url, auth=ALICE, bucket="b", collection="c", timeout=30
+    )
     client.create_bucket(id="b")
     client.create_collection(id="c", bucket="b")
     return client
@@ -49,14 +53,17 @@ def write_file(tmp_path, name, content):
 
 
 def download(daemon, record, auth=ALICE):
-    base = requests.get(daemon.url + "/", timeout=30).json()["capabilities"]["attachments"]["base_url"]
+    base = requests.get(daemon.url + "/", timeout=30).json()["capabilities"]["attachments"][
+        "base_url"
+    ]
     return requests.get(base + record["attachment"]["location"], auth=auth, timeout=30)
 
 
 def post_file(daemon, record_id, filename, content, auth=ALICE, **extra):
     url = f"{daemon.url}/buckets/b/collections/c/records/{record_id}/attachment"
-    return requests.post(url, files={"attachment": (filename, content, "text/plain")},
-                         auth=auth, timeout=30, **extra)
+    return requests.post(
+        url, files={"attachment": (filename, content, "text/plain")}, auth=auth, timeout=30, **extra
+    )
 
 
 def test_capability_and_heartbeat(daemon, alice):
@@ -146,28 +153,39 @@ def test_metadata_cannot_be_modified_but_can_be_nulled(daemon, alice):
     forged = dict(record["attachment"], size=1)
     response = requests.patch(url, json={"data": {"attachment": forged}}, auth=ALICE, timeout=30)
     assert_error(response, 400, 999, "Attachment metadata cannot be modified.")
-    same = requests.patch(url, json={"data": {"attachment": record["attachment"], "x": 1}},
-                          auth=ALICE, timeout=30)
+    same = requests.patch(
+        url, json={"data": {"attachment": record["attachment"], "x": 1}}, auth=ALICE, timeout=30
+    )
     assert_status(same, 200)
     nulled = requests.patch(url, json={"data": {"attachment": None}}, auth=ALICE, timeout=30)
     assert_status(nulled, 200)
 
 
 def test_hostile_file_names_are_only_metadata(daemon, alice):
-    for index, name in enumerate(["../../../../escape.txt", "/etc/passwd.txt",
-                                  "..\\..\\win.txt", "caf\u00e9 \u202eevil\u0000.txt",
-                                  "r6.json.txt"]):
+    for index, name in enumerate(
+        [
+            "../../../../escape.txt",
+            "/etc/passwd.txt",
+            "..\\..\\win.txt",
+            "caf\u00e9 \u202eevil\u0000.txt",
+            "r6.json.txt",
+        ]
+    ):
         record_id = f"h{index}"
         response = post_file(daemon, record_id, name, b"payload")
         assert_status(response, 201)
         record = alice.get_record(id=record_id)["data"]
         assert record["attachment"]["location"] == f"b/c/{record_id}"
     names = sorted(os.listdir(records_folder(daemon)))
-    assert all(n.split(".")[-1] in ("json", "acl", "attachment", "jsonl") or n == "_lock"
-               for n in names), names
+    assert all(
+        n.split(".")[-1] in ("json", "acl", "attachment", "jsonl") or n == "_lock" for n in names
+    ), names
     assert not os.path.exists(os.path.join(daemon.data_dir, "..", "escape.txt"))
-    outside = subprocess.run(["find", os.path.dirname(daemon.data_dir), "-name", "*escape*"],
-                             capture_output=True, text=True).stdout
+    outside = subprocess.run(
+        ["find", os.path.dirname(daemon.data_dir), "-name", "*escape*"],
+        capture_output=True,
+        text=True,
+    ).stdout
     assert outside == ""
 
 
@@ -176,32 +194,47 @@ def test_extension_allow_list(daemon, alice):
         response = post_file(daemon, "x1", name, b"<script>")
         assert_error(response, 400, 107, "body: File extension is not allowed.")
     assert not os.path.exists(stored_file(daemon, "x1"))
-    assert_status(requests.get(f"{daemon.url}/buckets/b/collections/c/records/x1", auth=ALICE,
-                               timeout=30), 404)
+    assert_status(
+        requests.get(f"{daemon.url}/buckets/b/collections/c/records/x1", auth=ALICE, timeout=30),
+        404,
+    )
 
 
 def test_oversized_uploads(daemon, alice):
     # Declared too large: 413 before the body is read.
-    huge = requests.post(f"{daemon.url}/buckets/b/collections/c/records/big/attachment",
-                         data=b"", auth=ALICE, timeout=30,
-                         headers={"Content-Type": "multipart/form-data; boundary=x",
-                                  "Content-Length": str(10 ** 12)})
+    huge = requests.post(
+        f"{daemon.url}/buckets/b/collections/c/records/big/attachment",
+        data=b"",
+        auth=ALICE,
+        timeout=30,
+        headers={"Content-Type": "multipart/form-data; boundary=x", "Content-Length": str(10**12)},
+    )
     assert_error(huge, 413, 113)
     # Within the form's room but over the file limit: 400 and nothing kept.
     response = post_file(daemon, "big", "big.txt", b"a" * (MAX_SIZE + 1))
-    assert_error(response, 400, 107,
-                 f"body: File size ({MAX_SIZE + 1} bytes) exceeds the limit ({MAX_SIZE} bytes).")
+    assert_error(
+        response,
+        400,
+        107,
+        f"body: File size ({MAX_SIZE + 1} bytes) exceeds the limit ({MAX_SIZE} bytes).",
+    )
     assert not os.path.exists(stored_file(daemon, "big"))
     collection_folder = os.path.dirname(records_folder(daemon))
     assert not [n for n in os.listdir(collection_folder) if n.startswith(".tmp-")]
+
     # A chunked body with no Content-Length is cut at the same room.
     def chunks():
-        yield b"--x\r\nContent-Disposition: form-data; name=\"attachment\"; filename=\"a.txt\"\r\n\r\n"
+        yield b'--x\r\nContent-Disposition: form-data; name="attachment"; filename="a.txt"\r\n\r\n'
         for _ in range(200):
             yield b"b" * 65536
-    chunked = requests.post(f"{daemon.url}/buckets/b/collections/c/records/big/attachment",
-                            data=chunks(), auth=ALICE, timeout=60,
-                            headers={"Content-Type": "multipart/form-data; boundary=x"})
+
+    chunked = requests.post(
+        f"{daemon.url}/buckets/b/collections/c/records/big/attachment",
+        data=chunks(),
+        auth=ALICE,
+        timeout=60,
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+    )
     assert_error(chunked, 413, 113)
     assert_status(post_file(daemon, "ok", "ok.txt", b"a" * MAX_SIZE), 201)
 
@@ -211,22 +244,27 @@ def test_bad_forms(daemon, alice):
     assert_error(requests.post(url, json={"a": 1}, auth=ALICE, timeout=30), 400, 107)
     missing = requests.post(url, files={"data": (None, "{}")}, auth=ALICE, timeout=30)
     assert_error(missing, 400, 109, "Attachment missing.")
-    bad_json = requests.post(url, files={"attachment": ("a.txt", b"x"), "data": (None, "{nope")},
-                             auth=ALICE, timeout=30)
+    bad_json = requests.post(
+        url, files={"attachment": ("a.txt", b"x"), "data": (None, "{nope")}, auth=ALICE, timeout=30
+    )
     assert_error(bad_json, 400, 109)
-    extra = requests.post(url, files={"attachment": ("a.txt", b"x"), "foo": (None, "1")},
-                          auth=ALICE, timeout=30)
+    extra = requests.post(
+        url, files={"attachment": ("a.txt", b"x"), "foo": (None, "1")}, auth=ALICE, timeout=30
+    )
     assert_error(extra, 400, 109, "body: 'foo' not in ('data', 'permissions')")
-    truncated = requests.post(url, data=b"--x\r\nContent-Disposition: form-data; name=\"a\"",
-                              headers={"Content-Type": "multipart/form-data; boundary=x"},
-                              auth=ALICE, timeout=30)
+    truncated = requests.post(
+        url,
+        data=b'--x\r\nContent-Disposition: form-data; name="a"',
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+        auth=ALICE,
+        timeout=30,
+    )
     assert_error(truncated, 400, 107)
     assert_error(requests.get(url, auth=ALICE, timeout=30), 405, 115)
 
 
 def test_permissions(daemon, alice, tmp_path):
-    bob = kinto_http.Client(server_url=daemon.url, auth=BOB, bucket="b", collection="c",
-                            timeout=30)
+    bob = kinto_http.Client(server_url=daemon.url, auth=BOB, bucket="b", collection="c", timeout=30)
     bob_id = bob.server_info()["user"]["id"]
     alice.create_record(id="shared", data={}, permissions={"read": [bob_id]})
     path = write_file(tmp_path, "x.txt", b"secret")
@@ -252,18 +290,24 @@ def test_cascade_check_and_backup(daemon, alice, tmp_path):
     post_file(daemon, "k1", "k.txt", b"kept")
     backup_dir = tmp_path / "backup"
     cli = [sys.executable, "-m", "kintofs"]
-    done = subprocess.run([*cli, "check", "--data-dir", daemon.data_dir],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*cli, "check", "--data-dir", daemon.data_dir], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    subprocess.run([*cli, "backup", "--data-dir", daemon.data_dir, str(backup_dir)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [*cli, "backup", "--data-dir", daemon.data_dir, str(backup_dir)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     copied = backup_dir / "buckets" / "b" / "collections" / "c" / "records" / "k1.attachment"
     assert copied.read_bytes() == b"kept"
     # An orphan (crash between the record delete and the file's) is a leftover.
     orphan = os.path.join(records_folder(daemon), "gone.attachment")
     open(orphan, "wb").close()
-    done = subprocess.run([*cli, "check", "--data-dir", daemon.data_dir],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [*cli, "check", "--data-dir", daemon.data_dir], capture_output=True, text=True, timeout=60
+    )
     assert "orphan-attachment" in done.stdout + done.stderr
     os.unlink(orphan)
     alice.delete_collection(id="c", bucket="b")
@@ -272,8 +316,9 @@ def test_cascade_check_and_backup(daemon, alice, tmp_path):
 
 def test_keep_old_files(start_server, tmp_path):
     daemon = start_server(plugins="flush attachment", attachment_keep_old_files="true")
-    client = kinto_http.Client(server_url=daemon.url, auth=ALICE, bucket="b", collection="c",
-                               timeout=30)
+    client = kinto_http.Client(
+        server_url=daemon.url, auth=ALICE, bucket="b", collection="c", timeout=30
+    )
     client.create_bucket(id="b")
     client.create_collection(id="c", bucket="b")
     first = client.add_attachment(id="r", filepath=write_file(tmp_path, "a.txt", b"one"))
@@ -288,8 +333,9 @@ def test_keep_old_files(start_server, tmp_path):
 
 def test_default_bucket_uploads(start_server, tmp_path):
     daemon = start_server(plugins="flush attachment default_bucket")
-    client = kinto_http.Client(server_url=daemon.url, auth=ALICE, bucket="default",
-                               collection="tasks", timeout=30)
+    client = kinto_http.Client(
+        server_url=daemon.url, auth=ALICE, bucket="default", collection="tasks", timeout=30
+    )
     client.add_attachment(id="t1", filepath=write_file(tmp_path, "a.txt", b"mine"))
     record = client.get_record(id="t1")["data"]
     assert download(daemon, record).content == b"mine"

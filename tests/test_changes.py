@@ -1,5 +1,6 @@
 """The change order behind `_since` and the default order (fsstore/changes.py),
 alone and inside real lists on disk."""
+
 import random
 
 import pytest
@@ -71,13 +72,16 @@ def test_random_histories_match_a_naive_model():
         order.record(object_id, ts)
         latest[object_id] = ts
     for since in (None, 0, 300, 2000, 500_000):
-        expected = sorted(((oid, ts) for oid, ts in latest.items()
-                           if since is None or ts > since),
-                          key=lambda pair: (pair[1], pair[0]), reverse=True)
+        expected = sorted(
+            ((oid, ts) for oid, ts in latest.items() if since is None or ts > since),
+            key=lambda pair: (pair[1], pair[0]),
+            reverse=True,
+        )
         assert walk(order, since) == expected
 
 
 # -- inside a list on disk -----------------------------------------------------------
+
 
 @pytest.fixture
 def store(tmp_path):
@@ -89,8 +93,10 @@ def store(tmp_path):
 
 
 def changed(object_list, since=None, until=None):
-    return [(object_id, stored is not None, ts)
-            for object_id, stored, ts in object_list.newest_first(since, until)]
+    return [
+        (object_id, stored is not None, ts)
+        for object_id, stored, ts in object_list.newest_first(since, until)
+    ]
 
 
 def test_list_yields_objects_and_tombstones_newest_first(store):
@@ -116,8 +122,10 @@ def test_another_process_writes_are_in_the_order(store, tmp_path):
         writer.put("r2", {"by": "other"}, {})
         writer.delete("r1")
         writer.put("old", {}, {}, requested_ts=3)
-    assert [(oid, live) for oid, live, _ in changed(ours, since=first - 1)] == \
-        [("r1", False), ("r2", True)]
+    assert [(oid, live) for oid, live, _ in changed(ours, since=first - 1)] == [
+        ("r1", False),
+        ("r2", True),
+    ]
     assert [oid for oid, _, _ in changed(ours)] == ["r1", "r2", "old"]
 
 

@@ -6,6 +6,7 @@ Real processes in a temporary folder. PATH is set by each test (to a folder
 of its own), since how a command is named depends on what PATH finds. The
 .pyz is covered in tests/test_packaging.py, which builds one.
 """
+
 import argparse
 import fcntl
 import io
@@ -30,11 +31,21 @@ CONSOLE_SCRIPT = Path(sys.executable).parent / "kintofs"
 
 def run(command, *args, cwd, path, stdin="", new_session=False, env=None):
     """Run ``command + args`` with ``PATH=path`` and no KINTOFS_* variable but ``env``'s."""
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("KINTOFS_")},
-           **(env or {}), "PATH": str(path)}
-    return subprocess.run([*command, *map(str, args)], cwd=cwd, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=60,
-                          start_new_session=new_session)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("KINTOFS_")},
+        **(env or {}),
+        "PATH": str(path),
+    }
+    return subprocess.run(
+        [*command, *map(str, args)],
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=new_session,
+    )
 
 
 def module(*args, cwd, path, **kwargs):
@@ -89,8 +100,9 @@ def test_hints_name_python_m_kintofs(place):
     # The interpreter by its bare name when that is what PATH finds.
     on_path = f"{Path(sys.executable).parent}{os.pathsep}{place.bin}"
     again = module("init", "--config", "b.toml", cwd=place.work, path=on_path)
-    assert start_hint(again) == (f"start with: {Path(sys.executable).name} -m kintofs serve "
-                                 f"--config {place.work / 'b.toml'}")
+    assert start_hint(again) == (
+        f"start with: {Path(sys.executable).name} -m kintofs serve --config {place.work / 'b.toml'}"
+    )
     usage = module("init", "--help", cwd=place.work, path=on_path).stdout
     assert usage.startswith(f"usage: {Path(sys.executable).name} -m kintofs init ")
 
@@ -102,8 +114,10 @@ def test_hints_in_account_errors(place):
     assert first.returncode == 0, first.stderr
     again = module(*args, cwd=place.work, path=place.bin, stdin="pw\n", env=accounts)
     assert again.returncode == 1
-    assert again.stderr == ("kintofs account add: account 'alice' already exists (change its "
-                            f"password with: {sys.executable} -m kintofs account passwd alice)\n")
+    assert again.stderr == (
+        "kintofs account add: account 'alice' already exists (change its "
+        f"password with: {sys.executable} -m kintofs account passwd alice)\n"
+    )
 
 
 @pytest.mark.skipif(not CONSOLE_SCRIPT.exists(), reason="kintofs is not pip-installed here")
@@ -111,14 +125,24 @@ def test_hints_name_the_console_script(place):
     # Not on PATH: by the path it was run with; on PATH: plain `kintofs`.
     by_path = run([str(CONSOLE_SCRIPT)], "init", cwd=place.work, path=place.bin)
     assert start_hint(by_path).startswith(f"start with: {CONSOLE_SCRIPT} serve --config ")
-    on_path = run(["kintofs"], "init", "--config", "b.toml", cwd=place.work,
-                  path=f"{CONSOLE_SCRIPT.parent}{os.pathsep}{place.bin}")
+    on_path = run(
+        ["kintofs"],
+        "init",
+        "--config",
+        "b.toml",
+        cwd=place.work,
+        path=f"{CONSOLE_SCRIPT.parent}{os.pathsep}{place.bin}",
+    )
     assert start_hint(on_path) == f"start with: kintofs serve --config {place.work / 'b.toml'}"
 
 
 def test_a_bad_argument_is_one_line(place):
-    for args, command in ((["init", "--port", "x"], ["init"]), (["nonsense"], []),
-                          ([], []), (["account", "add"], ["account", "add"])):
+    for args, command in (
+        (["init", "--port", "x"], ["init"]),
+        (["nonsense"], []),
+        ([], []),
+        (["account", "add"], ["account", "add"]),
+    ):
         result = module(*args, cwd=place.work, path=place.bin)
         assert result.returncode == 2, args
         assert result.stdout == ""
@@ -129,19 +153,22 @@ def test_a_bad_argument_is_one_line(place):
     assert listing(place.work) == []
 
 
-@pytest.mark.parametrize("args", [
-    ["check", "--data-dir", "missing"],
-    ["backup", "out", "--data-dir", "missing"],
-    ["backup", "file/out.tar.gz", "--data-dir", "data"],
-    ["restore", "file", "--data-dir", "restored"],
-    ["restore", "missing", "--data-dir", "restored"],
-    ["account", "list", "--data-dir", "missing"],
-    ["account", "del", "alice", "--data-dir", "missing"],
-    ["init", "--data-dir", "file"],
-    ["init", "--config", "file/kintofs.toml"],
-    ["serve", "--config", "missing.toml"],
-    ["check", "--config", "."],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "--data-dir", "missing"],
+        ["backup", "out", "--data-dir", "missing"],
+        ["backup", "file/out.tar.gz", "--data-dir", "data"],
+        ["restore", "file", "--data-dir", "restored"],
+        ["restore", "missing", "--data-dir", "restored"],
+        ["account", "list", "--data-dir", "missing"],
+        ["account", "del", "alice", "--data-dir", "missing"],
+        ["init", "--data-dir", "file"],
+        ["init", "--config", "file/kintofs.toml"],
+        ["serve", "--config", "missing.toml"],
+        ["check", "--config", "."],
+    ],
+)
 def test_operator_mistakes_are_one_line(place, args):
     (place.work / "file").write_text("")
     assert module("init", "--config", "base.toml", cwd=place.work, path=place.bin).returncode == 0
@@ -161,24 +188,45 @@ def test_operator_mistakes_are_one_line(place, args):
 def test_init_admin_without_a_terminal_creates_nothing(place):
     before = listing(place.root)
     # No terminal (a new session has none) and no --password-stdin: stdin is not read.
-    result = module("init", "--admin", "admin", cwd=place.work, path=place.bin,
-                    stdin=f"{PASSWORD}\n{PASSWORD}\n", new_session=True)
+    result = module(
+        "init",
+        "--admin",
+        "admin",
+        cwd=place.work,
+        path=place.bin,
+        stdin=f"{PASSWORD}\n{PASSWORD}\n",
+        new_session=True,
+    )
     assert result.returncode == 1
-    assert result.stderr == ("kintofs init: no terminal to ask for the password on "
-                             "(--password-stdin reads it from standard input); "
-                             "nothing was created\n")
+    assert result.stderr == (
+        "kintofs init: no terminal to ask for the password on "
+        "(--password-stdin reads it from standard input); "
+        "nothing was created\n"
+    )
     assert listing(place.root) == before
 
 
-@pytest.mark.parametrize("stdin, message", [
-    ("", "standard input is empty: no password"),
-    ("\n", "the password is empty"),
-    ("\r\nsecond line\n", "the password is empty"),
-])
+@pytest.mark.parametrize(
+    "stdin, message",
+    [
+        ("", "standard input is empty: no password"),
+        ("\n", "the password is empty"),
+        ("\r\nsecond line\n", "the password is empty"),
+    ],
+)
 def test_init_admin_without_a_password_on_stdin_creates_nothing(place, stdin, message):
     before = listing(place.root)
-    result = module("init", "--admin", "admin", "--password-stdin", "--data-dir", "lib/k/data",
-                    cwd=place.work, path=place.bin, stdin=stdin)
+    result = module(
+        "init",
+        "--admin",
+        "admin",
+        "--password-stdin",
+        "--data-dir",
+        "lib/k/data",
+        cwd=place.work,
+        path=place.bin,
+        stdin=stdin,
+    )
     assert result.returncode == 1
     assert result.stderr == f"kintofs init: {message}; nothing was created\n"
     assert listing(place.root) == before
@@ -192,9 +240,15 @@ class Terminal:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KINTOFS_")}
         env["PATH"] = str(path)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "kintofs", *args], cwd=cwd, env=env,
-            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+            [sys.executable, "-m", "kintofs", *args],
+            cwd=cwd,
+            env=env,
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        )
         os.close(slave)
         self.master = master
         self.output = b""
@@ -227,18 +281,23 @@ class Terminal:
         return bool(chunk)
 
 
-@pytest.mark.parametrize("answers, message", [
-    ([f"{PASSWORD}\n", "something else\n"], "the two passwords differ"),
-    (["\n", "\n"], "the password is empty"),
-    (["\x04"], "no password given"),  # Ctrl-D
-    (["\x03"], "interrupted"),        # Ctrl-C
-])
+@pytest.mark.parametrize(
+    "answers, message",
+    [
+        ([f"{PASSWORD}\n", "something else\n"], "the two passwords differ"),
+        (["\n", "\n"], "the password is empty"),
+        (["\x04"], "no password given"),  # Ctrl-D
+        (["\x03"], "interrupted"),  # Ctrl-C
+    ],
+)
 def test_init_admin_asked_on_the_terminal_without_a_password_creates_nothing(
-        place, answers, message):
+    place, answers, message
+):
     before = listing(place.root)
     terminal = Terminal(["init", "--admin", "admin"], cwd=place.work, path=place.bin)
-    for prompt, answer in zip(["Password for admin: ", "Same password again: "], answers,
-                              strict=False):
+    for prompt, answer in zip(
+        ["Password for admin: ", "Same password again: "], answers, strict=False
+    ):
         terminal.expect(prompt)
         terminal.send(answer)
     status, output = terminal.finish()
@@ -263,9 +322,19 @@ def test_init_that_cannot_write_its_config_leaves_nothing(place):
     # A name the staging file beside it cannot have (too long): this fails
     # after the data directory and its secret were made.
     before = listing(place.root)
-    result = module("init", "--admin", "admin", "--password-stdin", "--data-dir", "lib/data",
-                    "--config", "k" * 245 + ".toml", cwd=place.work, path=place.bin,
-                    stdin=PASSWORD + "\n")
+    result = module(
+        "init",
+        "--admin",
+        "admin",
+        "--password-stdin",
+        "--data-dir",
+        "lib/data",
+        "--config",
+        "k" * 245 + ".toml",
+        cwd=place.work,
+        path=place.bin,
+        stdin=PASSWORD + "\n",
+    )
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
     assert line.startswith("kintofs init: cannot write ") and "too long" in line
@@ -277,8 +346,14 @@ def fail_to_publish(*args):
 
 
 def init_args(tmp_path, **changes):
-    args = dict(config=str(tmp_path / "kintofs.toml"), data_dir=str(tmp_path / "data"),
-                bind="127.0.0.1", port=8888, admin="admin", password_stdin=True)
+    args = dict(
+        config=str(tmp_path / "kintofs.toml"),
+        data_dir=str(tmp_path / "data"),
+        bind="127.0.0.1",
+        port=8888,
+        admin="admin",
+        password_stdin=True,
+    )
     return argparse.Namespace(**{**args, **changes})
 
 

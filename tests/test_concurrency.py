@@ -6,6 +6,7 @@ the writes had happened one after the other: every acknowledged write
 present, last writer (highest ``last_modified``) wins, journals ordered and
 in agreement with the files, both daemons answering the same.
 """
+
 import json
 import os
 import random
@@ -16,7 +17,6 @@ from collections import defaultdict
 
 import pytest
 import requests
-
 from conftest import ALICE, Daemon
 
 BUCKET, COLLECTION = "race", "things"
@@ -27,6 +27,7 @@ LEAF_KINDS = {"groups": "group", "records": "record", "accounts": "account"}
 
 
 # -- daemons ---------------------------------------------------------------
+
 
 @pytest.fixture
 def start_daemons(tmp_path):
@@ -76,6 +77,7 @@ def setup_collection(daemon):
 
 # -- what was acknowledged -------------------------------------------------
 
+
 class Acks:
     """Every 2xx write, as ``id -> [(last_modified, data or None)]``."""
 
@@ -108,8 +110,11 @@ class Acks:
         return live
 
     def journal_entries(self):
-        return {(("put" if data is not None else "delete"), object_id, ts)
-                for object_id, writes in self.writes.items() for ts, data in writes}
+        return {
+            (("put" if data is not None else "delete"), object_id, ts)
+            for object_id, writes in self.writes.items()
+            for ts, data in writes
+        }
 
 
 def worker(daemon, tag, seed, writes, acks, barrier):
@@ -152,9 +157,14 @@ def write_randomly(daemon, tag, seed, writes, acks, barrier):
             done += 1
         elif roll < 0.7:  # patch a shared record
             rid = rng.choice(SHARED_IDS)
-            track(f"patch {rid}", s.patch(daemon.url + f"{RECORDS}/{rid}",
-                                          json={"data": {"patched_by": tag, "p": done}},
-                                          timeout=30))
+            track(
+                f"patch {rid}",
+                s.patch(
+                    daemon.url + f"{RECORDS}/{rid}",
+                    json={"data": {"patched_by": tag, "p": done}},
+                    timeout=30,
+                ),
+            )
             done += 1
         elif roll < 0.8 and own_live:  # delete one of ours
             rid = own_live.pop(rng.randrange(len(own_live)))
@@ -164,10 +174,20 @@ def write_randomly(daemon, tag, seed, writes, acks, barrier):
             subs = []
             created = [new_id(), new_id()]
             for rid in created:
-                subs.append({"method": "PUT", "path": f"{RECORDS}/{rid}",
-                             "body": {"data": {"by": tag, "batch": True}}})
-            subs.append({"method": "PUT", "path": f"{RECORDS}/{rng.choice(SHARED_IDS)}",
-                         "body": {"data": {"by": tag, "batch": True, "n": done}}})
+                subs.append(
+                    {
+                        "method": "PUT",
+                        "path": f"{RECORDS}/{rid}",
+                        "body": {"data": {"by": tag, "batch": True}},
+                    }
+                )
+            subs.append(
+                {
+                    "method": "PUT",
+                    "path": f"{RECORDS}/{rng.choice(SHARED_IDS)}",
+                    "body": {"data": {"by": tag, "batch": True, "n": done}},
+                }
+            )
             if own_live:
                 victim = own_live.pop(rng.randrange(len(own_live)))
                 subs.append({"method": "DELETE", "path": f"{RECORDS}/{victim}"})
@@ -176,8 +196,9 @@ def write_randomly(daemon, tag, seed, writes, acks, barrier):
                 acks.record("batch", r.status_code, r.text)
             else:
                 for sub, response in zip(subs, r.json()["responses"], strict=True):
-                    acks.record(f"batch {sub['method']} {sub['path']}", response["status"],
-                                response["body"])
+                    acks.record(
+                        f"batch {sub['method']} {sub['path']}", response["status"], response["body"]
+                    )
             own_live.extend(created)
             done += len(subs)
         else:  # a read in the middle of it all
@@ -189,9 +210,11 @@ def write_randomly(daemon, tag, seed, writes, acks, barrier):
 def run_workers(daemons, threads_per_daemon, writes, acks, seed=0):
     barrier = threading.Barrier(len(daemons) * threads_per_daemon)
     threads = [
-        threading.Thread(target=worker, args=(daemon, f"d{d}t{t}", seed + d * 100 + t,
-                                              writes, acks, barrier))
-        for d, daemon in enumerate(daemons) for t in range(threads_per_daemon)
+        threading.Thread(
+            target=worker, args=(daemon, f"d{d}t{t}", seed + d * 100 + t, writes, acks, barrier)
+        )
+        for d, daemon in enumerate(daemons)
+        for t in range(threads_per_daemon)
     ]
     for thread in threads:
         thread.start()
@@ -201,6 +224,7 @@ def run_workers(daemons, threads_per_daemon, writes, acks, seed=0):
 
 
 # -- what is on disk -------------------------------------------------------
+
 
 def read_journal(path):
     """The entries of ``path``; every line complete, JSON, ts strictly increasing."""
@@ -256,16 +280,22 @@ def check_every_journal_against_files(root):
 
 
 def leftovers(root):
-    return [os.path.join(folder, name) for folder, dirs, files in os.walk(root)
-            for name in files + dirs if name.startswith((".tmp-", ".trash-"))]
+    return [
+        os.path.join(folder, name)
+        for folder, dirs, files in os.walk(root)
+        for name in files + dirs
+        if name.startswith((".tmp-", ".trash-"))
+    ]
 
 
 def records_journal(daemon):
-    return os.path.join(daemon.data_dir, "buckets", BUCKET, "collections", COLLECTION,
-                        "records", "_journal.jsonl")
+    return os.path.join(
+        daemon.data_dir, "buckets", BUCKET, "collections", COLLECTION, "records", "_journal.jsonl"
+    )
 
 
 # -- tests -----------------------------------------------------------------
+
 
 @pytest.mark.slow  # a random write load: soak-style
 def test_two_daemons_writing_one_collection_lose_nothing(start_daemons):
@@ -350,8 +380,11 @@ def test_same_millisecond_writes_from_two_daemons_get_distinct_timestamps(start_
 
     def run_bursts():
         barrier = threading.Barrier(6)
-        threads = [threading.Thread(target=burst, args=(daemon, barrier))
-                   for daemon in daemons for _ in range(3)]
+        threads = [
+            threading.Thread(target=burst, args=(daemon, barrier))
+            for daemon in daemons
+            for _ in range(3)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -374,7 +407,8 @@ def test_same_millisecond_writes_from_two_daemons_get_distinct_timestamps(start_
 
     entries = read_journal(records_journal(daemons[0]))  # strictly increasing
     assert sorted(e["ts"] for e in entries if e["op"] == "put") == sorted(
-        natural + [future] + timestamps)
+        natural + [future] + timestamps
+    )
     listed = [s.get(d.url + RECORDS, timeout=30) for d in daemons]
     assert listed[0].headers["ETag"] == listed[1].headers["ETag"] == f'"{max(timestamps)}"'
     assert len(listed[0].json()["data"]) == len(natural) + 1 + len(timestamps)
@@ -395,8 +429,14 @@ def test_journal_compaction_by_one_daemon_is_seen_by_the_other(start_daemons):
     def hammer(daemon, tag):
         s = session()
         for n in range(22):
-            subs = [{"method": "PUT", "path": f"{RECORDS}/{ids[i % 2]}",
-                     "body": {"data": {"by": tag, "n": n, "i": i}}} for i in range(25)]
+            subs = [
+                {
+                    "method": "PUT",
+                    "path": f"{RECORDS}/{ids[i % 2]}",
+                    "body": {"data": {"by": tag, "n": n, "i": i}},
+                }
+                for i in range(25)
+            ]
             r = s.post(daemon.url + "/batch", json={"requests": subs}, timeout=30)
             if r.status_code != 200:
                 acks.record("batch", r.status_code, r.text)

@@ -137,8 +137,16 @@ def test_environ_defaults_to_os_environ(monkeypatch):
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("true", True), ("1", True), ("yes", True), ("ON", True),
-     ("false", False), ("0", False), ("no", False), ("Off", False)],
+    [
+        ("true", True),
+        ("1", True),
+        ("yes", True),
+        ("ON", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        ("Off", False),
+    ],
 )
 def test_env_booleans(text, expected):
     assert load(environ={"KINTOFS_READONLY": text})["readonly"] is expected
@@ -364,10 +372,12 @@ def test_boundary_values_are_accepted():
 
 
 def test_known_plugins_and_policies_are_accepted():
-    settings = load(overrides={
-        "plugins": ["flush", "default_bucket", "accounts", "history", "attachment"],
-        "auth_policies": ["account", "basicauth"],
-    })
+    settings = load(
+        overrides={
+            "plugins": ["flush", "default_bucket", "accounts", "history", "attachment"],
+            "auth_policies": ["account", "basicauth"],
+        }
+    )
     assert settings["plugins"] == ["flush", "default_bucket", "accounts", "history", "attachment"]
     assert settings["auth_policies"] == ["account", "basicauth"]
 

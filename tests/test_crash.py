@@ -2,6 +2,7 @@
 
 Run it longer by hand: ``python tests/crash/crashtest.py --cycles 50 --seconds 120``.
 """
+
 import json
 import os
 import sys
@@ -18,8 +19,7 @@ CI_SECONDS = float(os.environ.get("KINTOFS_CRASH_SECONDS", "30"))
 
 @pytest.mark.slow  # kill cycles under load: soak-style
 def test_sigkill_at_random_moments_loses_no_acknowledged_write(tmp_path):
-    figures = crashtest.run(str(tmp_path / "data"), cycles=CI_CYCLES, seconds=CI_SECONDS,
-                            threads=4)
+    figures = crashtest.run(str(tmp_path / "data"), cycles=CI_CYCLES, seconds=CI_SECONDS, threads=4)
     print("crash test figures:", json.dumps(figures.as_dict()))
     assert figures.failures == []
     assert figures.cycles >= min(CI_CYCLES, 4), "too few kill cycles to mean anything"

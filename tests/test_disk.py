@@ -16,12 +16,12 @@ leaves every file as it was (compared byte for byte); reads keep working;
 writes work again once space is freed, and what was refused never comes back
 after a restart.
 """
+
 import errno
 import os
 import subprocess
 
 import pytest
-
 from conftest import Api, assert_error, assert_status, file_tree
 
 RECORDS = "/buckets/b/collections/c/records"
@@ -38,8 +38,12 @@ def snapshot(root):
 
 
 def temp_files(root):
-    return [os.path.join(folder, name) for folder, _, files in os.walk(root)
-            for name in files if name.startswith(".tmp-")]
+    return [
+        os.path.join(folder, name)
+        for folder, _, files in os.walk(root)
+        for name in files
+        if name.startswith(".tmp-")
+    ]
 
 
 class TmpfsDisk:
@@ -48,11 +52,15 @@ class TmpfsDisk:
     def __init__(self, path):
         self.path = str(path)
         os.makedirs(self.path)
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs",
-                                 self.path], capture_output=True)
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", self.path],
+            capture_output=True,
+        )
         if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({result.stderr.decode().strip()}); "
-                        "the injected variant covers this test")
+            pytest.skip(
+                f"cannot mount a tmpfs here ({result.stderr.decode().strip()}); "
+                "the injected variant covers this test"
+            )
         self.environ = {}
 
     def refuse_space(self):
@@ -169,8 +177,14 @@ def test_full_disk_refuses_writes_and_recovers(disk, start_server):
     daemon, api, records_before = daemon_with_data(disk, start_server)
     disk.refuse_space()
     before = assert_writes_refused(api, disk)
-    batch = api.post("/batch", json={"requests": [
-        {"method": "PUT", "path": f"{RECORDS}/in-batch", "body": {"data": {"big": BIG}}}]})
+    batch = api.post(
+        "/batch",
+        json={
+            "requests": [
+                {"method": "PUT", "path": f"{RECORDS}/in-batch", "body": {"data": {"big": BIG}}}
+            ]
+        },
+    )
     assert_refused(batch)
     assert snapshot(disk.path) == before, "a refused write changed files"
     assert temp_files(disk.path) == []
@@ -200,8 +214,11 @@ def test_full_disk_refuses_writes_and_recovers(disk, start_server):
     api = Api(start_server(data_dir=disk.path))
     ids = {record["id"] for record in api.get(RECORDS).json()["data"]}
     assert ids == {"new", "r0", "r1"} | ({"r2"} if deleted.status_code == 507 else set())
-    assert api.get(f"{RECORDS}/r0").json()["data"] == {"n": 0, "id": "r0",
-                                                       "last_modified": records_before[-1]["last_modified"]}
+    assert api.get(f"{RECORDS}/r0").json()["data"] == {
+        "n": 0,
+        "id": "r0",
+        "last_modified": records_before[-1]["last_modified"],
+    }
     assert api.get(f"{RECORDS}/r1").json()["data"]["after"] is True
     assert {c["id"] for c in api.get("/buckets/b/collections").json()["data"]} == {"c"}
     assert {b["id"] for b in api.get("/buckets").json()["data"]} == {"b"}
@@ -239,6 +256,7 @@ def test_read_only_disk_serves_reads(disk, start_server):
 
 # -- the readonly setting (protocol section 14, checked against Kinto 26.5) ---
 
+
 def test_readonly_setting_is_kintos(start_server):
     daemon = start_server(readonly="true")
     api = Api(daemon)
@@ -255,13 +273,23 @@ def test_readonly_setting_is_kintos(start_server):
 
     origin = {"Origin": "http://example.com"}
     for method in ("GET", "HEAD"):
-        response = api.request("OPTIONS", "/buckets/b", auth=None, headers={
-            **origin, "Access-Control-Request-Method": method})
-        assert assert_status(response, 200).headers["Access-Control-Allow-Methods"] == \
-            "GET,HEAD,OPTIONS"
+        response = api.request(
+            "OPTIONS",
+            "/buckets/b",
+            auth=None,
+            headers={**origin, "Access-Control-Request-Method": method},
+        )
+        assert (
+            assert_status(response, 200).headers["Access-Control-Allow-Methods"]
+            == "GET,HEAD,OPTIONS"
+        )
     for method in ("PUT", "DELETE", "POST"):
-        response = api.request("OPTIONS", "/buckets/b", auth=None, headers={
-            **origin, "Access-Control-Request-Method": method})
+        response = api.request(
+            "OPTIONS",
+            "/buckets/b",
+            auth=None,
+            headers={**origin, "Access-Control-Request-Method": method},
+        )
         body = assert_error(response, 400, 107)
         assert body["message"] == "Access-Control-Request-Method in header: Method not allowed"
         assert response.headers["Access-Control-Allow-Origin"] == "*"

@@ -6,6 +6,7 @@
   for every key of DEFAULTS; this catches a key read without a default.)
 * Every ``kintofs <command>`` the README shows exists.
 """
+
 import re
 import subprocess
 import sys
@@ -63,12 +64,14 @@ def test_every_setting_read_by_the_code_is_in_the_sample_and_the_docs():
 
 
 def test_every_command_in_the_readme_exists():
-    help_text = subprocess.run([sys.executable, "-m", "kintofs", "--help"],
-                               capture_output=True, text=True, check=True).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "kintofs", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     commands = set(re.search(r"\{([a-z,]+)\}", help_text).group(1).split(","))
     readme = README.read_text(encoding="utf-8")
-    code = "\n".join(re.findall(r"```.*?\n(.*?)```", readme, re.DOTALL)
-                     + re.findall(r"`([^`\n]+)`", readme))
+    code = "\n".join(
+        re.findall(r"```.*?\n(.*?)```", readme, re.DOTALL) + re.findall(r"`([^`\n]+)`", readme)
+    )
     code = re.sub(r"(?:^|\s)#.*", "", code, flags=re.MULTILINE)  # shell comments are prose
     # `kintofs serve`, `kintofs.pyz init`, `sudo -u kintofs kintofs account`,
     # `docker exec kintofs kintofs account` (the user and the container are no commands).
@@ -90,8 +93,9 @@ PENDING_STORAGE_IMPORTS = {"attachment.py": {"..fsstore.atomic", "..fsstore.layo
 
 
 def public_methods(cls):
-    return {name for name, value in vars(cls).items()
-            if not name.startswith("_") and callable(value)}
+    return {
+        name for name, value in vars(cls).items() if not name.startswith("_") and callable(value)
+    }
 
 
 def test_every_hook_a_plugin_may_use_is_documented():
@@ -102,12 +106,15 @@ def test_every_hook_a_plugin_may_use_is_documented():
     from kintofs.web.resource import ResourceView
 
     doc = PLUGINS_DOC.read_text(encoding="utf-8")
-    names = (public_methods(Service) - NOT_FOR_PLUGINS) | public_methods(KindHooks) \
-        | public_methods(ResourceView) | public_methods(Authorizer) \
+    names = (
+        (public_methods(Service) - NOT_FOR_PLUGINS)
+        | public_methods(KindHooks)
+        | public_methods(ResourceView)
+        | public_methods(Authorizer)
         | set(Change.__dataclass_fields__)
+    )
     assert {"add_route", "add_validator", "before_create", "write", "userid"} <= names
-    missing = sorted(name for name in names
-                     if f"`{name}`" not in doc and f"`{name}(" not in doc)
+    missing = sorted(name for name in names if f"`{name}`" not in doc and f"`{name}(" not in doc)
     assert not missing, f"docs/plugins.md does not describe: {missing}"
 
 
@@ -118,13 +125,17 @@ def test_plugins_touch_no_private_names_nor_storage_files():
     for path in sorted(PLUGINS.glob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and node.attr.startswith("_") \
-                    and not node.attr.startswith("__") \
-                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            ):
                 problems.append(f"{path.name}:{node.lineno} uses .{node.attr}")
             if isinstance(node, ast.ImportFrom):
                 module = "." * node.level + (node.module or "")
-                if module.startswith(("..fsstore.", "kintofs.fsstore.")) \
-                        and module not in PENDING_STORAGE_IMPORTS.get(path.name, ()):
+                if module.startswith(
+                    ("..fsstore.", "kintofs.fsstore.")
+                ) and module not in PENDING_STORAGE_IMPORTS.get(path.name, ()):
                     problems.append(f"{path.name}:{node.lineno} imports {module}")
     assert not problems, "\n".join(problems)

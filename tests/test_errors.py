@@ -5,12 +5,12 @@ Every error is ``{"code", "errno", "error", "message"?, "details"?}`` with
 400/404 and must never reach the disk: nothing is written outside the data
 directory, and no file inside it is named after them.
 """
+
 import http.client
 import json
 import os
 
 import pytest
-
 from conftest import ALICE, BOB, assert_error, assert_status, basic_auth, file_tree
 
 RECORDS = "/buckets/b/collections/c/records"
@@ -50,6 +50,7 @@ def invalid(response, status=400):
 
 # -- bodies -------------------------------------------------------------------
 
+
 def test_invalid_json(tree):
     body = invalid(send(tree, "PUT", RECORD, '{"data": {'))
     assert body["message"].startswith("Invalid JSON")
@@ -65,14 +66,19 @@ def test_json_scalar_body(tree, raw):
 @pytest.mark.parametrize("method, path", [("PUT", RECORD), ("POST", RECORDS), ("PATCH", RECORD)])
 def test_array_body_where_an_object_is_expected(tree, method, path):
     body = invalid(send(tree, method, path, "[]"))
-    assert body["message"] == '"[]" is not a mapping type: Does not implement dict-like functionality.'
+    assert (
+        body["message"] == '"[]" is not a mapping type: Does not implement dict-like functionality.'
+    )
 
 
 @pytest.mark.parametrize("method, path", [("PUT", RECORD), ("POST", RECORDS), ("PATCH", RECORD)])
 def test_unknown_top_level_key(tree, method, path):
     body = invalid(tree.request(method, path, json={"data": {}, "foo": 1}))
-    assert only_detail(body) == {"location": "body", "name": "",
-                                 "description": "Unrecognized keys in mapping: \"{'foo': 1}\""}
+    assert only_detail(body) == {
+        "location": "body",
+        "name": "",
+        "description": "Unrecognized keys in mapping: \"{'foo': 1}\"",
+    }
     assert body["message"] == "Unrecognized keys in mapping: \"{'foo': 1}\""
 
 
@@ -85,16 +91,22 @@ def test_data_must_be_an_object(tree, data):
 
 def test_unknown_permission_name(tree):
     body = invalid(tree.put(RECORD, json={"permissions": {"foo": ["x"]}}))
-    assert only_detail(body) == {"location": "body", "name": "permissions",
-                                 "description": '"foo" is not one of read, write'}
+    assert only_detail(body) == {
+        "location": "body",
+        "name": "permissions",
+        "description": '"foo" is not one of read, write',
+    }
     body = invalid(tree.put("/buckets/b/collections/c", json={"permissions": {"foo": []}}))
     assert only_detail(body)["description"] == '"foo" is not one of read, write, record:create'
 
 
 def test_permission_value_must_be_a_list(tree):
     body = invalid(tree.put(RECORD, json={"permissions": {"read": "x"}}))
-    assert only_detail(body) == {"location": "body", "name": "permissions.read",
-                                 "description": '"x" is not iterable'}
+    assert only_detail(body) == {
+        "location": "body",
+        "name": "permissions.read",
+        "description": '"x" is not iterable',
+    }
 
 
 def test_nothing_is_written_on_a_bad_body(tree):
@@ -106,11 +118,15 @@ def test_nothing_is_written_on_a_bad_body(tree):
 
 # -- PATCH without data or permissions ----------------------------------------
 
+
 @pytest.mark.parametrize("raw", ["", "{}"])
 def test_patch_needs_data_or_permissions(tree, raw):
     body = invalid(send(tree, "PATCH", RECORD, raw))
-    assert only_detail(body) == {"location": "body", "name": "data",
-                                 "description": "Provide at least one of data or permissions"}
+    assert only_detail(body) == {
+        "location": "body",
+        "name": "data",
+        "description": "Provide at least one of data or permissions",
+    }
     assert body["message"] == "Provide at least one of data or permissions"
 
 
@@ -120,27 +136,42 @@ def test_patch_with_empty_data_is_fine(tree):
 
 # -- data.id ------------------------------------------------------------------
 
-@pytest.mark.parametrize("method, path", [("PUT", RECORD), ("PUT", RECORDS + "/new"),
-                                          ("PATCH", RECORD)])
+
+@pytest.mark.parametrize(
+    "method, path", [("PUT", RECORD), ("PUT", RECORDS + "/new"), ("PATCH", RECORD)]
+)
 def test_body_id_must_match_url(tree, method, path):
     body = invalid(tree.request(method, path, json={"data": {"id": "other"}}))
-    assert only_detail(body) == {"location": "body", "name": "id",
-                                 "description": "Object id does not match existing object"}
+    assert only_detail(body) == {
+        "location": "body",
+        "name": "id",
+        "description": "Object id does not match existing object",
+    }
     assert body["message"] == "Object id does not match existing object"
     assert_status(tree.get(RECORDS + "/new"), 404)
 
 
 def test_json_patch_cannot_change_the_id(tree):
-    response = send(tree, "PATCH", RECORD, json.dumps([{"op": "replace", "path": "/data/id",
-                                                        "value": "other"}]),
-                    content_type="application/json-patch+json")
-    assert only_detail(invalid(response))["description"] == "Object id does not match existing object"
+    response = send(
+        tree,
+        "PATCH",
+        RECORD,
+        json.dumps([{"op": "replace", "path": "/data/id", "value": "other"}]),
+        content_type="application/json-patch+json",
+    )
+    assert (
+        only_detail(invalid(response))["description"] == "Object id does not match existing object"
+    )
 
 
 @pytest.mark.parametrize("posted_id", [12, None, "", "in.valid", "a/b"])
 def test_posted_id_must_be_valid(tree, posted_id):
     body = invalid(tree.post(RECORDS, json={"data": {"id": posted_id}}))
-    assert only_detail(body) == {"location": "path", "name": None, "description": "Invalid object id"}
+    assert only_detail(body) == {
+        "location": "path",
+        "name": None,
+        "description": "Invalid object id",
+    }
     assert body["message"] == "path: Invalid object id"
 
 
@@ -150,20 +181,29 @@ def test_posted_invalid_id_is_checked_before_authorization(tree):
 
 # -- content negotiation ------------------------------------------------------
 
+
 @pytest.mark.parametrize("method, path", [("PUT", RECORD), ("POST", RECORDS)])
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
-                                          "application/merge-patch+json"])
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "application/merge-patch+json"],
+)
 def test_wrong_content_type_is_415(tree, method, path, content_type):
     body = invalid(send(tree, method, path, '{"data": {}}', content_type), 415)
     assert only_detail(body) == {
-        "location": "header", "name": "Content-Type",
-        "description": "Content-Type header should be one of ['application/json']"}
+        "location": "header",
+        "name": "Content-Type",
+        "description": "Content-Type header should be one of ['application/json']",
+    }
 
 
 def test_patch_wrong_content_type_lists_the_three_types(tree):
     body = invalid(send(tree, "PATCH", RECORD, '{"data": {}}', "text/plain"), 415)
     description = only_detail(body)["description"]
-    for media in ("application/json", "application/merge-patch+json", "application/json-patch+json"):
+    for media in (
+        "application/json",
+        "application/merge-patch+json",
+        "application/json-patch+json",
+    ):
         assert media in description
 
 
@@ -181,21 +221,26 @@ def test_415_comes_before_authentication(tree):
 @pytest.mark.parametrize("path", [RECORD, RECORDS, "/buckets/b/collections/c/records/nope"])
 def test_accept_html_is_406(tree, path):
     body = invalid(tree.get(path, headers={"Accept": "text/html"}), 406)
-    assert only_detail(body) == {"location": "header", "name": "Accept",
-                                 "description": "Accept header should be one of ['application/json']"}
+    assert only_detail(body) == {
+        "location": "header",
+        "name": "Accept",
+        "description": "Accept header should be one of ['application/json']",
+    }
 
 
 def test_406_comes_before_authentication(tree):
     invalid(tree.as_user(None).get(RECORD, headers={"Accept": "text/html"}), 406)
 
 
-@pytest.mark.parametrize("accept", ["*/*", "application/json", "application/*",
-                                    "text/html, application/json;q=0.5"])
+@pytest.mark.parametrize(
+    "accept", ["*/*", "application/json", "application/*", "text/html, application/json;q=0.5"]
+)
 def test_accept_headers_that_are_fine(tree, accept):
     assert_status(tree.get(RECORD, headers={"Accept": accept}), 200)
 
 
 # -- preconditions ------------------------------------------------------------
+
 
 def current_ts(api, path=RECORD):
     return int(assert_status(api.get(path), 200).headers["ETag"].strip('"'))
@@ -205,9 +250,14 @@ def current_ts(api, path=RECORD):
 @pytest.mark.parametrize("value", ["bad", "123", '"abc"', 'W/"1"', '"1", "2"', '"-1"', '""'])
 def test_precondition_header_syntax(tree, header, value):
     body = invalid(tree.get(RECORD, headers={header: value}))
-    assert only_detail(body) == {"location": "header", "name": header,
-                                 "description": "The value should be integer between double quotes."}
-    assert body["message"] == f"{header} in header: The value should be integer between double quotes."
+    assert only_detail(body) == {
+        "location": "header",
+        "name": header,
+        "description": "The value should be integer between double quotes.",
+    }
+    assert (
+        body["message"] == f"{header} in header: The value should be integer between double quotes."
+    )
 
 
 def precondition_failed(response):
@@ -216,12 +266,15 @@ def precondition_failed(response):
     return body
 
 
-@pytest.mark.parametrize("method, kwargs", [
-    ("PUT", {"json": {"data": {"title": "new"}}}),
-    ("PATCH", {"json": {"data": {"title": "new"}}}),
-    ("DELETE", {}),
-    ("GET", {}),
-])
+@pytest.mark.parametrize(
+    "method, kwargs",
+    [
+        ("PUT", {"json": {"data": {"title": "new"}}}),
+        ("PATCH", {"json": {"data": {"title": "new"}}}),
+        ("DELETE", {}),
+        ("GET", {}),
+    ],
+)
 def test_if_match_stale_is_412_with_the_current_object(tree, method, kwargs):
     current = tree.get(RECORD).json()["data"]
     response = tree.request(method, RECORD, headers={"If-Match": '"1"'}, **kwargs)
@@ -247,19 +300,23 @@ def test_if_match_on_a_list(tree):
 
 
 def test_if_match_on_a_missing_object(tree):
-    body = precondition_failed(tree.put(RECORDS + "/nope", json={"data": {}},
-                                        headers={"If-Match": "*"}))
+    body = precondition_failed(
+        tree.put(RECORDS + "/nope", json={"data": {}}, headers={"If-Match": "*"})
+    )
     assert "details" not in body
     assert_status(tree.get(RECORDS + "/nope"), 404)
-    assert_error(tree.patch(RECORDS + "/nope", json={"data": {}}, headers={"If-Match": '"1"'}),
-                 404, 110)
+    assert_error(
+        tree.patch(RECORDS + "/nope", json={"data": {}}, headers={"If-Match": '"1"'}), 404, 110
+    )
 
 
 def test_if_none_match_star(tree):
     current = tree.get(RECORD).json()["data"]
-    for response in (tree.put(RECORD, json={"data": {}}, headers={"If-None-Match": "*"}),
-                     tree.get(RECORD, headers={"If-None-Match": "*"}),
-                     tree.post(RECORDS, json={"data": {"id": "r1"}}, headers={"If-None-Match": "*"})):
+    for response in (
+        tree.put(RECORD, json={"data": {}}, headers={"If-None-Match": "*"}),
+        tree.get(RECORD, headers={"If-None-Match": "*"}),
+        tree.post(RECORDS, json={"data": {"id": "r1"}}, headers={"If-None-Match": "*"}),
+    ):
         assert precondition_failed(response)["details"] == {"existing": current}
     assert "details" not in precondition_failed(tree.get(RECORDS, headers={"If-None-Match": "*"}))
 
@@ -299,40 +356,53 @@ def test_if_none_match_value_is_ignored_on_writes(tree):
 
 # -- 401, 403, 404, 405 -------------------------------------------------------
 
+
 def test_401_and_403_bodies(tree):
     response = tree.as_user(None).get("/buckets/b")
     assert_error(response, 401, 104, "Please authenticate yourself to use this endpoint.")
     assert response.headers["WWW-Authenticate"].startswith('Basic realm="Realm"')
-    assert_error(tree.as_user(BOB).get("/buckets/b"), 403, 121, "This user cannot access this resource.")
+    assert_error(
+        tree.as_user(BOB).get("/buckets/b"), 403, 121, "This user cannot access this resource."
+    )
 
 
 def test_404_bodies(tree):
     body = assert_error(tree.get(RECORDS + "/nope"), 404, 110)
-    assert body == {"code": 404, "errno": 110, "error": "Not Found",
-                    "details": {"id": "nope", "resource_name": "record"}}
+    assert body == {
+        "code": 404,
+        "errno": 110,
+        "error": "Not Found",
+        "details": {"id": "nope", "resource_name": "record"},
+    }
     body = assert_error(tree.get("/buckets/b/collections/nope/records"), 404, 111)
     assert body["details"] == {"id": "nope", "resource_name": "collection"}
 
 
-@pytest.mark.parametrize("method, path, allow", [
-    ("POST", RECORD, "GET, HEAD, PUT, PATCH, DELETE, OPTIONS"),
-    ("PUT", RECORDS, "HEAD, GET, POST, DELETE, OPTIONS"),
-    ("PATCH", "/buckets", "HEAD, GET, POST, DELETE, OPTIONS"),
-    ("TRACE", "/buckets/b", "GET, HEAD, PUT, PATCH, DELETE, OPTIONS"),
-    ("FOO", RECORD, "GET, HEAD, PUT, PATCH, DELETE, OPTIONS"),
-])
+@pytest.mark.parametrize(
+    "method, path, allow",
+    [
+        ("POST", RECORD, "GET, HEAD, PUT, PATCH, DELETE, OPTIONS"),
+        ("PUT", RECORDS, "HEAD, GET, POST, DELETE, OPTIONS"),
+        ("PATCH", "/buckets", "HEAD, GET, POST, DELETE, OPTIONS"),
+        ("TRACE", "/buckets/b", "GET, HEAD, PUT, PATCH, DELETE, OPTIONS"),
+        ("FOO", RECORD, "GET, HEAD, PUT, PATCH, DELETE, OPTIONS"),
+    ],
+)
 def test_405_with_allow_header(tree, method, path, allow):
     response = tree.request(method, path, json={"data": {}})
     assert_error(response, 405, 115, "Method not allowed on this endpoint.")
     assert response.headers["Allow"] == allow
 
 
-@pytest.mark.parametrize("method, path, allowed", [
-    ("DELETE", "/", {"GET", "HEAD"}),
-    ("GET", "/batch", {"POST"}),
-    ("GET", "/__flush__", {"POST"}),
-    ("POST", "/__heartbeat__", {"GET", "HEAD"}),
-])
+@pytest.mark.parametrize(
+    "method, path, allowed",
+    [
+        ("DELETE", "/", {"GET", "HEAD"}),
+        ("GET", "/batch", {"POST"}),
+        ("GET", "/__flush__", {"POST"}),
+        ("POST", "/__heartbeat__", {"GET", "HEAD"}),
+    ],
+)
 def test_405_on_utility_endpoints(tree, method, path, allowed):
     response = tree.request(method, path)
     assert_error(response, 405, 115, "Method not allowed on this endpoint.")
@@ -346,12 +416,14 @@ def test_405_comes_before_authentication(tree):
 
 # -- 413 ----------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory):
     """A daemon, not the in-process app: beyond max_request_body_bytes the
     request gate hands the app the head alone, and refuses an oversized
     chunked body itself; these tests cover that path end to end."""
     from conftest import Daemon
+
     daemon = Daemon(tmp_path_factory.mktemp("small") / "data", max_request_body_bytes=1000)
     yield daemon
     daemon.process.kill()  # kintofs ignores SIGTERM for now (see test_concurrency.py)
@@ -360,6 +432,7 @@ def small_server(tmp_path_factory):
 
 def test_body_too_large_is_413(small_server):
     from conftest import Api
+
     api = Api(small_server)
     assert_status(api.put("/buckets/b", json={"data": {"pad": "x" * 900}}), 201)
 
@@ -372,12 +445,14 @@ def test_body_too_large_is_413(small_server):
 
 def test_far_too_large_body_is_a_kinto_413(small_server):
     from conftest import Api
+
     response = Api(small_server).put("/buckets/b", json={"data": {"pad": "x" * 200_000}})
     assert_error(response, 413, 113)
 
 
 def test_chunked_body_too_large_is_413(small_server):
     from conftest import Api
+
     api = Api(small_server)
 
     def chunks(total):
@@ -386,21 +461,26 @@ def test_chunked_body_too_large_is_413(small_server):
             yield b"x" * 100
         yield b'"}}'
 
-    assert_status(api.put("/buckets/c1", data=chunks(500),
-                          headers={"Content-Type": "application/json"}), 201)
-    response = api.put("/buckets/c2", data=chunks(5000), headers={"Content-Type": "application/json"})
+    assert_status(
+        api.put("/buckets/c1", data=chunks(500), headers={"Content-Type": "application/json"}), 201
+    )
+    response = api.put(
+        "/buckets/c2", data=chunks(5000), headers={"Content-Type": "application/json"}
+    )
     assert_error(response, 413, 113)
     assert_status(api.get("/buckets/c2"), 403)  # never created
 
 
 def test_batch_body_too_large_is_413(small_server):
     from conftest import Api
+
     api = Api(small_server)
     response = api.post("/batch", json={"requests": [{"path": "/buckets/x" + "x" * 2000}]})
     assert_error(response, 413, 113)
 
 
 # -- hostile ids --------------------------------------------------------------
+
 
 def raw_request(daemon, method, path, body=None):
     """Send ``path`` byte for byte (no client-side normalisation of ``..``)."""
@@ -420,19 +500,45 @@ def raw_request(daemon, method, path, body=None):
 # Ids as they appear in the URL (percent-encoding included); each carries the
 # marker when it could name a file, so a stray file is easy to find.
 HOSTILE_IDS = [
-    "..", ".", "%2e%2e", "%2E%2E", "a/" + MARKER, "../../" + MARKER, "..%2F" + MARKER, "%2e%2e%2f" + MARKER, "a%2F" + MARKER,
-    "..%5C" + MARKER, "a\\" + MARKER, MARKER + "%00", "%00", MARKER + "%00.json",
-    "%2Fetc%2F" + MARKER, "~" + MARKER, "%20" + MARKER, MARKER + "%20", MARKER + "%0A",
-    "%C3%A9" + MARKER,                      # é
-    "%EF%BC%8E%EF%BC%8E",                   # fullwidth full stops
-    "%E2%80%A4%E2%80%A4" + MARKER,          # one-dot leaders
-    MARKER + "%E2%80%8B",                   # zero-width space
-    "%D0%B0" + MARKER,                      # Cyrillic a
-    "%EF%BD%85vil",                         # fullwidth e + "vil"
-    "%EF%BC%8F" + MARKER,                   # fullwidth solidus
+    "..",
+    ".",
+    "%2e%2e",
+    "%2E%2E",
+    "a/" + MARKER,
+    "../../" + MARKER,
+    "..%2F" + MARKER,
+    "%2e%2e%2f" + MARKER,
+    "a%2F" + MARKER,
+    "..%5C" + MARKER,
+    "a\\" + MARKER,
+    MARKER + "%00",
+    "%00",
+    MARKER + "%00.json",
+    "%2Fetc%2F" + MARKER,
+    "~" + MARKER,
+    "%20" + MARKER,
+    MARKER + "%20",
+    MARKER + "%0A",
+    "%C3%A9" + MARKER,  # é
+    "%EF%BC%8E%EF%BC%8E",  # fullwidth full stops
+    "%E2%80%A4%E2%80%A4" + MARKER,  # one-dot leaders
+    MARKER + "%E2%80%8B",  # zero-width space
+    "%D0%B0" + MARKER,  # Cyrillic a
+    "%EF%BD%85vil",  # fullwidth e + "vil"
+    "%EF%BC%8F" + MARKER,  # fullwidth solidus
     MARKER + "x" * 300,
-    "_journal", "_journal.jsonl", "_lock", "_bucket", "_collection", "_format", "_format.json",
-    ".tmp-" + MARKER, ".trash-" + MARKER, "_" + MARKER, "-" + MARKER, MARKER + ".json",
+    "_journal",
+    "_journal.jsonl",
+    "_lock",
+    "_bucket",
+    "_collection",
+    "_format",
+    "_format.json",
+    ".tmp-" + MARKER,
+    ".trash-" + MARKER,
+    "_" + MARKER,
+    "-" + MARKER,
+    MARKER + ".json",
 ]
 
 # (method, URL template, statuses allowed): every position an id can take.
@@ -475,8 +581,12 @@ def test_hostile_ids_never_touch_the_disk(tree, hostile):
 
     for method, template, allowed in POSITIONS:
         path = template.format(hostile)
-        status, content_type, raw = raw_request(daemon, method, path, None if method in (
-            "GET", "DELETE") else {"data": {"title": MARKER}})
+        status, content_type, raw = raw_request(
+            daemon,
+            method,
+            path,
+            None if method in ("GET", "DELETE") else {"data": {"title": MARKER}},
+        )
         assert status in allowed, (method, path, status, raw[:300])
         assert content_type == "application/json", (method, path, content_type)
         body = json.loads(raw)
@@ -493,8 +603,22 @@ def test_hostile_ids_never_touch_the_disk(tree, hostile):
     assert tree.get("/buckets/b").json()["data"]["title"] == "ok"
 
 
-@pytest.mark.parametrize("posted_id", ["../" + MARKER, "..", "a/b", "a\\b", "a\x00b", "é",
-                                       "．．", "_journal", ".tmp-x", "_bucket", "x" * 300])
+@pytest.mark.parametrize(
+    "posted_id",
+    [
+        "../" + MARKER,
+        "..",
+        "a/b",
+        "a\\b",
+        "a\x00b",
+        "é",
+        "．．",
+        "_journal",
+        ".tmp-x",
+        "_bucket",
+        "x" * 300,
+    ],
+)
 def test_hostile_posted_ids_are_400(tree, posted_id):
     for plural in ("/buckets", "/buckets/b/groups", "/buckets/b/collections", RECORDS):
         body = invalid(tree.post(plural, json={"data": {"id": posted_id}}))

@@ -3,6 +3,7 @@
 Every write the API makes reaches subscribers as one Change, at both
 moments, the same way for create, update and delete.
 """
+
 import base64
 import io
 import json
@@ -10,12 +11,11 @@ import os
 from wsgiref.util import setup_testing_defaults
 
 import pytest
+from conftest import ALICE, SECRET, basicauth_id
 
 from kintofs.config import load_settings
 from kintofs.feed import AFTER_COMMIT, IN_COMMIT
 from kintofs.server import build_app
-
-from conftest import ALICE, SECRET, basicauth_id
 
 
 @pytest.fixture
@@ -33,12 +33,17 @@ def call(app, method, path, body=None):
     environ = {}
     setup_testing_defaults(environ)
     raw = json.dumps(body).encode() if body is not None else b""
-    environ.update({
-        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "",
-        "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(raw)),
-        "wsgi.input": io.BytesIO(raw),
-        "HTTP_AUTHORIZATION": "Basic " + base64.b64encode(":".join(ALICE).encode()).decode(),
-    })
+    environ.update(
+        {
+            "REQUEST_METHOD": method,
+            "PATH_INFO": path,
+            "QUERY_STRING": "",
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(raw)),
+            "wsgi.input": io.BytesIO(raw),
+            "HTTP_AUTHORIZATION": "Basic " + base64.b64encode(":".join(ALICE).encode()).decode(),
+        }
+    )
     status = []
     chunks = app(environ, lambda s, headers, exc_info=None: status.append(int(s[:3])))
     content = b"".join(chunks)
@@ -51,18 +56,21 @@ def test_every_write_is_one_change_told_at_both_moments(service):
     service.feed.subscribe(lambda change: seen.append((AFTER_COMMIT, change)), AFTER_COMMIT)
     service.call("PUT", "/v1/buckets/b")
     service.call("PUT", "/v1/buckets/b/collections/c")
-    _, created = service.call("PUT", "/v1/buckets/b/collections/c/records/r1",
-                              {"data": {"n": 1}})
-    _, updated = service.call("PATCH", "/v1/buckets/b/collections/c/records/r1",
-                              {"data": {"n": 2}})
+    _, created = service.call("PUT", "/v1/buckets/b/collections/c/records/r1", {"data": {"n": 1}})
+    _, updated = service.call("PATCH", "/v1/buckets/b/collections/c/records/r1", {"data": {"n": 2}})
     _, deleted = service.call("DELETE", "/v1/buckets/b/collections/c/records/r1")
 
     assert [(moment, c.action, c.kind, c.id) for moment, c in seen] == [
         (moment, action, kind, object_id)
-        for action, kind, object_id in [("create", "bucket", "b"), ("create", "collection", "c"),
-                                        ("create", "record", "r1"), ("update", "record", "r1"),
-                                        ("delete", "record", "r1")]
-        for moment in (IN_COMMIT, AFTER_COMMIT)]
+        for action, kind, object_id in [
+            ("create", "bucket", "b"),
+            ("create", "collection", "c"),
+            ("create", "record", "r1"),
+            ("update", "record", "r1"),
+            ("delete", "record", "r1"),
+        ]
+        for moment in (IN_COMMIT, AFTER_COMMIT)
+    ]
     records = [change for moment, change in seen if moment == IN_COMMIT and change.kind == "record"]
     create, update, delete = records
     assert create.parent == (("bucket", "b"), ("collection", "c"))

@@ -16,6 +16,7 @@ about a minute for the whole file); run e.g. ``KFS_FUZZ_EXAMPLES=5000`` by
 hand for a long session.  (Not ``KINTOFS_*``: those are daemon settings, and
 an unknown one stops the daemon.)  Runs are derandomized under ``CI``.
 """
+
 import http.client
 import json
 import os
@@ -24,17 +25,25 @@ import socket
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
 from conftest import ALICE, Api, Daemon, assert_status, basic_auth, file_tree, raw_exchange
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 EXAMPLES = int(os.environ.get("KFS_FUZZ_EXAMPLES", "200"))
 LIMITS = {"max_request_body_bytes": 65536, "max_json_depth": 20, "batch_max_requests": 5}
 
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
-                derandomize=bool(os.environ.get("CI")),
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                       HealthCheck.data_too_large, HealthCheck.large_base_example])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    derandomize=bool(os.environ.get("CI")),
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+)
 
 CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
 AUTH = basic_auth(ALICE)
@@ -44,10 +53,12 @@ AUTH = basic_auth(ALICE)
 ALLOWED_NAME = re.compile(
     r"[a-zA-Z0-9][a-zA-Z0-9_-]*(\.json|\.acl)?|buckets|groups|collections|records|"
     r"_journal\.jsonl|_lock|_format\.json|_userid_hmac_secret|_(bucket|collection)\.(json|acl)|"
-    r"_[a-z_]+\.generation")
+    r"_[a-z_]+\.generation"
+)
 
 
 # -- the daemon under attack ------------------------------------------------
+
 
 class Target:
     """One daemon, its data directory, and the tally of what was sent."""
@@ -86,10 +97,19 @@ def target(tmp_path_factory, request):
     assert_status(api.put("/buckets/b/collections/c"), 201)
     assert_status(api.put("/buckets/b/groups/g", json={"data": {"members": ["x"]}}), 201)
     for index in range(3):
-        assert_status(api.put(f"/buckets/b/collections/c/records/r{index}",
-                              json={"data": {"n": index, "s": f"v{index}", "l": [index]}}), 201)
-    for path in ("/buckets", "/buckets/b/collections", "/buckets/b/groups",
-                 "/buckets/b/collections/c/records"):
+        assert_status(
+            api.put(
+                f"/buckets/b/collections/c/records/r{index}",
+                json={"data": {"n": index, "s": f"v{index}", "l": [index]}},
+            ),
+            201,
+        )
+    for path in (
+        "/buckets",
+        "/buckets/b/collections",
+        "/buckets/b/groups",
+        "/buckets/b/collections/c/records",
+    ):
         assert_status(api.get(path), 200)  # every list has its timestamp on disk
     found = Target(daemon)
     yield found
@@ -97,8 +117,9 @@ def target(tmp_path_factory, request):
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     if reporter is not None and capture is not None:
         with capture.global_and_fixture_disabled():  # the figures belong in CI's output
-            reporter.write_line(f"fuzz: {found.sent} requests sent, "
-                                f"{len(found.server_errors)} answered 5xx")
+            reporter.write_line(
+                f"fuzz: {found.sent} requests sent, {len(found.server_errors)} answered 5xx"
+            )
     daemon.stop()
     assert found.server_errors == []
 
@@ -158,12 +179,52 @@ def assert_tree_is_sane(target, where):
 # -- strategies -------------------------------------------------------------
 
 HOSTILE_SEGMENTS = [
-    "..", ".", "%2e%2e", "%2E%2E%2F%2E%2E", "..%2F..%2Fetc", "a%2Fb", "%2F", "%00", "a%00b",
-    "%ff%fe", "%zz", "%", "_journal", "_journal.jsonl", "_lock", ".tmp-x", ".trash-x", "_bucket",
-    "_bucket.json", "_collection", "_format.json", "_userid_hmac_secret", "buckets", "records",
-    "x" * 201, "x" * 255, "y" * 5000, "%C3%A9", "%F0%9F%98%80", "..%5C..%5C", "~root", "CON",
-    "nul", "a.json", "a.acl", "-a", "_a", "a%20b", "%0d%0aX-Injected:%201", "A", "b",
-    "c", "r0", "g", "new-id", "123",
+    "..",
+    ".",
+    "%2e%2e",
+    "%2E%2E%2F%2E%2E",
+    "..%2F..%2Fetc",
+    "a%2Fb",
+    "%2F",
+    "%00",
+    "a%00b",
+    "%ff%fe",
+    "%zz",
+    "%",
+    "_journal",
+    "_journal.jsonl",
+    "_lock",
+    ".tmp-x",
+    ".trash-x",
+    "_bucket",
+    "_bucket.json",
+    "_collection",
+    "_format.json",
+    "_userid_hmac_secret",
+    "buckets",
+    "records",
+    "x" * 201,
+    "x" * 255,
+    "y" * 5000,
+    "%C3%A9",
+    "%F0%9F%98%80",
+    "..%5C..%5C",
+    "~root",
+    "CON",
+    "nul",
+    "a.json",
+    "a.acl",
+    "-a",
+    "_a",
+    "a%20b",
+    "%0d%0aX-Injected:%201",
+    "A",
+    "b",
+    "c",
+    "r0",
+    "g",
+    "new-id",
+    "123",
 ]
 segment = st.one_of(
     st.sampled_from(HOSTILE_SEGMENTS),
@@ -171,34 +232,56 @@ segment = st.one_of(
     st.from_regex(r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,12}", fullmatch=True),
 )
 PATH_TEMPLATES = [
-    "/v1/buckets/{0}", "/v1/buckets/b/collections/{0}", "/v1/buckets/b/groups/{0}",
-    "/v1/buckets/b/collections/c/records/{0}", "/v1/buckets/{0}/collections/{1}/records/{2}",
-    "/v1/buckets/{0}/groups", "/v1/buckets/b/collections/{0}/records", "/v1/{0}", "/{0}/{1}",
-    "/v1/buckets/{0}/{1}/{2}/{3}", "/v1/buckets/b/collections/c/records/{0}/{1}",
+    "/v1/buckets/{0}",
+    "/v1/buckets/b/collections/{0}",
+    "/v1/buckets/b/groups/{0}",
+    "/v1/buckets/b/collections/c/records/{0}",
+    "/v1/buckets/{0}/collections/{1}/records/{2}",
+    "/v1/buckets/{0}/groups",
+    "/v1/buckets/b/collections/{0}/records",
+    "/v1/{0}",
+    "/{0}/{1}",
+    "/v1/buckets/{0}/{1}/{2}/{3}",
+    "/v1/buckets/b/collections/c/records/{0}/{1}",
 ]
 # A path starting with "//" is an authority to cheroot, which refuses it
 # itself (see test_raw_request_lines).
-path = st.builds(lambda template, parts: template.format(*parts),
-                 st.sampled_from(PATH_TEMPLATES), st.lists(segment, min_size=4, max_size=4)
-                 ).filter(lambda built: not built.startswith("//"))
+path = st.builds(
+    lambda template, parts: template.format(*parts),
+    st.sampled_from(PATH_TEMPLATES),
+    st.lists(segment, min_size=4, max_size=4),
+).filter(lambda built: not built.startswith("//"))
 
 json_value = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8),
-                                                                      children, max_size=4),
-    max_leaves=20)
-permission_names = st.sampled_from(["read", "write", "record:create", "collection:create",
-                                    "group:create", "foo", ""])
-envelope = st.fixed_dictionaries({}, optional={
-    "data": json_value | st.dictionaries(st.sampled_from(["id", "last_modified", "members",
-                                                         "schema", "title", "deleted"]),
-                                         json_value, max_size=3),
-    "permissions": json_value | st.dictionaries(permission_names,
-                                                st.lists(st.text(max_size=10)) | json_value,
-                                                max_size=3),
-    "extra": json_value,
-})
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+permission_names = st.sampled_from(
+    ["read", "write", "record:create", "collection:create", "group:create", "foo", ""]
+)
+envelope = st.fixed_dictionaries(
+    {},
+    optional={
+        "data": json_value
+        | st.dictionaries(
+            st.sampled_from(["id", "last_modified", "members", "schema", "title", "deleted"]),
+            json_value,
+            max_size=3,
+        ),
+        "permissions": json_value
+        | st.dictionaries(
+            permission_names, st.lists(st.text(max_size=10)) | json_value, max_size=3
+        ),
+        "extra": json_value,
+    },
+)
 
 
 def deep(depth, opener=b"[", closer=b"]"):
@@ -209,58 +292,169 @@ raw_body = st.one_of(
     envelope.map(lambda value: json.dumps(value).encode()),
     json_value.map(lambda value: json.dumps(value).encode()),
     st.binary(max_size=200),
-    st.sampled_from([
-        b"", b"{", b'{"data": ', b"\xff\xfe{}", b'{"data": {"a": "\xc3\x28"}}', b"NaN",
-        b'{"data": {"a": NaN}}', b'{"data": {"a": Infinity}}', b"1e999999",
-        b'{"data": {"n": 1e999999}}', b'{"data": {"n": 123456789012345678901234567890}}',
-        b'{"data": {"a": "\\ud800"}}', b'{"data": {"\\udfff": 1}}', b'{"data": {"a": "\\ud83d\\ude00"}}',
-        b"\x00" * 50, b"[]", b"null", b'"text"',
-        b'{"data": {}, "data": []}', deep(21), deep(5000), deep(200000),
-        b'{"data": ' + deep(30, b'{"a":', b"}") + b"}", b'{"data": {"x": "' + b"a" * 70000 + b'"}}',
-    ]),
+    st.sampled_from(
+        [
+            b"",
+            b"{",
+            b'{"data": ',
+            b"\xff\xfe{}",
+            b'{"data": {"a": "\xc3\x28"}}',
+            b"NaN",
+            b'{"data": {"a": NaN}}',
+            b'{"data": {"a": Infinity}}',
+            b"1e999999",
+            b'{"data": {"n": 1e999999}}',
+            b'{"data": {"n": 123456789012345678901234567890}}',
+            b'{"data": {"a": "\\ud800"}}',
+            b'{"data": {"\\udfff": 1}}',
+            b'{"data": {"a": "\\ud83d\\ude00"}}',
+            b"\x00" * 50,
+            b"[]",
+            b"null",
+            b'"text"',
+            b'{"data": {}, "data": []}',
+            deep(21),
+            deep(5000),
+            deep(200000),
+            b'{"data": ' + deep(30, b'{"a":', b"}") + b"}",
+            b'{"data": {"x": "' + b"a" * 70000 + b'"}}',
+        ]
+    ),
 )
-CONTENT_TYPES = [None, "application/json", "application/json; charset=utf-8", "text/plain",
-                 "application/merge-patch+json", "application/json-patch+json",
-                 "multipart/form-data; boundary=x", "application/x-www-form-urlencoded", "",
-                 "application/json, text/html", "*/*", "application/json; charset=latin-1",
-                 "APPLICATION/JSON", ";;;", "application/json-patch+json; charset=utf-8"]
-ETAGS = ['"1"', "1", '"abc"', "*", '"' + "9" * 400 + '"', '"-1"', 'W/"1"', '""', " ", '"1", "2"',
-         "null", "\t", '"0"', '"9223372036854775808"']
+CONTENT_TYPES = [
+    None,
+    "application/json",
+    "application/json; charset=utf-8",
+    "text/plain",
+    "application/merge-patch+json",
+    "application/json-patch+json",
+    "multipart/form-data; boundary=x",
+    "application/x-www-form-urlencoded",
+    "",
+    "application/json, text/html",
+    "*/*",
+    "application/json; charset=latin-1",
+    "APPLICATION/JSON",
+    ";;;",
+    "application/json-patch+json; charset=utf-8",
+]
+ETAGS = [
+    '"1"',
+    "1",
+    '"abc"',
+    "*",
+    '"' + "9" * 400 + '"',
+    '"-1"',
+    'W/"1"',
+    '""',
+    " ",
+    '"1", "2"',
+    "null",
+    "\t",
+    '"0"',
+    '"9223372036854775808"',
+]
 # CONNECT and lower-case methods never reach kintofs: cheroot answers them
 # itself (see test_raw_request_lines).
-METHODS = ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS", "TRACE",
-           "PROPFIND", "M-SEARCH", "X" * 100]
+METHODS = [
+    "GET",
+    "HEAD",
+    "PUT",
+    "PATCH",
+    "POST",
+    "DELETE",
+    "OPTIONS",
+    "TRACE",
+    "PROPFIND",
+    "M-SEARCH",
+    "X" * 100,
+]
 
-header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF,
-                                    blacklist_characters="\x7f"), max_size=40)
-headers = st.fixed_dictionaries({}, optional={
-    "Content-Type": st.sampled_from([ct for ct in CONTENT_TYPES if ct is not None]),
-    "If-Match": st.sampled_from(ETAGS) | header_text,
-    "If-None-Match": st.sampled_from(ETAGS) | header_text,
-    "Accept": st.sampled_from(["application/json", "text/html", "*/*", "", "application/*",
-                               "image/png;q=0.5"]) | header_text,
-    "Authorization": st.sampled_from([AUTH, "Basic", "Basic !!!", "Bearer x", "Basic Og=="]),
-    "Response-Behavior": st.sampled_from(["full", "light", "diff", "", "weird"]),
-    "Origin": st.sampled_from(["http://example.com", "null", ""]) | header_text,
-    "Access-Control-Request-Method": st.sampled_from(METHODS),
-})
+header_text = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_characters="\x7f"), max_size=40
+)
+headers = st.fixed_dictionaries(
+    {},
+    optional={
+        "Content-Type": st.sampled_from([ct for ct in CONTENT_TYPES if ct is not None]),
+        "If-Match": st.sampled_from(ETAGS) | header_text,
+        "If-None-Match": st.sampled_from(ETAGS) | header_text,
+        "Accept": st.sampled_from(
+            ["application/json", "text/html", "*/*", "", "application/*", "image/png;q=0.5"]
+        )
+        | header_text,
+        "Authorization": st.sampled_from([AUTH, "Basic", "Basic !!!", "Bearer x", "Basic Og=="]),
+        "Response-Behavior": st.sampled_from(["full", "light", "diff", "", "weird"]),
+        "Origin": st.sampled_from(["http://example.com", "null", ""]) | header_text,
+        "Access-Control-Request-Method": st.sampled_from(METHODS),
+    },
+)
 
-QUERY_NAMES = ["_since", "_before", "_to", "_limit", "_token", "_sort", "_fields", "gt_n",
-               "min_n", "max_s", "in_id", "exclude_id", "has_l", "like_s", "eq_n", "not_n",
-               "lt_last_modified", "contains_l", "contains_any_l", "last_modified", "id", "n",
-               "a.b.c", "_expected", "_unknown", "", "__proto__"]
+QUERY_NAMES = [
+    "_since",
+    "_before",
+    "_to",
+    "_limit",
+    "_token",
+    "_sort",
+    "_fields",
+    "gt_n",
+    "min_n",
+    "max_s",
+    "in_id",
+    "exclude_id",
+    "has_l",
+    "like_s",
+    "eq_n",
+    "not_n",
+    "lt_last_modified",
+    "contains_l",
+    "contains_any_l",
+    "last_modified",
+    "id",
+    "n",
+    "a.b.c",
+    "_expected",
+    "_unknown",
+    "",
+    "__proto__",
+]
 query_value = st.one_of(
-    st.sampled_from(["", "1", "-1", '"1"', "abc", "9" * 400, "true", "null", "[1,2", "[1,2]",
-                     "0.5", "1e999", "-last_modified", "n,-s", "id,,", "%00", "*", "eyJhIjoxfQ==",
-                     "!!!", '{"a":', "a*b", "\\"]),
+    st.sampled_from(
+        [
+            "",
+            "1",
+            "-1",
+            '"1"',
+            "abc",
+            "9" * 400,
+            "true",
+            "null",
+            "[1,2",
+            "[1,2]",
+            "0.5",
+            "1e999",
+            "-last_modified",
+            "n,-s",
+            "id,,",
+            "%00",
+            "*",
+            "eyJhIjoxfQ==",
+            "!!!",
+            '{"a":',
+            "a*b",
+            "\\",
+        ]
+    ),
     st.text(max_size=20),
 )
-query = st.lists(st.tuples(st.sampled_from(QUERY_NAMES) | st.text(max_size=10), query_value),
-                 max_size=5).map(
-    lambda pairs: "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs))
+query = st.lists(
+    st.tuples(st.sampled_from(QUERY_NAMES) | st.text(max_size=10), query_value), max_size=5
+).map(lambda pairs: "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in pairs))
 
 
 # -- properties -------------------------------------------------------------
+
 
 @pytest.mark.slow  # hypothesis examples (KFS_FUZZ_EXAMPLES)
 @FUZZ
@@ -272,8 +466,12 @@ def test_hostile_paths_and_bodies(target, method, path, body, headers):
 
 @pytest.mark.slow  # hypothesis examples (KFS_FUZZ_EXAMPLES)
 @FUZZ
-@given(method=st.sampled_from(["PUT", "PATCH", "POST"]), body=raw_body,
-       content_type=st.sampled_from(CONTENT_TYPES), record=st.sampled_from(["r0", "r1", "fresh"]))
+@given(
+    method=st.sampled_from(["PUT", "PATCH", "POST"]),
+    body=raw_body,
+    content_type=st.sampled_from(CONTENT_TYPES),
+    record=st.sampled_from(["r0", "r1", "fresh"]),
+)
 def test_malformed_bodies_on_writes(target, method, body, content_type, record):
     url = "/v1/buckets/b/collections/c/records" + ("" if method == "POST" else f"/{record}")
     headers = {"Authorization": AUTH}
@@ -287,9 +485,19 @@ def test_malformed_bodies_on_writes(target, method, body, content_type, record):
 
 @pytest.mark.slow  # hypothesis examples (KFS_FUZZ_EXAMPLES)
 @FUZZ
-@given(path=st.sampled_from(["/v1/buckets", "/v1/buckets/b/collections/c/records",
-                             "/v1/buckets/b/groups", "/v1/buckets/b/collections"]),
-       method=st.sampled_from(["GET", "HEAD", "DELETE"]), query=query, headers=headers)
+@given(
+    path=st.sampled_from(
+        [
+            "/v1/buckets",
+            "/v1/buckets/b/collections/c/records",
+            "/v1/buckets/b/groups",
+            "/v1/buckets/b/collections",
+        ]
+    ),
+    method=st.sampled_from(["GET", "HEAD", "DELETE"]),
+    query=query,
+    headers=headers,
+)
 def test_hostile_querystrings(target, path, method, query, headers):
     if method == "DELETE":
         # A delete of everything that matches would empty the fixture; a
@@ -300,48 +508,93 @@ def test_hostile_querystrings(target, path, method, query, headers):
         assert status >= 400
 
 
-batch_request = st.fixed_dictionaries({}, optional={
-    "method": st.sampled_from(METHODS) | json_value,
-    "path": path.map(lambda p: p[3:] if p.startswith("/v1") else p) | json_value
-            | st.sampled_from(["/batch", "/v1/batch", "/buckets/b/collections/c/records"]),
-    "body": envelope | json_value,
-    "headers": st.dictionaries(st.sampled_from(["If-Match", "If-None-Match", "Content-Type",
-                                                "Authorization", "Accept"]),
-                               header_text | st.sampled_from(ETAGS)) | json_value,
-    "extra": json_value,
-})
+batch_request = st.fixed_dictionaries(
+    {},
+    optional={
+        "method": st.sampled_from(METHODS) | json_value,
+        "path": path.map(lambda p: p[3:] if p.startswith("/v1") else p)
+        | json_value
+        | st.sampled_from(["/batch", "/v1/batch", "/buckets/b/collections/c/records"]),
+        "body": envelope | json_value,
+        "headers": st.dictionaries(
+            st.sampled_from(
+                ["If-Match", "If-None-Match", "Content-Type", "Authorization", "Accept"]
+            ),
+            header_text | st.sampled_from(ETAGS),
+        )
+        | json_value,
+        "extra": json_value,
+    },
+)
 
 
 @pytest.mark.slow  # hypothesis examples (KFS_FUZZ_EXAMPLES)
 @FUZZ
-@given(requests_=st.lists(batch_request, max_size=8) | json_value,
-       defaults=st.none() | batch_request | json_value)
+@given(
+    requests_=st.lists(batch_request, max_size=8) | json_value,
+    defaults=st.none() | batch_request | json_value,
+)
 def test_hostile_batches(target, requests_, defaults):
     body = {"requests": requests_}
     if defaults is not None:
         body["defaults"] = defaults
-    status, parsed = check(target, "POST", "/v1/batch", json.dumps(body).encode(),
-                           {"Authorization": AUTH, "Content-Type": "application/json"})
+    status, parsed = check(
+        target,
+        "POST",
+        "/v1/batch",
+        json.dumps(body).encode(),
+        {"Authorization": AUTH, "Content-Type": "application/json"},
+    )
     if isinstance(requests_, list) and len(requests_) > LIMITS["batch_max_requests"]:
         assert status == 400 and "limited to" in parsed["message"]
 
 
 @pytest.mark.slow  # hypothesis examples (KFS_FUZZ_EXAMPLES)
 @FUZZ
-@given(operations=st.lists(st.fixed_dictionaries(
-    {"op": st.sampled_from(["add", "remove", "replace", "move", "copy", "test", "x"])},
-    optional={"path": st.sampled_from(["/data/n", "/data", "/", "", "/permissions/read/x",
-                                       "/permissions/write", "/data/l/0", "/data/l/-",
-                                       "/data/~1", "/data/l/99", "/id", "/data/id",
-                                       "/data/last_modified", "/permissions/foo/x"]) | st.text(),
-              "from": st.sampled_from(["/data/n", "/data/l", "/permissions/read", ""]),
-              "value": json_value}), max_size=5) | json_value)
+@given(
+    operations=st.lists(
+        st.fixed_dictionaries(
+            {"op": st.sampled_from(["add", "remove", "replace", "move", "copy", "test", "x"])},
+            optional={
+                "path": st.sampled_from(
+                    [
+                        "/data/n",
+                        "/data",
+                        "/",
+                        "",
+                        "/permissions/read/x",
+                        "/permissions/write",
+                        "/data/l/0",
+                        "/data/l/-",
+                        "/data/~1",
+                        "/data/l/99",
+                        "/id",
+                        "/data/id",
+                        "/data/last_modified",
+                        "/permissions/foo/x",
+                    ]
+                )
+                | st.text(),
+                "from": st.sampled_from(["/data/n", "/data/l", "/permissions/read", ""]),
+                "value": json_value,
+            },
+        ),
+        max_size=5,
+    )
+    | json_value
+)
 def test_hostile_json_patches(target, operations):
-    check(target, "PATCH", "/v1/buckets/b/collections/c/records/r1", json.dumps(operations).encode(),
-          {"Authorization": AUTH, "Content-Type": "application/json-patch+json"})
+    check(
+        target,
+        "PATCH",
+        "/v1/buckets/b/collections/c/records/r1",
+        json.dumps(operations).encode(),
+        {"Authorization": AUTH, "Content-Type": "application/json-patch+json"},
+    )
 
 
 # -- limits, exactly ----------------------------------------------------------
+
 
 def test_body_size_and_depth_limits(target):
     url = "/v1/buckets/b/collections/c/records/limit"
@@ -370,26 +623,44 @@ def send_raw(target, request):
 
 
 def chunk_frame(data, flaw):
-    size = {"exact": f"{len(data):x}", "garbage": "zz", "huge": "ffffffffff", "short": "1",
-            "negative": "-5", "extension": f"{len(data):x};name=value", "empty": ""}[flaw]
+    size = {
+        "exact": f"{len(data):x}",
+        "garbage": "zz",
+        "huge": "ffffffffff",
+        "short": "1",
+        "negative": "-5",
+        "extension": f"{len(data):x};name=value",
+        "empty": "",
+    }[flaw]
     return size.encode() + b"\r\n" + data + b"\r\n"
 
 
 @pytest.mark.slow  # hypothesis examples (KFS_FUZZ_EXAMPLES)
 @FUZZ
-@given(chunks=st.lists(st.tuples(st.binary(min_size=1, max_size=40) | envelope.map(
-    lambda value: json.dumps(value).encode()), st.sampled_from(
-    ["exact", "exact", "garbage", "huge", "short", "negative", "extension", "empty"])),
-    max_size=4), terminated=st.booleans())
+@given(
+    chunks=st.lists(
+        st.tuples(
+            st.binary(min_size=1, max_size=40)
+            | envelope.map(lambda value: json.dumps(value).encode()),
+            st.sampled_from(
+                ["exact", "exact", "garbage", "huge", "short", "negative", "extension", "empty"]
+            ),
+        ),
+        max_size=4,
+    ),
+    terminated=st.booleans(),
+)
 def test_chunked_bodies(target, chunks, terminated):
     body = b"".join(chunk_frame(data, flaw) for data, flaw in chunks)
     if terminated:
         body += b"0\r\n\r\n"
     before = snapshot(target.data_dir)
     status, head, content = send_raw(
-        target, b"PUT /v1/buckets/b/collections/c/records/chunked HTTP/1.1\r\nHost: x\r\n"
+        target,
+        b"PUT /v1/buckets/b/collections/c/records/chunked HTTP/1.1\r\nHost: x\r\n"
         b"Authorization: " + AUTH.encode() + b"\r\nTransfer-Encoding: chunked\r\n"
-        b"Connection: close\r\n\r\n" + body)
+        b"Connection: close\r\n\r\n" + body,
+    )
     if status >= 500:
         target.server_errors.append(f"chunked {body[:200]!r}")
     assert status < 500, (status, content[:300])
@@ -401,27 +672,41 @@ def test_chunked_bodies(target, chunks, terminated):
 def test_a_body_larger_than_announced_or_never_sent(target):
     """A lying Content-Length: refused or cut, never a hung worker or a 5xx."""
     with socket.create_connection(("127.0.0.1", target.daemon.port), timeout=10) as sock:
-        sock.sendall(b"PUT /v1/buckets/b/collections/c/records/liar HTTP/1.1\r\n"
-                     b"Host: x\r\nAuthorization: " + AUTH.encode() + b"\r\n"
-                     b"Content-Length: 999999999\r\n\r\n{}")
+        sock.sendall(
+            b"PUT /v1/buckets/b/collections/c/records/liar HTTP/1.1\r\n"
+            b"Host: x\r\nAuthorization: " + AUTH.encode() + b"\r\n"
+            b"Content-Length: 999999999\r\n\r\n{}"
+        )
         reply = sock.recv(4096)
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
 
 
-@pytest.mark.parametrize("request_line", [
-    b"GET /v1/buckets/\xff\xfe HTTP/1.1", b"GET /v1/buckets/a\x00b HTTP/1.1",
-    b"GET /v1/buckets/../../etc/passwd HTTP/1.1", b"GET http://evil/v1/buckets HTTP/1.1",
-    b"GET /v1/buckets?\xff=\xfe HTTP/1.1", b"DELETE /v1/buckets/%2e%2e HTTP/1.1",
-    b"CONNECT /v1/buckets HTTP/1.1", b"CONNECT 127.0.0.1:22 HTTP/1.1", b"get /v1/buckets HTTP/1.1",
-    b"GET //buckets/.. HTTP/1.1",
-])
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b"GET /v1/buckets/\xff\xfe HTTP/1.1",
+        b"GET /v1/buckets/a\x00b HTTP/1.1",
+        b"GET /v1/buckets/../../etc/passwd HTTP/1.1",
+        b"GET http://evil/v1/buckets HTTP/1.1",
+        b"GET /v1/buckets?\xff=\xfe HTTP/1.1",
+        b"DELETE /v1/buckets/%2e%2e HTTP/1.1",
+        b"CONNECT /v1/buckets HTTP/1.1",
+        b"CONNECT 127.0.0.1:22 HTTP/1.1",
+        b"get /v1/buckets HTTP/1.1",
+        b"GET //buckets/.. HTTP/1.1",
+    ],
+)
 def test_raw_request_lines(target, request_line):
     """Bytes no HTTP library would send: a 4xx (from cheroot itself for a
     malformed request line, so not always Kinto JSON), never a 5xx."""
     before = snapshot(target.data_dir)
     with socket.create_connection(("127.0.0.1", target.daemon.port), timeout=10) as sock:
-        sock.sendall(request_line + b"\r\nHost: x\r\nAuthorization: " + AUTH.encode()
-                     + b"\r\nContent-Length: 0\r\n\r\n")
+        sock.sendall(
+            request_line
+            + b"\r\nHost: x\r\nAuthorization: "
+            + AUTH.encode()
+            + b"\r\nContent-Length: 0\r\n\r\n"
+        )
         reply = sock.recv(65536)
     status = int(reply.split(b" ", 2)[1])
     assert status < 500, reply[:300]

@@ -5,6 +5,7 @@ Kinto 26.5.0 with ``kinto.plugins.history``.  Entries live in
 ``<data>/buckets/<bid>/history/<uuid>.json``: the tests read them back with
 plain ``json``.
 """
+
 import glob
 import json
 import os
@@ -14,10 +15,7 @@ from datetime import datetime
 
 import kinto_http
 import pytest
-
-from conftest import (ALICE, BOB, Api, assert_error, assert_status, basicauth_id, flush,
-                      make_server)
-
+from conftest import ALICE, BOB, Api, assert_error, assert_status, basicauth_id, flush, make_server
 
 ALICE_ID = basicauth_id(ALICE)
 BOB_ID = basicauth_id(BOB)
@@ -58,6 +56,7 @@ def strip_entry(entry):
 
 # -- the entries, exactly --------------------------------------------------------
 
+
 def test_capability(api):
     assert api.get("/").json()["capabilities"]["history"] == {
         "description": "Track changes on data.",
@@ -69,8 +68,7 @@ def test_one_exact_entry_per_action_and_kind(api):
     bucket = write(api, "PUT", "/buckets/b")
     bucket2 = write(api, "PATCH", "/buckets/b", {"data": {"title": "B"}})
     group = write(api, "PUT", "/buckets/b/groups/g", {"data": {"members": ["x"]}})
-    collection = write(api, "PUT", "/buckets/b/collections/c",
-                       {"permissions": {"read": [BOB_ID]}})
+    collection = write(api, "PUT", "/buckets/b/collections/c", {"permissions": {"read": [BOB_ID]}})
     record = write(api, "POST", "/buckets/b/collections/c/records", {"data": {"a": 1}})
     rid = record["data"]["id"]
     record2 = write(api, "PUT", f"/buckets/b/collections/c/records/{rid}", {"data": {"a": 2}})
@@ -81,26 +79,40 @@ def test_one_exact_entry_per_action_and_kind(api):
     deleted_collection = write(api, "DELETE", "/buckets/b/collections/c")
 
     def entry(action, kind, uri, target, ids):
-        return {"target": {"data": target["data"], "permissions": target.get("permissions", {})},
-                "action": action, "uri": uri, "user_id": ALICE_ID, "resource_name": kind, **ids}
+        return {
+            "target": {"data": target["data"], "permissions": target.get("permissions", {})},
+            "action": action,
+            "uri": uri,
+            "user_id": ALICE_ID,
+            "resource_name": kind,
+            **ids,
+        }
 
     record_uri = f"/buckets/b/collections/c/records/{rid}"
     expected = [
         entry("create", "bucket", "/buckets/b", bucket, {"bucket_id": "b"}),
         entry("update", "bucket", "/buckets/b", bucket2, {"bucket_id": "b"}),
         entry("create", "group", "/buckets/b/groups/g", group, {"group_id": "g"}),
-        entry("create", "collection", "/buckets/b/collections/c", collection,
-              {"collection_id": "c"}),
+        entry(
+            "create", "collection", "/buckets/b/collections/c", collection, {"collection_id": "c"}
+        ),
         entry("create", "record", record_uri, record, {"collection_id": "c", "record_id": rid}),
         entry("update", "record", record_uri, record2, {"collection_id": "c", "record_id": rid}),
         entry("update", "record", record_uri, record3, {"collection_id": "c", "record_id": rid}),
-        entry("delete", "record", record_uri, deleted_record,
-              {"collection_id": "c", "record_id": rid}),
-        entry("update", "collection", "/buckets/b/collections/c", collection2,
-              {"collection_id": "c"}),
+        entry(
+            "delete", "record", record_uri, deleted_record, {"collection_id": "c", "record_id": rid}
+        ),
+        entry(
+            "update", "collection", "/buckets/b/collections/c", collection2, {"collection_id": "c"}
+        ),
         entry("delete", "group", "/buckets/b/groups/g", deleted_group, {"group_id": "g"}),
-        entry("delete", "collection", "/buckets/b/collections/c", deleted_collection,
-              {"collection_id": "c"}),
+        entry(
+            "delete",
+            "collection",
+            "/buckets/b/collections/c",
+            deleted_collection,
+            {"collection_id": "c"},
+        ),
     ]
     entries = history(api)
     assert [strip_entry(e) for e in reversed(entries)] == expected
@@ -109,10 +121,22 @@ def test_one_exact_entry_per_action_and_kind(api):
     assert stamps == sorted(stamps, reverse=True) and len(set(stamps)) == len(stamps)
     assert all(e["last_modified"] >= e["target"]["data"]["last_modified"] for e in entries)
     # Kinto's key order, and a tombstone as the target of a delete.
-    assert list(entries[0]) == ["date", "target", "action", "uri", "user_id", "resource_name",
-                                "collection_id", "id", "last_modified"]
-    tombstone = {"id": "c", "deleted": True,
-                 "last_modified": deleted_collection["data"]["last_modified"]}
+    assert list(entries[0]) == [
+        "date",
+        "target",
+        "action",
+        "uri",
+        "user_id",
+        "resource_name",
+        "collection_id",
+        "id",
+        "last_modified",
+    ]
+    tombstone = {
+        "id": "c",
+        "deleted": True,
+        "last_modified": deleted_collection["data"]["last_modified"],
+    }
     assert entries[0]["target"] == {"data": tombstone, "permissions": {}}
 
 
@@ -133,12 +157,15 @@ def test_plural_delete_records_one_entry_per_object(api):
     entries = history(api, "?action=delete")
     assert sorted(e["record_id"] for e in entries) == ["r2", "r3"]
     assert sorted(e["target"]["data"]["last_modified"] for e in entries) == sorted(
-        d["last_modified"] for d in deleted)
+        d["last_modified"] for d in deleted
+    )
     write(api, "PUT", "/buckets/b/groups/g1", {"data": {"members": []}})
     write(api, "PUT", "/buckets/b/groups/g2", {"data": {"members": []}})
     write(api, "DELETE", "/buckets/b/groups")
     assert sorted(e["group_id"] for e in history(api, "?action=delete&resource_name=group")) == [
-        "g1", "g2"]
+        "g1",
+        "g2",
+    ]
 
 
 def test_cascade_records_the_deleted_collection_not_its_records(api):
@@ -167,18 +194,32 @@ def test_deleting_the_bucket_deletes_its_history(api, tracking):
     write(api, "DELETE", "/buckets")  # plural: every bucket, each with its history
     write(api, "PUT", "/buckets/other")
     assert [(e["action"], e["uri"]) for e in history(api, bucket="other")] == [
-        ("create", "/buckets/other")]
+        ("create", "/buckets/other")
+    ]
 
 
 def test_batch_writes_record_an_entry_each(api):
     write(api, "PUT", "/buckets/b")
     write(api, "PUT", "/buckets/b/collections/c")
-    write(api, "POST", "/batch", {"defaults": {"method": "PUT"}, "requests": [
-        {"path": f"/buckets/b/collections/c/records/r{i}", "body": {"data": {"i": i}}}
-        for i in range(3)]}, status=(200,))
+    write(
+        api,
+        "POST",
+        "/batch",
+        {
+            "defaults": {"method": "PUT"},
+            "requests": [
+                {"path": f"/buckets/b/collections/c/records/r{i}", "body": {"data": {"i": i}}}
+                for i in range(3)
+            ],
+        },
+        status=(200,),
+    )
     entries = history(api, "?resource_name=record&_sort=record_id")
     assert [(e["record_id"], e["target"]["data"]["i"]) for e in entries] == [
-        ("r0", 0), ("r1", 1), ("r2", 2)]
+        ("r0", 0),
+        ("r1", 1),
+        ("r2", 2),
+    ]
 
 
 def test_concurrent_writes_each_get_one_entry(api):
@@ -189,14 +230,19 @@ def test_concurrent_writes_each_get_one_entry(api):
     def burst(worker):
         session = api.as_user(ALICE)
         for i in range(10):
-            write(session, "PUT", f"/buckets/b/collections/c{worker % 2 + 1}/records/w{worker}-{i}",
-                  {"data": {"i": i}})
+            write(
+                session,
+                "PUT",
+                f"/buckets/b/collections/c{worker % 2 + 1}/records/w{worker}-{i}",
+                {"data": {"i": i}},
+            )
 
     with ThreadPoolExecutor(max_workers=6) as pool:
         list(pool.map(burst, range(6)))
     entries = history(api, "?resource_name=record")
     assert sorted(e["record_id"] for e in entries) == sorted(
-        f"w{worker}-{i}" for worker in range(6) for i in range(10))
+        f"w{worker}-{i}" for worker in range(6) for i in range(10)
+    )
     stamps = [e["last_modified"] for e in entries]
     assert len(set(stamps)) == 60 and stamps == sorted(stamps, reverse=True)
 
@@ -220,7 +266,7 @@ def test_history_files_are_plain_json(api, tracking):
         with open(path, encoding="utf-8") as f:
             text = f.read()
         document = json.loads(text)
-        on_disk[os.path.basename(path)[:-len(".json")]] = document
+        on_disk[os.path.basename(path)[: -len(".json")]] = document
         if document["resource_name"] == "record":
             assert "été" in text  # readable with grep, not \\u-escaped
     assert on_disk == entries
@@ -234,6 +280,7 @@ def test_history_files_are_plain_json(api, tracking):
 
 
 # -- the list endpoint ------------------------------------------------------------
+
 
 @pytest.fixture
 def blog(api):
@@ -249,8 +296,12 @@ def make_blog(api):
     write(api, "PUT", "/buckets/b/groups/g", {"data": {"members": ["x"]}})
     write(api, "PUT", "/buckets/b/collections/c/records/r1", {"data": {"a": 1}})
     write(api, "PATCH", "/buckets/b/collections/c/records/r1", {"data": {"a": 2}})
-    write(api, "PUT", "/buckets/b/collections/c2/records/r2",
-          {"data": {"a": 1}, "permissions": {"read": ["system.Everyone"]}})
+    write(
+        api,
+        "PUT",
+        "/buckets/b/collections/c2/records/r2",
+        {"data": {"a": 1}, "permissions": {"read": ["system.Everyone"]}},
+    )
     write(api, "PUT", "/buckets/b/collections/c2/records/r3", {"data": {"a": 3}})
     write(api, "PUT", "/buckets/b/collections/c2/records/123", {"data": {"a": 3}})
     write(api, "DELETE", "/buckets/b/collections/c/records/r1")
@@ -267,13 +318,21 @@ def test_filters(blog):
     assert len(history(blog)) == 13
     assert uris(history(blog, "?resource_name=group")) == ["/buckets/b/groups/g"] * 2
     assert [e["action"] for e in history(blog, "?collection_id=c")] == [
-        "delete", "update", "create", "create"]
+        "delete",
+        "update",
+        "create",
+        "create",
+    ]
     created = history(blog, "?action=create&resource_name=record&collection_id=c2&_sort=uri")
     assert uris(created) == [
-        "/buckets/b/collections/c2/records/123", "/buckets/b/collections/c2/records/r2",
-        "/buckets/b/collections/c2/records/r3"]
+        "/buckets/b/collections/c2/records/123",
+        "/buckets/b/collections/c2/records/r2",
+        "/buckets/b/collections/c2/records/r3",
+    ]
     assert uris(history(blog, "?target.data.a=3")) == [
-        "/buckets/b/collections/c2/records/123", "/buckets/b/collections/c2/records/r3"]
+        "/buckets/b/collections/c2/records/123",
+        "/buckets/b/collections/c2/records/r3",
+    ]
     assert history(blog, f"?exclude_user_id={ALICE_ID}") == []
     assert len(history(blog, f"?user_id={ALICE_ID}")) == 13
     assert uris(history(blog, "?like_uri=*groups*")) == ["/buckets/b/groups/g"] * 2
@@ -282,8 +341,9 @@ def test_filters(blog):
 def test_integer_looking_id_filters_compare_as_strings(blog):
     assert uris(history(blog, "?record_id=123")) == ["/buckets/b/collections/c2/records/123"] * 2
     # Only plain values are converted: in_ keeps 123 a number, as Kinto does.
-    assert uris(history(blog, "?in_record_id=123,r3")) == [
-        "/buckets/b/collections/c2/records/r3"] * 2
+    assert (
+        uris(history(blog, "?in_record_id=123,r3")) == ["/buckets/b/collections/c2/records/r3"] * 2
+    )
 
 
 def test_sort_pagination_and_projection(blog):
@@ -317,18 +377,24 @@ def test_kinto_http_js_list_records_at(blog):
     assert uris(created) == ["/buckets/b/collections/c2"]
     (r3_created,) = history(blog, "?record_id=r3&action=create")
     at = r3_created["target"]["data"]["last_modified"]
-    entries = history(blog, "?resource_name=record&collection_id=c2"
-                            f"&max_target.data.last_modified={at}&_sort=-target.data.last_modified")
+    entries = history(
+        blog,
+        "?resource_name=record&collection_id=c2"
+        f"&max_target.data.last_modified={at}&_sort=-target.data.last_modified",
+    )
     assert [(e["action"], e["record_id"]) for e in entries] == [("create", "r3"), ("create", "r2")]
 
 
-@pytest.mark.parametrize("query, name, description, location", [
-    ("?foo=1", "foo", "Unknown filter field 'foo'", "querystring"),
-    ("?foo.bar=3", "foo.bar", "Unknown filter field 'foo.bar'", "querystring"),
-    ("?gt_data.x=1", "gt_data.x", "Unknown filter field 'gt_data.x'", "querystring"),
-    ("?_sort=foo", None, "Unknown sort field 'foo'", "querystring"),
-    ("?_fields=foo,bar", "Invalid _fields parameter", "Fields bar,foo do not exist", "body"),
-])
+@pytest.mark.parametrize(
+    "query, name, description, location",
+    [
+        ("?foo=1", "foo", "Unknown filter field 'foo'", "querystring"),
+        ("?foo.bar=3", "foo.bar", "Unknown filter field 'foo.bar'", "querystring"),
+        ("?gt_data.x=1", "gt_data.x", "Unknown filter field 'gt_data.x'", "querystring"),
+        ("?_sort=foo", None, "Unknown sort field 'foo'", "querystring"),
+        ("?_fields=foo,bar", "Invalid _fields parameter", "Fields bar,foo do not exist", "body"),
+    ],
+)
 def test_unknown_fields_are_a_400(blog, query, name, description, location):
     body = assert_error(blog.get(f"/buckets/b/history{query}"), 400, 107)
     assert body["details"] == [{"location": location, "name": name, "description": description}]
@@ -359,18 +425,23 @@ def test_methods_and_object_urls(blog):
     for method in ("POST", "PUT", "PATCH"):
         response = blog.request(method, "/buckets/b/history", json={})
         assert_error(response, 405, 115, "Method not allowed on this endpoint.")
-    assert_error(blog.get("/buckets/b/history/abc"), 404, 111,
-                 "The resource you are looking for could not be found.")
+    assert_error(
+        blog.get("/buckets/b/history/abc"),
+        404,
+        111,
+        "The resource you are looking for could not be found.",
+    )
 
 
 # -- visibility (17.3) --------------------------------------------------------------
+
 
 def test_a_reader_of_one_collection_sees_only_its_entries(blog):
     bob = blog.as_user(BOB)
     seen = history(bob)
     assert [(e["action"], e["uri"]) for e in seen] == [
         ("delete", "/buckets/b/collections/c/records/r1"),
-        ("create", "/buckets/b/collections/c2/records/r2"),   # public record
+        ("create", "/buckets/b/collections/c2/records/r2"),  # public record
         ("update", "/buckets/b/collections/c/records/r1"),
         ("create", "/buckets/b/collections/c/records/r1"),
         ("create", "/buckets/b/collections/c"),
@@ -403,6 +474,7 @@ def test_no_grant_at_all_is_forbidden(api):
 
 
 # -- purge ------------------------------------------------------------------------------
+
 
 def test_purge_needs_bucket_write(blog):
     assert_error(blog.as_user(BOB).delete("/buckets/b/history"), 403, 121)
@@ -442,6 +514,7 @@ def test_kinto_http_client_reads_and_purges_history(start_server):
 
 # -- snapshot -------------------------------------------------------------------------------
 
+
 def test_snapshot_rebuilds_a_collection_at_a_timestamp(api):
     write(api, "PUT", "/buckets/b")
     write(api, "PUT", "/buckets/b/collections/c", {"permissions": {"read": [BOB_ID]}})
@@ -461,20 +534,48 @@ def test_snapshot_rebuilds_a_collection_at_a_timestamp(api):
     assert api.as_user(BOB).get(f"/buckets/b/snapshot/collections/c@{at}").json() == snapshot
 
 
-@pytest.mark.parametrize("path, status, errno, details", [
-    ("/buckets/b/snapshot/collections/c@abc", 400, 107,
-     [{"location": "path", "name": "timestamp", "description": "Invalid timestamp 'abc'"}]),
-    ("/buckets/b/snapshot/collections/c@-1", 400, 107,
-     [{"location": "path", "name": "timestamp", "description": "Invalid timestamp '-1'"}]),
-    ("/buckets/b/snapshot/collections/a.b@abc", 400, 107,
-     [{"location": "path", "name": "timestamp", "description": "Invalid timestamp 'abc'"}]),
-    ("/buckets/b/snapshot/collections/a.b@1", 404, 111,
-     {"id": "a.b", "resource_name": "collection"}),
-    ("/buckets/a.b/snapshot/collections/c@1", 404, 111, {"id": "a.b", "resource_name": "bucket"}),
-    ("/buckets/b/snapshot/collections/c@1@2", 404, 111,
-     {"id": "c@1", "resource_name": "collection"}),
-    ("/buckets/b/snapshot/collections/c", 404, 111, None),
-])
+@pytest.mark.parametrize(
+    "path, status, errno, details",
+    [
+        (
+            "/buckets/b/snapshot/collections/c@abc",
+            400,
+            107,
+            [{"location": "path", "name": "timestamp", "description": "Invalid timestamp 'abc'"}],
+        ),
+        (
+            "/buckets/b/snapshot/collections/c@-1",
+            400,
+            107,
+            [{"location": "path", "name": "timestamp", "description": "Invalid timestamp '-1'"}],
+        ),
+        (
+            "/buckets/b/snapshot/collections/a.b@abc",
+            400,
+            107,
+            [{"location": "path", "name": "timestamp", "description": "Invalid timestamp 'abc'"}],
+        ),
+        (
+            "/buckets/b/snapshot/collections/a.b@1",
+            404,
+            111,
+            {"id": "a.b", "resource_name": "collection"},
+        ),
+        (
+            "/buckets/a.b/snapshot/collections/c@1",
+            404,
+            111,
+            {"id": "a.b", "resource_name": "bucket"},
+        ),
+        (
+            "/buckets/b/snapshot/collections/c@1@2",
+            404,
+            111,
+            {"id": "c@1", "resource_name": "collection"},
+        ),
+        ("/buckets/b/snapshot/collections/c", 404, 111, None),
+    ],
+)
 def test_snapshot_errors(api, path, status, errno, details):
     write(api, "PUT", "/buckets/b")
     body = assert_error(api.get(path), status, errno)
@@ -491,13 +592,18 @@ def test_snapshot_permissions(api):
 
 # -- settings -----------------------------------------------------------------------------
 
+
 def test_exclusions(start_app):
-    daemon = start_app(plugins="history",
-                       history_exclude_resources="/buckets/quiet /buckets/b/collections/skip",
-                       history_exclude_user_ids=BOB_ID)
+    daemon = start_app(
+        plugins="history",
+        history_exclude_resources="/buckets/quiet /buckets/b/collections/skip",
+        history_exclude_user_ids=BOB_ID,
+    )
     api = Api(daemon)
     assert api.get("/").json()["capabilities"]["history"]["excluded_resources"] == [
-        {"bucket": "quiet"}, {"bucket": "b", "collection": "skip"}]
+        {"bucket": "quiet"},
+        {"bucket": "b", "collection": "skip"},
+    ]
     write(api, "PUT", "/buckets/quiet")
     write(api, "PUT", "/buckets/quiet/collections/c")
     write(api, "PUT", "/buckets/b", {"permissions": {"write": [BOB_ID]}})
@@ -510,8 +616,9 @@ def test_exclusions(start_app):
 
 
 def test_auto_trim(start_app):
-    daemon = start_app(plugins="history", history_auto_trim_max_count=3,
-                       history_auto_trim_threshold=2)
+    daemon = start_app(
+        plugins="history", history_auto_trim_max_count=3, history_auto_trim_threshold=2
+    )
     api = Api(daemon)
     assert api.get("/").json()["capabilities"]["history"]["auto_trim_max_count"] == 3
     write(api, "PUT", "/buckets/b")
@@ -532,20 +639,31 @@ def test_bad_excluded_uri_stops_the_daemon(start_server):  # a process that exit
         start_server(plugins="history", history_exclude_resources="/buckets/b/nonsense/x")
 
 
-@pytest.mark.parametrize("path, allowed", [
-    ("/buckets/b/history", "GET,HEAD,DELETE,OPTIONS"),
-    ("/buckets/b/snapshot/collections/c@1", "GET,HEAD,OPTIONS"),
-])
+@pytest.mark.parametrize(
+    "path, allowed",
+    [
+        ("/buckets/b/history", "GET,HEAD,DELETE,OPTIONS"),
+        ("/buckets/b/snapshot/collections/c@1", "GET,HEAD,OPTIONS"),
+    ],
+)
 def test_cors_preflight_names_the_methods_of_each_endpoint(api, path, allowed):
     for method in allowed.split(","):
         if method == "OPTIONS":
             continue
-        response = api.request("OPTIONS", path, auth=None, headers={
-            "Origin": "http://example.com", "Access-Control-Request-Method": method})
+        response = api.request(
+            "OPTIONS",
+            path,
+            auth=None,
+            headers={"Origin": "http://example.com", "Access-Control-Request-Method": method},
+        )
         assert_status(response, 200)
         assert response.headers["Access-Control-Allow-Methods"] == allowed
-    refused = api.request("OPTIONS", path, auth=None, headers={
-        "Origin": "http://example.com", "Access-Control-Request-Method": "POST"})
+    refused = api.request(
+        "OPTIONS",
+        path,
+        auth=None,
+        headers={"Origin": "http://example.com", "Access-Control-Request-Method": "POST"},
+    )
     assert_error(refused, 400, 107)
 
 

@@ -1,4 +1,5 @@
 """``kintofs init``, run as a real command, then a daemon started on its config."""
+
 import os
 import re
 import stat
@@ -7,7 +8,6 @@ import sys
 import tomllib
 
 import pytest
-
 from conftest import Api, Daemon, assert_error, assert_status, basicauth_id
 
 from kintofs.config import load_settings
@@ -17,8 +17,15 @@ PASSWORD = "s3cret admin pw"
 
 def kintofs(*args, cwd, stdin=""):
     env = {k: v for k, v in os.environ.items() if not k.startswith("KINTOFS_")}
-    return subprocess.run([sys.executable, "-m", "kintofs", *args], cwd=cwd, env=env,
-                          input=stdin, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "kintofs", *args],
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def mode(path):
@@ -72,8 +79,18 @@ def test_init_refuses_a_second_time_and_keeps_the_secret(tmp_path):
 
 def test_init_with_options_and_a_bad_port(tmp_path):
     target = tmp_path / "etc" / "kintofs" / "kintofs.toml"
-    result = kintofs("init", "--config", str(target), "--data-dir", str(tmp_path / "lib" / "k"),
-                     "--bind", "0.0.0.0", "--port", "9123", cwd=tmp_path)
+    result = kintofs(
+        "init",
+        "--config",
+        str(target),
+        "--data-dir",
+        str(tmp_path / "lib" / "k"),
+        "--bind",
+        "0.0.0.0",
+        "--port",
+        "9123",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     config = read_config(target)
     assert (config["bind"], config["port"]) == ("0.0.0.0", 9123)
@@ -93,8 +110,10 @@ def test_init_tightens_an_existing_data_dir_and_keeps_its_secret(tmp_path):
     assert mode(data) == 0o700
     # A second config for the same data keeps the secret its user ids were made with.
     assert kintofs("init", "--config", "b.toml", cwd=tmp_path).returncode == 0
-    assert (read_config(tmp_path / "a.toml")["userid_hmac_secret"]
-            == read_config(tmp_path / "b.toml")["userid_hmac_secret"])
+    assert (
+        read_config(tmp_path / "a.toml")["userid_hmac_secret"]
+        == read_config(tmp_path / "b.toml")["userid_hmac_secret"]
+    )
 
 
 def test_init_secret_is_the_one_the_daemon_uses(tmp_path):
@@ -110,16 +129,18 @@ def test_init_secret_is_the_one_the_daemon_uses(tmp_path):
 
 
 def test_init_creates_the_first_admin_account(tmp_path):
-    result = kintofs("init", "--admin", "admin", "--password-stdin", cwd=tmp_path,
-                     stdin=PASSWORD + "\n")
+    result = kintofs(
+        "init", "--admin", "admin", "--password-stdin", cwd=tmp_path, stdin=PASSWORD + "\n"
+    )
     assert result.returncode == 0, result.stderr
     config = read_config(tmp_path / "kintofs.toml")
     assert config["plugins"] == ["accounts"]
     assert config["account_write_principals"] == ["account:admin"]
     assert mode(tmp_path / "data" / "accounts" / "admin.json") == 0o600
 
-    daemon = Daemon(tmp_path / "data", config=tmp_path / "kintofs.toml",
-                    userid_hmac_secret=None, plugins=None)
+    daemon = Daemon(
+        tmp_path / "data", config=tmp_path / "kintofs.toml", userid_hmac_secret=None, plugins=None
+    )
     try:
         admin = Api(daemon, ("admin", PASSWORD))
         assert assert_status(admin.get("/"), 200).json()["user"]["id"] == "account:admin"
@@ -143,14 +164,16 @@ def test_init_admin_without_a_password_creates_nothing(tmp_path, stdin, problem)
     # (tests/test_cli.py covers the other ways of not giving a password.)
     assert os.listdir(tmp_path) == []
     # Nothing was half-done: init runs again.
-    retry = kintofs("init", "--admin", "admin", "--password-stdin", cwd=tmp_path,
-                    stdin=PASSWORD + "\n")
+    retry = kintofs(
+        "init", "--admin", "admin", "--password-stdin", cwd=tmp_path, stdin=PASSWORD + "\n"
+    )
     assert retry.returncode == 0, retry.stderr
 
 
 def test_init_refuses_an_invalid_admin_name_before_writing(tmp_path):
-    result = kintofs("init", "--admin", "../root", "--password-stdin", cwd=tmp_path,
-                     stdin=PASSWORD + "\n")
+    result = kintofs(
+        "init", "--admin", "../root", "--password-stdin", cwd=tmp_path, stdin=PASSWORD + "\n"
+    )
     assert result.returncode == 1
     assert "not a valid account id" in result.stderr
     assert os.listdir(tmp_path) == []

@@ -1,4 +1,5 @@
 """The one table of kinds (kintofs/kinds.py) and what the other layers derive from it."""
+
 import pytest
 
 from kintofs import kinds
@@ -13,10 +14,20 @@ def test_uris_and_paths_round_trip():
     assert kinds.uri((("account", "alice"),)) == "/accounts/alice"
 
 
-@pytest.mark.parametrize("text", [
-    "", "/", "buckets/b", "/buckets", "/buckets/b/records/r", "/collections/c",
-    "/buckets/b/collections", "/buckets/b/accounts/a", "/nothing/x",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "/",
+        "buckets/b",
+        "/buckets",
+        "/buckets/b/records/r",
+        "/collections/c",
+        "/buckets/b/collections",
+        "/buckets/b/accounts/a",
+        "/nothing/x",
+    ],
+)
 def test_a_uri_of_no_kind_chain_is_none(text):
     assert kinds.parse_uri(text) is None
 
@@ -45,28 +56,39 @@ def test_inheritance_is_kintos_tree():
         ("bucket", "history:create"): {},
         ("group", "read"): {"bucket": {"write", "read"}, "group": {"write", "read"}},
         ("group", "write"): {"bucket": {"write"}, "group": {"write"}},
-        ("collection", "read"): {"bucket": {"write", "read"},
-                                 "collection": {"write", "read", "record:create"}},
+        ("collection", "read"): {
+            "bucket": {"write", "read"},
+            "collection": {"write", "read", "record:create"},
+        },
         ("collection", "write"): {"bucket": {"write"}, "collection": {"write"}},
-        ("collection", "record:create"): {"bucket": {"write"},
-                                          "collection": {"write", "record:create"}},
+        ("collection", "record:create"): {
+            "bucket": {"write"},
+            "collection": {"write", "record:create"},
+        },
         ("collection", "list"): {"bucket": {"write", "read"}, "collection": {"write", "read"}},
-        ("record", "read"): {"bucket": {"write", "read"}, "collection": {"write", "read"},
-                             "record": {"write", "read"}},
-        ("record", "write"): {"bucket": {"write"}, "collection": {"write"},
-                              "record": {"write"}},
+        ("record", "read"): {
+            "bucket": {"write", "read"},
+            "collection": {"write", "read"},
+            "record": {"write", "read"},
+        },
+        ("record", "write"): {"bucket": {"write"}, "collection": {"write"}, "record": {"write"}},
         ("account", "read"): {"account": {"write", "read"}},
         ("account", "write"): {"account": {"write"}},
         ("history", "read"): {"bucket": {"write", "read"}, "history": {"write", "read"}},
         ("history", "write"): {"bucket": {"write"}, "history": {"write"}},
     }
-    assert {key: {k: set(v) for k, v in holders.items()}
-            for key, holders in rules.INHERITANCE.items()} == expected
+    assert {
+        key: {k: set(v) for k, v in holders.items()} for key, holders in rules.INHERITANCE.items()
+    } == expected
 
 
 def test_implied_permissions_on_the_same_object():
     assert kinds.implied("bucket", "collection:create") == {"collection:create", "read:attributes"}
-    assert kinds.implied("collection", "write") == {"write", "read", "read:attributes",
-                                                     "record:create"}
+    assert kinds.implied("collection", "write") == {
+        "write",
+        "read",
+        "read:attributes",
+        "record:create",
+    }
     assert kinds.implied("record", "write") == {"write", "read"}
     assert kinds.implied("root", "bucket:create") == {"bucket:create"}

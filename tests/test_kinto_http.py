@@ -3,14 +3,14 @@
 Every object the client writes is also read back from the data directory:
 it must be a plain JSON file holding exactly what the API returns.
 """
+
 import json
 import os
 
 import kinto_http
 import pytest
-from kinto_http.exceptions import KintoBatchException, KintoException
-
 from conftest import ALICE, BOB, basicauth_id
+from kinto_http.exceptions import KintoBatchException, KintoException
 
 ALICE_ID = basicauth_id(ALICE)
 
@@ -19,6 +19,7 @@ pytestmark = pytest.mark.daemon
 
 
 # -- helpers ---------------------------------------------------------------
+
 
 def make_client(server, auth=ALICE, **kwargs):
     return kinto_http.Client(server_url=server.url, auth=auth, timeout=30, **kwargs)
@@ -75,11 +76,16 @@ def assert_on_disk(path, data):
 
 
 def no_temp_files(root):
-    return [os.path.join(folder, name) for folder, _, files in os.walk(root)
-            for name in files if name.startswith(".tmp-")]
+    return [
+        os.path.join(folder, name)
+        for folder, _, files in os.walk(root)
+        for name in files
+        if name.startswith(".tmp-")
+    ]
 
 
 # -- server info -----------------------------------------------------------
+
 
 def test_server_info_names_the_protocol_and_the_user(client, server):
     info = client.server_info()
@@ -98,6 +104,7 @@ def test_server_info_without_credentials_has_no_user(api, server):
 
 # -- buckets, collections, groups -----------------------------------------
 
+
 def test_bucket_is_a_json_file_with_what_the_api_returns(client, server):
     created = client.create_bucket(id="blog", data={"title": "Mon blog", "tags": ["été"]})
     assert created["data"]["id"] == "blog"
@@ -115,20 +122,26 @@ def test_bucket_is_a_json_file_with_what_the_api_returns(client, server):
 
 def test_collection_and_group_files(client, server):
     client.create_bucket(id="blog")
-    collection = client.create_collection(id="articles", bucket="blog",
-                                          data={"cache_expires": 30, "note": "x"})
+    collection = client.create_collection(
+        id="articles", bucket="blog", data={"cache_expires": 30, "note": "x"}
+    )
     assert collection["data"]["cache_expires"] == 30
     group = client.create_group(id="editors", bucket="blog", data={"members": [ALICE_ID, "bob"]})
     assert group["data"]["members"] == [ALICE_ID, "bob"]
 
-    assert_on_disk(collection_file(server, "blog", "articles"),
-                   client.get_collection(id="articles", bucket="blog")["data"])
-    assert_on_disk(group_file(server, "blog", "editors"),
-                   client.get_group(id="editors", bucket="blog")["data"])
+    assert_on_disk(
+        collection_file(server, "blog", "articles"),
+        client.get_collection(id="articles", bucket="blog")["data"],
+    )
+    assert_on_disk(
+        group_file(server, "blog", "editors"), client.get_group(id="editors", bucket="blog")["data"]
+    )
 
     client.create_collection(id="comments", bucket="blog")
-    assert sorted(c["id"] for c in client.get_collections(bucket="blog")) == ["articles",
-                                                                               "comments"]
+    assert sorted(c["id"] for c in client.get_collections(bucket="blog")) == [
+        "articles",
+        "comments",
+    ]
     assert [g["id"] for g in client.get_groups(bucket="blog")] == ["editors"]
 
 
@@ -182,9 +195,13 @@ def test_another_user_cannot_read_alices_bucket(client, server):
 
 # -- records ---------------------------------------------------------------
 
+
 def test_record_lifecycle(blog, server):
-    created = blog.create_record(id="r1", data={"title": "hello", "tags": ["a"], "n": 1},
-                                 permissions={"read": ["system.Authenticated"]})
+    created = blog.create_record(
+        id="r1",
+        data={"title": "hello", "tags": ["a"], "n": 1},
+        permissions={"read": ["system.Authenticated"]},
+    )
     assert created["data"]["id"] == "r1" and created["data"]["title"] == "hello"
     assert isinstance(created["data"]["last_modified"], int)
     assert created["permissions"] == {"read": ["system.Authenticated"], "write": [ALICE_ID]}
@@ -214,8 +231,7 @@ def test_record_lifecycle(blog, server):
     assert_on_disk(path, fetched["data"])
 
     deleted = blog.delete_record(id="r1")
-    assert deleted == {"id": "r1", "deleted": True,
-                       "last_modified": deleted["last_modified"]}
+    assert deleted == {"id": "r1", "deleted": True, "last_modified": deleted["last_modified"]}
     assert deleted["last_modified"] > patched["data"]["last_modified"]
     assert not os.path.exists(path)
     assert not os.path.exists(path[: -len(".json")] + ".acl")
@@ -260,14 +276,16 @@ def test_records_of_many_collections_stay_apart(client, server):
 
 # -- batch -----------------------------------------------------------------
 
+
 def test_batch_creates_everything_in_one_request(client, server):
     with client.batch() as batch:
         batch.create_bucket(id="shop")
         batch.create_collection(id="items", bucket="shop")
         batch.create_group(id="staff", bucket="shop", data={"members": [ALICE_ID]})
         for i in range(5):
-            batch.create_record(bucket="shop", collection="items", id=f"item{i}",
-                                data={"price": i * 10})
+            batch.create_record(
+                bucket="shop", collection="items", id=f"item{i}", data={"price": i * 10}
+            )
     results = batch.results()
     assert len(results) == 8
     assert results[0]["data"]["id"] == "shop"
@@ -276,8 +294,7 @@ def test_batch_creates_everything_in_one_request(client, server):
     records = client.get_records(bucket="shop", collection="items")
     assert {r["id"]: r["price"] for r in records} == {f"item{i}": i * 10 for i in range(5)}
     for result in results[3:]:
-        assert_on_disk(record_file(server, "shop", "items", result["data"]["id"]),
-                       result["data"])
+        assert_on_disk(record_file(server, "shop", "items", result["data"]["id"]), result["data"])
     assert_on_disk(group_file(server, "shop", "staff"), results[2]["data"])
     assert_on_disk(bucket_file(server, "shop"), results[0]["data"])
 
@@ -312,6 +329,7 @@ def test_batch_updates_and_deletes(blog, server):
 
 # -- polling ---------------------------------------------------------------
 
+
 def test_since_returns_changes_and_tombstones(blog, server):
     blog.create_record(id="old", data={"v": 0})
     blog.create_record(id="gone", data={"v": 0})
@@ -338,6 +356,7 @@ def test_timestamp_of_a_never_written_collection_is_stable(blog, server):
 
 # -- if_not_exists and safe writes -----------------------------------------
 
+
 def test_if_not_exists_returns_the_existing_objects(client, server):
     first = client.create_bucket(id="blog", data={"v": 1})
     again = client.create_bucket(id="blog", data={"v": 2}, if_not_exists=True)
@@ -348,13 +367,13 @@ def test_if_not_exists_returns_the_existing_objects(client, server):
     assert again["data"]["v"] == 1
 
     client.create_group(id="g", bucket="blog", data={"members": ["x"]})
-    again = client.create_group(id="g", bucket="blog", data={"members": ["y"]},
-                                if_not_exists=True)
+    again = client.create_group(id="g", bucket="blog", data={"members": ["y"]}, if_not_exists=True)
     assert again["data"]["members"] == ["x"]
 
     record = client.create_record(bucket="blog", collection="c", id="r", data={"v": 1})
-    again = client.create_record(bucket="blog", collection="c", id="r", data={"v": 2},
-                                 if_not_exists=True)
+    again = client.create_record(
+        bucket="blog", collection="c", id="r", data={"v": 2}, if_not_exists=True
+    )
     assert again["data"] == record["data"]
     assert_on_disk(record_file(server, "blog", "c", "r"), record["data"])
 

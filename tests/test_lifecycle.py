@@ -1,4 +1,5 @@
 """Graceful shutdown on SIGTERM, and the structured access log."""
+
 import base64
 import json
 import os
@@ -9,7 +10,6 @@ import threading
 import time
 
 import requests
-
 from conftest import ALICE, SECRET, Api, assert_status
 
 RECORDS = "/buckets/b/collections/c/records"
@@ -17,14 +17,16 @@ RECORDS = "/buckets/b/collections/c/records"
 
 # -- SIGTERM -----------------------------------------------------------------
 
+
 def test_sigterm_lets_a_slow_request_in_flight_finish_then_exits_0(start_server):
     # A big batch with fsync on takes long enough to be caught in flight.
     daemon = start_server(fsync="true", batch_max_requests=2000)
     api = Api(daemon)
     assert_status(api.put("/buckets/b"), 201)
     assert_status(api.put("/buckets/b/collections/c"), 201)
-    subs = [{"method": "PUT", "path": f"{RECORDS}/r{i}", "body": {"data": {"i": i}}}
-            for i in range(150)]
+    subs = [
+        {"method": "PUT", "path": f"{RECORDS}/r{i}", "body": {"data": {"i": i}}} for i in range(150)
+    ]
     done = {}
 
     def send_batch():
@@ -75,6 +77,7 @@ def wait_for_first_record(daemon, timeout=30):
 
 # -- access log --------------------------------------------------------------
 
+
 def read_log(path, count):
     """``count`` lines of the log, less the heartbeats of the fixture.
 
@@ -108,9 +111,18 @@ def test_access_log_has_one_json_line_per_request_and_no_secrets(start_server, t
     assert_status(api.get("/buckets/b/collections/nope"), 404)
     assert_status(api.get("/buckets/b?secret-query=hush"), 200)
     assert_status(api.get("/buckets", auth=None), 401)
-    assert_status(api.post("/batch", json={"requests": [
-        {"method": "PUT", "path": "/buckets/b/collections/c"},
-        {"method": "GET", "path": "/buckets/b/collections/c"}]}), 200)
+    assert_status(
+        api.post(
+            "/batch",
+            json={
+                "requests": [
+                    {"method": "PUT", "path": "/buckets/b/collections/c"},
+                    {"method": "GET", "path": "/buckets/b/collections/c"},
+                ]
+            },
+        ),
+        200,
+    )
 
     lines = read_log(log_path, 6)
     summary = [(line["method"], line["path"], line["status"]) for line in lines]
@@ -125,8 +137,16 @@ def test_access_log_has_one_json_line_per_request_and_no_secrets(start_server, t
     short = "basicauth:" + userid.split(":")[1][:8]
     assert [line["user"] for line in lines] == [short, short, short, short, None, short]
     for line in lines:
-        assert set(line) == {"time", "method", "path", "status", "duration_ms", "bytes", "user",
-                             "remote"}
+        assert set(line) == {
+            "time",
+            "method",
+            "path",
+            "status",
+            "duration_ms",
+            "bytes",
+            "user",
+            "remote",
+        }
         assert line["time"].endswith("Z") and line["remote"] == "127.0.0.1"
         assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
         assert line["bytes"] > 0
@@ -160,15 +180,32 @@ def test_access_log_file_is_reopened_after_logrotate_moves_it(start_server, tmp_
 
 # -- start-up ----------------------------------------------------------------
 
+
 def test_a_busy_port_is_one_line_and_exit_1(start_server, tmp_path):
     running = start_server()
     second = subprocess.run(
-        [sys.executable, "-m", "kintofs", "serve", "--port", str(running.port),
-         "--data-dir", str(tmp_path / "other"), "--config", os.devnull],
+        [
+            sys.executable,
+            "-m",
+            "kintofs",
+            "serve",
+            "--port",
+            str(running.port),
+            "--data-dir",
+            str(tmp_path / "other"),
+            "--config",
+            os.devnull,
+        ],
         env={k: v for k, v in os.environ.items() if not k.startswith("KINTOFS_")},
-        capture_output=True, text=True, timeout=60)
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert second.returncode == 1
-    assert second.stderr == f"kintofs: port {running.port} is in use (127.0.0.1:{running.port}); use --port\n"
+    assert (
+        second.stderr
+        == f"kintofs: port {running.port} is in use (127.0.0.1:{running.port}); use --port\n"
+    )
 
 
 def test_the_listening_line_is_printed_once(start_server):

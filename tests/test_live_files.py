@@ -1,10 +1,10 @@
 """Files edited by hand become normal, revisioned changes (the watcher)."""
+
 import json
 import os
 import time
 
 import pytest
-
 from conftest import ALICE, BOB, Api, assert_status
 
 RECORDS = "/buckets/b/collections/c/records"
@@ -39,26 +39,38 @@ def live(start_server):
 
 def test_an_edited_record_gets_a_new_revision(live):
     api, records = live
-    before = assert_status(api.put(RECORDS + "/r1", json={"data": {"title": "old"}}), 201).json()["data"]
+    before = assert_status(api.put(RECORDS + "/r1", json={"data": {"title": "old"}}), 201).json()[
+        "data"
+    ]
     list_etag = api.get(RECORDS).headers["ETag"].strip('"')
 
     write_by_hand(os.path.join(records, "r1.json"), dict(before, title="edited by hand"))
 
-    after = wait_for(lambda: (d := api.get(RECORDS + "/r1").json()["data"])["title"] == "edited by hand" and d)
+    after = wait_for(
+        lambda: (d := api.get(RECORDS + "/r1").json()["data"])["title"] == "edited by hand" and d
+    )
     assert after["last_modified"] > before["last_modified"]
     changes = api.get(RECORDS, params={"_since": list_etag}).json()["data"]
     assert [(r["id"], r["title"]) for r in changes] == [("r1", "edited by hand")]
     with open(os.path.join(records, "r1.json"), encoding="utf-8") as f:
         assert json.load(f)["last_modified"] == after["last_modified"]
     with open(os.path.join(records, "_journal.jsonl"), encoding="utf-8") as f:
-        assert json.loads(f.readlines()[-1]) == {"ts": after["last_modified"], "op": "put", "id": "r1"}
+        assert json.loads(f.readlines()[-1]) == {
+            "ts": after["last_modified"],
+            "op": "put",
+            "id": "r1",
+        }
 
 
 def test_a_file_added_by_hand_becomes_a_record(live):
     api, records = live
     write_by_hand(os.path.join(records, "new1.json"), {"title": "dropped in"})
-    record = wait_for(lambda: api.get(RECORDS + "/new1").status_code == 200
-                      and api.get(RECORDS + "/new1").json()["data"])
+    record = wait_for(
+        lambda: (
+            api.get(RECORDS + "/new1").status_code == 200
+            and api.get(RECORDS + "/new1").json()["data"]
+        )
+    )
     assert record["title"] == "dropped in" and record["id"] == "new1"
     assert isinstance(record["last_modified"], int)
 
@@ -100,8 +112,12 @@ def test_a_group_edited_by_hand_changes_memberships(live):
     api, _ = live
     bob_id = Api(api.daemon, BOB).get("/").json()["user"]["id"]
     assert_status(api.put("/buckets/b/groups/g", json={"data": {"members": []}}), 201)
-    assert_status(api.patch("/buckets/b/collections/c",
-                            json={"permissions": {"read": ["/buckets/b/groups/g"]}}), 200)
+    assert_status(
+        api.patch(
+            "/buckets/b/collections/c", json={"permissions": {"read": ["/buckets/b/groups/g"]}}
+        ),
+        200,
+    )
     bob = Api(api.daemon, BOB)
     assert bob.get(RECORDS).status_code == 403
 

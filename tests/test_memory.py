@@ -5,6 +5,7 @@ gets 5,000 buckets, each with a collection and a record, over HTTP: its
 resident memory stays within the budget plus what it used idle, its log stays
 small, and what was dropped from memory is still served.
 """
+
 import gc
 import os
 import shutil
@@ -16,10 +17,9 @@ import warnings
 
 import pytest
 import requests
-
 from conftest import ALICE, assert_status
-from kintofs.fsstore import FileSystemStore
-from kintofs.fsstore import listing, watch
+
+from kintofs.fsstore import FileSystemStore, listing, watch
 from kintofs.fsstore.listing import object_cost
 
 BUCKET = (("bucket", "b"),)
@@ -49,15 +49,20 @@ def budget_store(data_dir, lists_in_budget, per_list):
     """A store whose budget holds about ``lists_in_budget`` record lists."""
     probe = FileSystemStore(data_dir, fsync=False).list(*records("c0"))
     probe.timestamp()
-    store = FileSystemStore(data_dir, fsync=False,
-                            memory_budget=int(probe.memory_estimate * lists_in_budget))
+    store = FileSystemStore(
+        data_dir, fsync=False, memory_budget=int(probe.memory_estimate * lists_in_budget)
+    )
     store.recent_seconds = 0  # every list not in use is idle at once
     return store
 
 
 def held_ids(store):
     """Collection ids of the record lists in memory, least recently used first."""
-    return [os.path.basename(os.path.dirname(lst.folder)) for lst in store.held() if lst.kind == "record"]
+    return [
+        os.path.basename(os.path.dirname(lst.folder))
+        for lst in store.held()
+        if lst.kind == "record"
+    ]
 
 
 def assert_accounted(store):
@@ -82,7 +87,9 @@ def test_over_budget_the_least_recently_used_lists_are_dropped(data):
     assert held_ids(store) == ["c3", "c4", "c5"]
     # Read again from disk when needed, exactly as it was.
     again = store.list(*records("c0"))
-    assert again.get("r7").data == dict(NOTE, n=7, id="r7", last_modified=again.get("r7").data["last_modified"])
+    assert again.get("r7").data == dict(
+        NOTE, n=7, id="r7", last_modified=again.get("r7").data["last_modified"]
+    )
     assert len(again.objects()) == 30
     assert [oid for oid, _, _ in again.newest_first()][:3] == ["r29", "r28", "r27"]
     assert held_ids(store) == ["c4", "c5", "c0"]
@@ -189,7 +196,9 @@ def test_the_watcher_registers_each_folder_once(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     inotify = Inotify()
     group = watch._OnceWatchGroup(inotify, os.fsencode(tmp_path), is_recursive=True)
-    assert sorted(inotify.added) == sorted(os.fsencode(p) for p in (tmp_path, tmp_path / "a", tmp_path / "a" / "b"))
+    assert sorted(inotify.added) == sorted(
+        os.fsencode(p) for p in (tmp_path, tmp_path / "a", tmp_path / "a" / "b")
+    )
     # The creation event of "a" handled after the walk that found it, and
     # after "c" was made inside it: only "c" is new.
     (tmp_path / "a" / "c").mkdir()
@@ -280,7 +289,9 @@ def rss_mb(pid):
 
 
 def batch(session, url, subrequests):
-    response = assert_status(session.post(url + "/batch", json={"requests": subrequests}, timeout=60), 200)
+    response = assert_status(
+        session.post(url + "/batch", json={"requests": subrequests}, timeout=60), 200
+    )
     statuses = [sub["status"] for sub in response.json()["responses"]]
     assert set(statuses) <= {200, 201}, statuses
 
@@ -289,8 +300,11 @@ def bucket_with_a_record(i):
     return [
         {"method": "PUT", "path": f"/buckets/b{i}"},
         {"method": "PUT", "path": f"/buckets/b{i}/collections/c"},
-        {"method": "PUT", "path": f"/buckets/b{i}/collections/c/records/r",
-         "body": {"data": {"n": i, "text": f"record of bucket {i}"}}},
+        {
+            "method": "PUT",
+            "path": f"/buckets/b{i}/collections/c/records/r",
+            "body": {"data": {"n": i, "text": f"record of bucket {i}"}},
+        },
     ]
 
 
@@ -298,7 +312,9 @@ def bucket_with_a_record(i):
 def test_5000_buckets_stay_within_the_budget(fast_data_dir, start_server):
     # The file watcher is off here: its tables cost about 0.9 KB per folder
     # outside the budget (see docs/storage.md); the next test has it on.
-    daemon = start_server(fast_data_dir, index_memory_mb=BUDGET_MB, access_log="", watch_files="false")
+    daemon = start_server(
+        fast_data_dir, index_memory_mb=BUDGET_MB, access_log="", watch_files="false"
+    )
     session = requests.Session()
     session.auth = ALICE
     batch(session, daemon.url, bucket_with_a_record("warm"))  # first requests import and cache
@@ -307,26 +323,45 @@ def test_5000_buckets_stay_within_the_budget(fast_data_dir, start_server):
     started = time.monotonic()
     per_batch = 8  # 24 sub-requests
     for first in range(0, BUCKETS, per_batch):
-        batch(session, daemon.url,
-              [sub for i in range(first, min(first + per_batch, BUCKETS)) for sub in bucket_with_a_record(i)])
+        batch(
+            session,
+            daemon.url,
+            [
+                sub
+                for i in range(first, min(first + per_batch, BUCKETS))
+                for sub in bucket_with_a_record(i)
+            ],
+        )
         peak = max(peak, rss_mb(daemon.process.pid))
-    print(f"\n{BUCKETS} buckets in {time.monotonic() - started:.1f} s: idle {idle:.1f} MB,"
-          f" peak {peak:.1f} MB (budget {BUDGET_MB} MB)")
+    print(
+        f"\n{BUCKETS} buckets in {time.monotonic() - started:.1f} s: idle {idle:.1f} MB,"
+        f" peak {peak:.1f} MB (budget {BUDGET_MB} MB)"
+    )
     for i in (0, 1, 2, 999, BUCKETS - 1):  # the first ones were dropped long ago
-        record = assert_status(session.get(f"{daemon.url}/buckets/b{i}/collections/c/records/r"), 200).json()
+        record = assert_status(
+            session.get(f"{daemon.url}/buckets/b{i}/collections/c/records/r"), 200
+        ).json()
         assert record["data"]["n"] == i
-    listed = assert_status(session.get(f"{daemon.url}/buckets/b3/collections/c/records"), 200).json()
+    listed = assert_status(
+        session.get(f"{daemon.url}/buckets/b3/collections/c/records"), 200
+    ).json()
     assert [r["id"] for r in listed["data"]] == ["r"]
     assert peak - idle < BUDGET_MB + SLACK_MB, f"idle {idle:.1f} MB, peak {peak:.1f} MB"
     assert os.path.getsize(daemon.log_path) < 100_000
 
 
 def test_the_log_does_not_grow_with_the_number_of_folders(fast_data_dir, start_server):
-    daemon = start_server(fast_data_dir, index_memory_mb=BUDGET_MB, access_log="")  # the watcher is on
+    daemon = start_server(
+        fast_data_dir, index_memory_mb=BUDGET_MB, access_log=""
+    )  # the watcher is on
     session = requests.Session()
     session.auth = ALICE
     for first in range(0, 300, 8):
-        batch(session, daemon.url, [sub for i in range(first, first + 8) for sub in bucket_with_a_record(i)])
+        batch(
+            session,
+            daemon.url,
+            [sub for i in range(first, first + 8) for sub in bucket_with_a_record(i)],
+        )
     time.sleep(1)  # the watcher's events
     log = daemon.logs()
     assert len(log) < 100_000, log[:2000]

@@ -1,5 +1,6 @@
 """Operator tools over real processes: ``kintofs check [--repair]``,
 ``kintofs backup`` and ``kintofs restore``, next to a running daemon."""
+
 import fcntl
 import json
 import os
@@ -12,7 +13,6 @@ import time
 
 import pytest
 import requests
-
 from conftest import ALICE, Api, assert_status
 from test_concurrency import SHARED_IDS, Acks, put, read_journal, run_workers, setup_collection
 
@@ -21,10 +21,16 @@ GROUPS = "/buckets/blog/groups"
 
 
 def kintofs(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "kintofs", *map(str, args), "--config", os.devnull],
-                          capture_output=True, text=True, timeout=timeout,
-                          env=dict({k: v for k, v in os.environ.items()
-                                    if not k.startswith("KINTOFS_")}, KINTOFS_FSYNC="false"))
+    return subprocess.run(
+        [sys.executable, "-m", "kintofs", *map(str, args), "--config", os.devnull],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(
+            {k: v for k, v in os.environ.items() if not k.startswith("KINTOFS_")},
+            KINTOFS_FSYNC="false",
+        ),
+    )
 
 
 def records_folder(data_dir):
@@ -35,8 +41,12 @@ def fill_blog(api, count=5):
     assert_status(api.put("/buckets/blog"), 201)
     assert_status(api.put("/buckets/blog/collections/posts"), 201)
     assert_status(api.put(f"{GROUPS}/editors", json={"data": {"members": ["bob"]}}), 201)
-    return {f"r{i}": assert_status(api.put(f"{RECORDS}/r{i}", json={"data": {"n": i}}), 201)
-            .json()["data"] for i in range(1, count + 1)}
+    return {
+        f"r{i}": assert_status(api.put(f"{RECORDS}/r{i}", json={"data": {"n": i}}), 201).json()[
+            "data"
+        ]
+        for i in range(1, count + 1)
+    }
 
 
 def hold_lock(folder):
@@ -62,37 +72,42 @@ def wait_until_locked(path, timeout=5):
 
 # -- check and repair --------------------------------------------------------
 
+
 def test_check_finds_damage_and_repair_fixes_it_while_the_daemon_serves(start_server):
     daemon = start_server()
     api = Api(daemon)
     created = fill_blog(api)
     folder = records_folder(daemon.data_dir)
     with open(os.path.join(folder, "r1.json"), "w") as f:
-        f.write('{"n": 1, "id": "r1", "last_mod')                         # a torn file
+        f.write('{"n": 1, "id": "r1", "last_mod')  # a torn file
     with open(os.path.join(folder, "r2.acl"), "w") as f:
-        f.write("[not an acl")                                            # a damaged sidecar
+        f.write("[not an acl")  # a damaged sidecar
     fd = hold_lock(folder)
     with open(os.path.join(folder, "_journal.jsonl"), "a") as f:
-        f.write('{"ts": "yesterday", "op": "put"}\n')                     # a damaged line
+        f.write('{"ts": "yesterday", "op": "put"}\n')  # a damaged line
     os.close(fd)
-    for leftover in (os.path.join(folder, ".tmp-k3j2h1"),
-                     os.path.join(daemon.data_dir, "buckets", ".tmp-old-1234")):
-        open(leftover, "w").close()                                       # orphan temp files
+    for leftover in (
+        os.path.join(folder, ".tmp-k3j2h1"),
+        os.path.join(daemon.data_dir, "buckets", ".tmp-old-1234"),
+    ):
+        open(leftover, "w").close()  # orphan temp files
     os.mkdir(os.path.join(daemon.data_dir, "buckets", "blog", "collections", ".trash-99"))
     groups_journal = os.path.join(daemon.data_dir, "buckets", "blog", "groups", "_journal.jsonl")
     with open(groups_journal, "a") as f:
-        f.write('{"ts":17956')                                            # a torn last line
+        f.write('{"ts":17956')  # a torn last line
 
     found = kintofs("check", "--data-dir", daemon.data_dir)
     assert found.returncode == 1, found.stdout
-    for expected in ("DAMAGE   unreadable-data: buckets/blog/collections/posts/records/r1.json",
-                     "DAMAGE   unreadable-acl: buckets/blog/collections/posts/records/r2.acl",
-                     "DAMAGE   bad-journal-line: buckets/blog/collections/posts/records/_journal",
-                     "LEFTOVER temp-file: buckets/blog/collections/posts/records/.tmp-k3j2h1",
-                     "LEFTOVER temp-file: buckets/.tmp-old-1234",
-                     "LEFTOVER trash: buckets/blog/collections/.trash-99",
-                     "LEFTOVER torn-journal-tail: buckets/blog/groups/_journal.jsonl",
-                     "3 damaged, 4 leftovers"):
+    for expected in (
+        "DAMAGE   unreadable-data: buckets/blog/collections/posts/records/r1.json",
+        "DAMAGE   unreadable-acl: buckets/blog/collections/posts/records/r2.acl",
+        "DAMAGE   bad-journal-line: buckets/blog/collections/posts/records/_journal",
+        "LEFTOVER temp-file: buckets/blog/collections/posts/records/.tmp-k3j2h1",
+        "LEFTOVER temp-file: buckets/.tmp-old-1234",
+        "LEFTOVER trash: buckets/blog/collections/.trash-99",
+        "LEFTOVER torn-journal-tail: buckets/blog/groups/_journal.jsonl",
+        "3 damaged, 4 leftovers",
+    ):
         assert expected in found.stdout, found.stdout
 
     repaired = kintofs("check", "--repair", "--data-dir", daemon.data_dir)
@@ -101,8 +116,11 @@ def test_check_finds_damage_and_repair_fixes_it_while_the_daemon_serves(start_se
     assert "0 damaged, 0 leftovers" in repaired.stdout.split("after repair:")[1]
     clean = kintofs("check", "--data-dir", daemon.data_dir)
     assert clean.returncode == 0 and "0 damaged, 0 leftovers" in clean.stdout, clean.stdout
-    assert os.listdir(os.path.join(daemon.data_dir, "_quarantine", "buckets", "blog",
-                                   "collections", "posts", "records"))
+    assert os.listdir(
+        os.path.join(
+            daemon.data_dir, "_quarantine", "buckets", "blog", "collections", "posts", "records"
+        )
+    )
 
     # The running daemon saw the repairs: r1 is deleted (a tombstone for
     # syncing clients), r2 lost its own permissions, the rest is untouched.
@@ -139,7 +157,8 @@ def test_repair_rebuilds_a_lost_journal_from_the_files(start_server):
     entries = read_journal(os.path.join(records_folder(daemon.data_dir), "_journal.jsonl"))
     assert [(e["op"], e["id"], e["ts"]) for e in entries] == sorted(
         (("put", rid, data["last_modified"]) for rid, data in created.items()),
-        key=lambda entry: entry[2])
+        key=lambda entry: entry[2],
+    )
     served = start_server(data_dir=daemon.data_dir)
     response = Api(served).get(RECORDS)
     assert {r["id"]: r for r in response.json()["data"]} == created  # timestamps kept
@@ -147,7 +166,8 @@ def test_repair_rebuilds_a_lost_journal_from_the_files(start_server):
 
 
 def test_a_lock_file_left_by_a_killed_process_blocks_nobody_but_a_live_holder_is_named(
-        start_server):
+    start_server,
+):
     daemon = start_server()
     api = Api(daemon)
     fill_blog(api, count=1)
@@ -185,6 +205,7 @@ def test_taking_a_lock_never_brings_back_a_deleted_folder(tmp_path):
 
 
 # -- the daemon and the CLI writing one data directory at once ----------------
+
 
 @pytest.mark.slow  # repairs under a write load: soak-style
 def test_repairs_by_the_cli_while_a_daemon_writes_lose_nothing(start_server):
@@ -234,6 +255,7 @@ def test_repairs_by_the_cli_while_a_daemon_writes_lose_nothing(start_server):
 
 # -- backup and restore ------------------------------------------------------
 
+
 class BackgroundWriters:
     """Threads that keep writing (creates, updates, deletes) until stopped."""
 
@@ -241,8 +263,8 @@ class BackgroundWriters:
         self.daemon, self.collections = daemon, collections
         self.stop = threading.Event()
         self.lock = threading.Lock()
-        self.sent = {}        # uri -> every data version sent (None for a delete)
-        self.acked_at = []    # monotonic times of acknowledgements
+        self.sent = {}  # uri -> every data version sent (None for a delete)
+        self.acked_at = []  # monotonic times of acknowledgements
         self.slowest = 0.0
         self.failures = []
         self.threads = [threading.Thread(target=self.write, args=(n,)) for n in range(threads)]
@@ -289,9 +311,14 @@ def populate(api, collections, per_collection):
     for collection in collections:
         assert_status(api.put(collection), 201)
         for start in range(0, per_collection, 25):
-            subs = [{"method": "PUT", "path": f"{collection}/records/p{i}",
-                     "body": {"data": {"title": f"post {i}", "tags": ["a", "b"]}}}
-                    for i in range(start, min(start + 25, per_collection))]
+            subs = [
+                {
+                    "method": "PUT",
+                    "path": f"{collection}/records/p{i}",
+                    "body": {"data": {"title": f"post {i}", "tags": ["a", "b"]}},
+                }
+                for i in range(start, min(start + 25, per_collection))
+            ]
             responses = assert_status(api.post("/batch", json={"requests": subs}), 200)
             for sub, response in zip(subs, responses.json()["responses"], strict=True):
                 assert response["status"] == 201
@@ -329,8 +356,11 @@ def test_backup_under_write_load_restores_to_a_clean_directory(start_server, tmp
     assert len(during) > 10, "no write was acknowledged while the backup ran"
     assert writers.slowest < 5, "a write waited for the backup for long"
     names = tarfile.open(dest).getnames()
-    root_files = {n for n in os.listdir(daemon.data_dir)
-                  if os.path.isfile(os.path.join(daemon.data_dir, n)) and n != "_lock"}
+    root_files = {
+        n
+        for n in os.listdir(daemon.data_dir)
+        if os.path.isfile(os.path.join(daemon.data_dir, n)) and n != "_lock"
+    }
     assert "_format.json" in root_files and root_files <= set(names)
     assert not [n for n in names if n.endswith("_lock") or "/." in n]
 
@@ -346,7 +376,7 @@ def test_backup_under_write_load_restores_to_a_clean_directory(start_server, tmp
     found = served(restored, collections)
     for uri, data in before.items():  # every object acknowledged before the backup began
         assert found.get(uri) == data, uri
-    for uri, data in found.items():   # and nothing that no one wrote
+    for uri, data in found.items():  # and nothing that no one wrote
         if uri not in before:
             assert _content(data) in writers.sent[uri], uri
     assert len(found) > len(before), "no write of the background writers is in the backup"
@@ -363,8 +393,12 @@ def test_restore_refuses_a_data_directory_in_use_unless_forced(start_server, tmp
     fill_blog(Api(daemon), count=2)
     assert kintofs("backup", "--data-dir", daemon.data_dir, tmp_path / "b").returncode == 0
     assert oct(os.stat(tmp_path / "b" / "_format.json").st_mode & 0o777) == "0o600"
-    assert not [name for _, _, names in os.walk(tmp_path / "b") for name in names
-                if name == "_lock" or name.startswith(".")]
+    assert not [
+        name
+        for _, _, names in os.walk(tmp_path / "b")
+        for name in names
+        if name == "_lock" or name.startswith(".")
+    ]
     assert_status(Api(daemon).put(f"{RECORDS}/after", json={"data": {}}), 201)
     daemon.stop()
 
@@ -374,8 +408,9 @@ def test_restore_refuses_a_data_directory_in_use_unless_forced(start_server, tmp
 
     forced = kintofs("restore", "--force", "--data-dir", daemon.data_dir, tmp_path / "b")
     assert forced.returncode == 0, forced.stderr
-    moved = [line.split(" moved to ")[1] for line in forced.stdout.splitlines()
-             if " moved to " in line]
+    moved = [
+        line.split(" moved to ")[1] for line in forced.stdout.splitlines() if " moved to " in line
+    ]
     assert len(moved) == 1
     assert os.path.exists(os.path.join(records_folder(moved[0]), "after.json"))  # kept, not lost
     assert not os.path.exists(os.path.join(records_folder(daemon.data_dir), "after.json"))
@@ -395,8 +430,10 @@ def test_backup_and_restore_refuse_what_they_must_not_do(start_server, tmp_path)
 
     evil = tmp_path / "evil.tar.gz"
     with tarfile.open(evil, "w:gz") as tar:
-        for name, content in (("_format.json", json.dumps({"format": "kintofs", "version": 1})),
-                              ("../escaped.txt", "gotcha")):
+        for name, content in (
+            ("_format.json", json.dumps({"format": "kintofs", "version": 1})),
+            ("../escaped.txt", "gotcha"),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(content)
             tar.addfile(info, _bytes(content))
@@ -415,4 +452,5 @@ def test_backup_and_restore_refuse_what_they_must_not_do(start_server, tmp_path)
 
 def _bytes(text):
     import io
+
     return io.BytesIO(text.encode())

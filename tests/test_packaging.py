@@ -6,6 +6,7 @@ fetches the dependencies: this needs PyPI or a mirror) and run it with a bare
 interpreter, ``-I -S``: no site-packages, so every import must come from the
 file.
 """
+
 import importlib.util
 import json
 import os
@@ -19,11 +20,11 @@ from pathlib import Path
 
 import pytest
 import rpds
+from conftest import ALICE, Api, Daemon, assert_status
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kintofs
-from conftest import ALICE, Api, Daemon, assert_status
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGING = REPO / "packaging"
@@ -81,12 +82,15 @@ def same_map(real, pure):
     assert eval(repr(pure), {"HashTrieMap": dict}) == dict(real.items())
 
 
-map_ops = st.lists(st.one_of(
-    st.tuples(st.just("insert"), keys, values),
-    st.tuples(st.just("remove"), keys),
-    st.tuples(st.just("discard"), keys),
-    st.tuples(st.just("update"), st.dictionaries(keys, values, max_size=3)),
-), max_size=12)
+map_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("insert"), keys, values),
+        st.tuples(st.just("remove"), keys),
+        st.tuples(st.just("discard"), keys),
+        st.tuples(st.just("update"), st.dictionaries(keys, values, max_size=3)),
+    ),
+    max_size=12,
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -104,12 +108,15 @@ def test_pure_hash_trie_map_matches_rpds(start, operations):
     assert pure_rpds.HashTrieMap.convert(pure) is pure
 
 
-set_ops = st.lists(st.one_of(
-    st.tuples(st.just("insert"), keys),
-    st.tuples(st.just("remove"), keys),
-    st.tuples(st.just("discard"), keys),
-    st.tuples(st.just("update"), st.frozensets(keys, max_size=3)),
-), max_size=12)
+set_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("insert"), keys),
+        st.tuples(st.just("remove"), keys),
+        st.tuples(st.just("discard"), keys),
+        st.tuples(st.just("update"), st.frozensets(keys, max_size=3)),
+    ),
+    max_size=12,
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -125,17 +132,25 @@ def test_pure_hash_trie_set_matches_rpds(start, operations, other):
         real_result = getattr(real, operator)(real_other)
         pure_result = getattr(pure, operator)(pure_other)
         assert (set(real_result) if not isinstance(real_result, bool) else real_result) == (
-            set(pure_result) if not isinstance(pure_result, bool) else pure_result), operator
+            set(pure_result) if not isinstance(pure_result, bool) else pure_result
+        ), operator
     assert set(real.union(real_other)) == set(pure.union(pure_other))
     assert set(real.intersection(real_other)) == set(pure.intersection(pure_other))
     assert (real == set(real)) is (pure == set(pure)) is True
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(values, max_size=4),
-       st.lists(st.one_of(st.tuples(st.just("push_front"), values),
-                          st.tuples(st.just("drop_first")),
-                          st.tuples(st.just("rest"))), max_size=10))
+@given(
+    st.lists(values, max_size=4),
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("push_front"), values),
+            st.tuples(st.just("drop_first")),
+            st.tuples(st.just("rest")),
+        ),
+        max_size=10,
+    ),
+)
 def test_pure_list_matches_rpds(start, operations):
     real, pure = rpds.List(start), pure_rpds.List(start)
     for name, *args in operations:
@@ -173,16 +188,26 @@ def test_pyz_holds_no_compiled_code_and_the_rpds_stand_in(pyz):
     names = zipfile.ZipFile(pyz).namelist()
     assert not [name for name in names if name.endswith((".so", ".pyd", ".dylib"))]
     assert "rpds.py" in names and not [name for name in names if name.startswith("rpds_py")]
-    for needed in ("__main__.py", "kintofs/cli.py", "bottle.py", "cheroot/wsgi.py",
-                   "jsonschema/__init__.py", "referencing/__init__.py",
-                   "watchdog/__init__.py"):
+    for needed in (
+        "__main__.py",
+        "kintofs/cli.py",
+        "bottle.py",
+        "cheroot/wsgi.py",
+        "jsonschema/__init__.py",
+        "referencing/__init__.py",
+        "watchdog/__init__.py",
+    ):
         assert needed in names
     assert pyz.read_bytes().startswith(b"#!/usr/bin/env python3\n")
 
 
 def test_pyz_keeps_exit_codes_and_messages(pyz, tmp_path):
-    result = subprocess.run([*BARE, str(pyz), "serve", "--config", str(tmp_path / "none.toml")],
-                            capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run(
+        [*BARE, str(pyz), "serve", "--config", str(tmp_path / "none.toml")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert "config file not found" in result.stderr
     assert "Traceback" not in result.stderr
@@ -192,8 +217,9 @@ def run_from(cwd, command, *args, path, stdin=""):
     """Run ``command`` in ``cwd`` with ``PATH=path`` (how hints name kintofs depends on it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KINTOFS_")}
     env["PATH"] = str(path)
-    return subprocess.run([*command, *args], cwd=cwd, env=env, input=stdin,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [*command, *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_pyz_version(pyz, tmp_path):
@@ -212,13 +238,15 @@ def test_pyz_hints_name_the_file_as_it_was_run(pyz, tmp_path):
     result = run_from(tmp_path, [*BARE, "dist/kintofs.pyz"], "init", path=empty)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == (
-        f"start with: {' '.join(started)} serve --config {tmp_path / 'kintofs.toml'}")
+        f"start with: {' '.join(started)} serve --config {tmp_path / 'kintofs.toml'}"
+    )
     usage = run_from(tmp_path, [*BARE, "dist/kintofs.pyz"], "init", "--help", path=empty).stdout
     assert usage.startswith(f"usage: {' '.join(started)} init ")
     bad = run_from(tmp_path, [*BARE, "dist/kintofs.pyz"], "init", "--port", "x", path=empty)
     assert bad.returncode == 2
-    assert bad.stderr == ("kintofs: argument --port: invalid int value: 'x' "
-                          f"(see: {' '.join(started)} init --help)\n")
+    assert bad.stderr == (
+        f"kintofs: argument --port: invalid int value: 'x' (see: {' '.join(started)} init --help)\n"
+    )
 
     # Linked on PATH as `kintofs` (as the README installs it): plain `kintofs`.
     bin_dir = tmp_path / "bin"
@@ -229,15 +257,25 @@ def test_pyz_hints_name_the_file_as_it_was_run(pyz, tmp_path):
     linked = run_from(tmp_path, ["kintofs"], "init", "--config", "b.toml", path=bin_dir)
     assert linked.returncode == 0, linked.stderr
     assert linked.stdout.splitlines()[-1] == (
-        f"start with: kintofs serve --config {tmp_path / 'b.toml'}")
+        f"start with: kintofs serve --config {tmp_path / 'b.toml'}"
+    )
 
 
 def test_pyz_init_admin_without_a_password_creates_nothing(pyz, tmp_path):
-    result = run_from(tmp_path, [*BARE, str(pyz)], "init", "--admin", "admin",
-                      "--password-stdin", path=tmp_path, stdin="")
+    result = run_from(
+        tmp_path,
+        [*BARE, str(pyz)],
+        "init",
+        "--admin",
+        "admin",
+        "--password-stdin",
+        path=tmp_path,
+        stdin="",
+    )
     assert result.returncode == 1
-    assert result.stderr == ("kintofs init: standard input is empty: no password; "
-                             "nothing was created\n")
+    assert result.stderr == (
+        "kintofs init: standard input is empty: no password; nothing was created\n"
+    )
     assert os.listdir(tmp_path) == []
 
 
@@ -247,19 +285,25 @@ def test_pyz_serves_real_requests_with_a_bare_interpreter(pyz, tmp_path):
         api = Api(daemon, ALICE)
         assert_status(api.put("/buckets/notes"), 201)
         assert_status(api.put("/buckets/notes/collections/todo"), 201)
-        created = assert_status(api.post("/buckets/notes/collections/todo/records",
-                                         json={"data": {"title": "Buy milk"}}), 201).json()
+        created = assert_status(
+            api.post(
+                "/buckets/notes/collections/todo/records", json={"data": {"title": "Buy milk"}}
+            ),
+            201,
+        ).json()
         record_id = created["data"]["id"]
-        fetched = assert_status(api.get(f"/buckets/notes/collections/todo/records/{record_id}"),
-                                200).json()
+        fetched = assert_status(
+            api.get(f"/buckets/notes/collections/todo/records/{record_id}"), 200
+        ).json()
         assert fetched["data"]["title"] == "Buy milk"
         listed = assert_status(api.get("/buckets/notes/collections/todo/records"), 200).json()
         assert [record["id"] for record in listed["data"]] == [record_id]
         on_disk = tmp_path / "data/buckets/notes/collections/todo/records" / f"{record_id}.json"
         assert json.loads(on_disk.read_text())["title"] == "Buy milk"
         # A collection schema goes through jsonschema and the rpds stand-in.
-        assert_status(api.put("/buckets/notes/collections/bad",
-                              json={"data": {"schema": {"type": 12}}}), 400)
+        assert_status(
+            api.put("/buckets/notes/collections/bad", json={"data": {"schema": {"type": 12}}}), 400
+        )
         daemon.process.send_signal(signal.SIGTERM)
         assert daemon.process.wait(20) == 0
     finally:
@@ -267,19 +311,26 @@ def test_pyz_serves_real_requests_with_a_bare_interpreter(pyz, tmp_path):
 
 
 def test_pyz_validates_records_against_a_collection_schema(pyz, tmp_path):
-    daemon = Daemon(tmp_path / "data", command=[*BARE, str(pyz)],
-                    experimental_collection_schema_validation="true")
+    daemon = Daemon(
+        tmp_path / "data",
+        command=[*BARE, str(pyz)],
+        experimental_collection_schema_validation="true",
+    )
     try:
         api = Api(daemon, ALICE)
         if "schema" not in api.get("/").json()["capabilities"]:
             pytest.skip("collection schema validation is not in this kintofs yet")
-        schema = {"type": "object", "required": ["title"],
-                  "definitions": {"title": {"type": "string"}},
-                  "properties": {"title": {"$ref": "#/definitions/title"}}}
+        schema = {
+            "type": "object",
+            "required": ["title"],
+            "definitions": {"title": {"type": "string"}},
+            "properties": {"title": {"$ref": "#/definitions/title"}},
+        }
         assert_status(api.put("/buckets/b"), 201)
         assert_status(api.put("/buckets/b/collections/c", json={"data": {"schema": schema}}), 201)
-        assert_status(api.post("/buckets/b/collections/c/records",
-                               json={"data": {"title": "ok"}}), 201)
+        assert_status(
+            api.post("/buckets/b/collections/c/records", json={"data": {"title": "ok"}}), 201
+        )
         refused = api.post("/buckets/b/collections/c/records", json={"data": {"title": 3}})
         assert_status(refused, 400)
         assert refused.json()["errno"] == 107
@@ -309,11 +360,19 @@ def unit_directives():
 
 def test_systemd_unit_is_hardened():
     unit = unit_directives()
-    for key, value in {"StateDirectory": "kintofs", "StateDirectoryMode": "0700",
-                       "ProtectSystem": "strict", "ReadWritePaths": "/var/lib/kintofs",
-                       "NoNewPrivileges": "yes", "PrivateTmp": "yes", "ProtectHome": "yes",
-                       "Restart": "on-failure", "KillSignal": "SIGTERM", "User": "kintofs",
-                       "UMask": "0077"}.items():
+    for key, value in {
+        "StateDirectory": "kintofs",
+        "StateDirectoryMode": "0700",
+        "ProtectSystem": "strict",
+        "ReadWritePaths": "/var/lib/kintofs",
+        "NoNewPrivileges": "yes",
+        "PrivateTmp": "yes",
+        "ProtectHome": "yes",
+        "Restart": "on-failure",
+        "KillSignal": "SIGTERM",
+        "User": "kintofs",
+        "UMask": "0077",
+    }.items():
         assert unit.get(key) == [value], key
     assert unit["RestrictAddressFamilies"] == ["AF_INET AF_INET6 AF_UNIX"]
     assert "TimeoutStopSec" in unit and unit["CapabilityBoundingSet"] == [""]
@@ -323,8 +382,11 @@ def test_systemd_unit_is_hardened():
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
 def test_systemd_unit_verifies():
-    result = subprocess.run(["systemd-analyze", "verify", str(PACKAGING / "kintofs.service")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(PACKAGING / "kintofs.service")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     # Unknown or misspelt directives are warnings, not errors: refuse them too.
     assert "kintofs.service" not in result.stderr, result.stderr

@@ -1,4 +1,5 @@
 """Password hashes and the verified-credentials cache (kintofs.passwords)."""
+
 import re
 
 import pytest
@@ -22,12 +23,19 @@ def test_any_text_is_a_password(password):
     assert not verify_password(password + "!", hash_password(password))
 
 
-@pytest.mark.parametrize("stored", [
-    None, 12, "", "s3cret", "$2b$12$abcdefghijklmnopqrstuuO7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e",
-    "$scrypt$ln=13,r=8,p=1$c2FsdA$@@@@",            # bad base64
-    "$scrypt$ln=40,r=8,p=1$c2FsdHNhbHRzYWx0$a2V5",  # cost beyond the allowed maximum
-    "$scrypt$ln=0,r=8,p=1$c2FsdHNhbHRzYWx0$a2V5",
-])
+@pytest.mark.parametrize(
+    "stored",
+    [
+        None,
+        12,
+        "",
+        "s3cret",
+        "$2b$12$abcdefghijklmnopqrstuuO7e7e7e7e7e7e7e7e7e7e7e7e7e7e7e",
+        "$scrypt$ln=13,r=8,p=1$c2FsdA$@@@@",  # bad base64
+        "$scrypt$ln=40,r=8,p=1$c2FsdHNhbHRzYWx0$a2V5",  # cost beyond the allowed maximum
+        "$scrypt$ln=0,r=8,p=1$c2FsdHNhbHRzYWx0$a2V5",
+    ],
+)
 def test_unusable_hashes_never_verify(stored):
     assert verify_password("s3cret", stored) is False
 
@@ -63,9 +71,9 @@ def test_cache_entries_expire_and_uses_renew_them():
     stored = hash_password("pw")
     assert cache.check("alice", "pw", 1, stored)
     clock.now += 20
-    assert cache.check("alice", "pw", 1, "unusable")   # remembered, renewed to +30
+    assert cache.check("alice", "pw", 1, "unusable")  # remembered, renewed to +30
     clock.now += 20
-    assert cache.check("alice", "pw", 1, "unusable")   # still within the renewed period
+    assert cache.check("alice", "pw", 1, "unusable")  # still within the renewed period
     clock.now += 31
     assert not cache.check("alice", "pw", 1, "unusable")  # expired: checked again
 

@@ -10,10 +10,10 @@ its own, built once per kind with batch requests on a server of its own
 The same cells were run against real Kinto 26.5 (see ``run_cell``) and gave
 the statuses ``expected`` predicts.
 """
+
 from dataclasses import dataclass
 
 import pytest
-
 from conftest import ALICE, Api, basicauth_id, flush, make_server
 
 CAROL = ("carol", "carol-pw")
@@ -58,10 +58,12 @@ class Cell:
     @property
     def plural(self):
         """The list the target object is in."""
-        return {"bucket": "/buckets",
-                "group": f"{self.bucket_path}/groups",
-                "collection": f"{self.bucket_path}/collections",
-                "record": f"{self.bucket_path}/collections/c/records"}[self.kind]
+        return {
+            "bucket": "/buckets",
+            "group": f"{self.bucket_path}/groups",
+            "collection": f"{self.bucket_path}/collections",
+            "record": f"{self.bucket_path}/collections/c/records",
+        }[self.kind]
 
     @property
     def target(self):
@@ -72,8 +74,11 @@ class Cell:
     @property
     def grant(self):
         """The (permission, principal) set on the target, or None."""
-        principal = {"direct": CAROL_ID, "group": f"{self.bucket_path}/groups/friends",
-                     "authenticated": "system.Authenticated"}.get(self.route)
+        principal = {
+            "direct": CAROL_ID,
+            "group": f"{self.bucket_path}/groups/friends",
+            "authenticated": "system.Authenticated",
+        }.get(self.route)
         return (self.permission, principal) if principal else None
 
     @property
@@ -85,12 +90,17 @@ class Cell:
 
 
 def matrix_cells(kind):
-    return [Cell(kind, permission, route) for permission in PERMISSIONS[kind]
-            for route in ROUTES if not (kind == "bucket" and route == "parent")]
+    return [
+        Cell(kind, permission, route)
+        for permission in PERMISSIONS[kind]
+        for route in ROUTES
+        if not (kind == "bucket" and route == "parent")
+    ]
 
 
 def build_requests(cell):
     """Batch sub-requests (as alice) creating one cell's objects."""
+
     def acl_for(kind):
         if kind == cell.kind and cell.grant:
             permission, principal = cell.grant
@@ -101,18 +111,25 @@ def build_requests(cell):
         return {}
 
     def put(path, kind, data=None):
-        return {"method": "PUT", "path": path,
-                "body": {"data": data or {}, "permissions": acl_for(kind)}}
+        return {
+            "method": "PUT",
+            "path": path,
+            "body": {"data": data or {}, "permissions": acl_for(kind)},
+        }
 
-    requests = [put(cell.bucket_path, "bucket"),
-                put(f"{cell.bucket_path}/groups/friends", None, {"members": [CAROL_ID]})]
+    requests = [
+        put(cell.bucket_path, "bucket"),
+        put(f"{cell.bucket_path}/groups/friends", None, {"members": [CAROL_ID]}),
+    ]
     if cell.kind == "group":
         requests.append(put(cell.target, "group", {"members": []}))
     if cell.kind == "collection":
         requests.append(put(cell.target, "collection"))
     if cell.kind == "record":
-        requests += [put(f"{cell.bucket_path}/collections/c", "collection"),
-                     put(cell.target, "record")]
+        requests += [
+            put(f"{cell.bucket_path}/collections/c", "collection"),
+            put(cell.target, "record"),
+        ]
     return requests
 
 
@@ -120,7 +137,7 @@ def build_matrix(api, kind):
     """Create every cell of ``kind`` with as few batch requests as possible."""
     requests = [sub for cell in matrix_cells(kind) for sub in build_requests(cell)]
     for start in range(0, len(requests), 25):
-        response = api.post("/batch", json={"requests": requests[start:start + 25]})
+        response = api.post("/batch", json={"requests": requests[start : start + 25]})
         assert response.status_code == 200, response.text
         statuses = [sub["status"] for sub in response.json()["responses"]]
         assert all(status == 201 for status in statuses), response.text
@@ -144,8 +161,10 @@ def run_cell(api, cell):
 def create_status(api, cell):
     """Creating next to or below the target: what its permissions allow."""
     if cell.kind == "bucket":
-        return (api.post(f"{cell.bucket_path}/collections", json={"data": {}}).status_code,
-                api.post(f"{cell.bucket_path}/groups", json={"data": {"id": "new"}}).status_code)
+        return (
+            api.post(f"{cell.bucket_path}/collections", json={"data": {}}).status_code,
+            api.post(f"{cell.bucket_path}/groups", json={"data": {"id": "new"}}).status_code,
+        )
     if cell.kind == "collection":
         return api.post(f"{cell.target}/records", json={"data": {}}).status_code
     return api.post(cell.plural, json={"data": {"id": "sibling"}}).status_code
@@ -160,16 +179,23 @@ def expected(cell):
     allowed = lambda yes, status: status if yes else 403  # noqa: E731
     if cell.kind == "bucket":
         listing = "listed" if own else "hidden"  # anyone may create buckets: never a 403
-        create = (allowed(own in ("write", "collection:create"), 201),
-                  allowed(own in ("write", "group:create"), 201))
+        create = (
+            allowed(own in ("write", "collection:create"), 201),
+            allowed(own in ("write", "group:create"), 201),
+        )
     else:
         listing = "listed" if can_read else 403
         if cell.kind == "collection":
             create = allowed(own in ("write", "record:create") or parent == "write", 201)
         else:
             create = allowed(parent == "write", 201)
-    return {"read": allowed(can_read, 200), "list": listing, "create": create,
-            "update": allowed(can_write, 200), "delete": allowed(can_write, 200)}
+    return {
+        "read": allowed(can_read, 200),
+        "list": listing,
+        "create": create,
+        "update": allowed(can_write, 200),
+        "delete": allowed(can_write, 200),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -185,8 +211,11 @@ def built_kinds(matrix_server):
     return set()
 
 
-@pytest.mark.parametrize("cell", [cell for kind in PERMISSIONS for cell in matrix_cells(kind)],
-                         ids=lambda cell: f"{cell.kind}-{cell.permission}-{cell.route}")
+@pytest.mark.parametrize(
+    "cell",
+    [cell for kind in PERMISSIONS for cell in matrix_cells(kind)],
+    ids=lambda cell: f"{cell.kind}-{cell.permission}-{cell.route}",
+)
 def test_permission_matrix(matrix_server, built_kinds, cell):
     if cell.kind not in built_kinds:
         build_matrix(Api(matrix_server, ALICE), cell.kind)
@@ -201,8 +230,11 @@ BOB_ID = basicauth_id(BOB)
 DAVE = ("dave", "dave-pw")
 
 
-FULL_SETTINGS = {"plugins": "flush default_bucket", "experimental_permissions_endpoint": "true",
-                 "default_bucket_hmac_secret": "bucketsecret"}
+FULL_SETTINGS = {
+    "plugins": "flush default_bucket",
+    "experimental_permissions_endpoint": "true",
+    "default_bucket_hmac_secret": "bucketsecret",
+}
 
 
 @pytest.fixture(scope="module")
@@ -231,14 +263,26 @@ def make(api, *paths, permissions=None):
 
 # -- editing ACLs --------------------------------------------------------------
 
+
 def test_put_replaces_every_ace_and_keeps_the_editor(alice):
     make(alice, "/buckets/b", "/buckets/b/collections/c")
-    first = body_of(alice.put("/buckets/b/collections/c",
-                              json={"permissions": {"read": [BOB_ID], "record:create": [BOB_ID]}}))
-    assert first["permissions"] == {"read": [BOB_ID], "record:create": [BOB_ID],
-                                    "write": [ALICE_ID]}
-    replaced = body_of(alice.put("/buckets/b/collections/c",
-                                 json={"data": {"t": 1}, "permissions": {"read": ["system.Everyone"]}}))
+    first = body_of(
+        alice.put(
+            "/buckets/b/collections/c",
+            json={"permissions": {"read": [BOB_ID], "record:create": [BOB_ID]}},
+        )
+    )
+    assert first["permissions"] == {
+        "read": [BOB_ID],
+        "record:create": [BOB_ID],
+        "write": [ALICE_ID],
+    }
+    replaced = body_of(
+        alice.put(
+            "/buckets/b/collections/c",
+            json={"data": {"t": 1}, "permissions": {"read": ["system.Everyone"]}},
+        )
+    )
     assert replaced["permissions"] == {"read": ["system.Everyone"], "write": [ALICE_ID]}
     assert replaced["data"]["t"] == 1
 
@@ -268,43 +312,67 @@ def test_a_permissions_change_makes_the_editor_a_writer(alice):
     make(alice, "/buckets/b/collections/c/records/r")
     bob = alice.as_user(BOB)
     assert body_of(bob.get("/buckets/b/collections/c/records/r"))["permissions"] == {}
-    body = body_of(bob.patch("/buckets/b/collections/c/records/r",
-                             json={"permissions": {"read": ["system.Everyone"]}}))
-    assert body["permissions"] == {"read": ["system.Everyone"],
-                                   "write": sorted([ALICE_ID, BOB_ID])}
+    body = body_of(
+        bob.patch(
+            "/buckets/b/collections/c/records/r",
+            json={"permissions": {"read": ["system.Everyone"]}},
+        )
+    )
+    assert body["permissions"] == {"read": ["system.Everyone"], "write": sorted([ALICE_ID, BOB_ID])}
 
 
 def test_json_patch_on_permissions(alice):
     make(alice, "/buckets/b", "/buckets/b/collections/c")
     path = "/buckets/b/collections/c"
     json_patch = {"Content-Type": "application/json-patch+json"}
-    body = body_of(alice.patch(path, headers=json_patch, json=[
-        {"op": "add", "path": f"/permissions/read/{BOB_ID}"},
-        {"op": "add", "path": "/permissions/record:create", "value": [BOB_ID]},
-        {"op": "add", "path": "/data/title", "value": "t"}]))
-    assert body["permissions"] == {"read": [BOB_ID], "record:create": [BOB_ID],
-                                   "write": [ALICE_ID]}
+    body = body_of(
+        alice.patch(
+            path,
+            headers=json_patch,
+            json=[
+                {"op": "add", "path": f"/permissions/read/{BOB_ID}"},
+                {"op": "add", "path": "/permissions/record:create", "value": [BOB_ID]},
+                {"op": "add", "path": "/data/title", "value": "t"},
+            ],
+        )
+    )
+    assert body["permissions"] == {"read": [BOB_ID], "record:create": [BOB_ID], "write": [ALICE_ID]}
     assert body["data"]["title"] == "t"
-    body = body_of(alice.patch(path, headers=json_patch,
-                               json=[{"op": "remove", "path": f"/permissions/read/{BOB_ID}"}]))
+    body = body_of(
+        alice.patch(
+            path, headers=json_patch, json=[{"op": "remove", "path": f"/permissions/read/{BOB_ID}"}]
+        )
+    )
     assert "read" not in body["permissions"]
     # Kinto fills the value in for read and write members only.
-    error = body_of(alice.patch(path, headers=json_patch, json=[
-        {"op": "add", "path": f"/permissions/record:create/{ALICE_ID}"}]), 400)
+    error = body_of(
+        alice.patch(
+            path,
+            headers=json_patch,
+            json=[{"op": "add", "path": f"/permissions/record:create/{ALICE_ID}"}],
+        ),
+        400,
+    )
     assert error["message"].endswith("The operation does not contain a 'value' member")
-    error = body_of(alice.patch(path, headers=json_patch, json=[
-        {"op": "remove", "path": "/permissions/write/nobody"}]), 400)
+    error = body_of(
+        alice.patch(
+            path, headers=json_patch, json=[{"op": "remove", "path": "/permissions/write/nobody"}]
+        ),
+        400,
+    )
     assert error["message"].endswith("can't remove a non-existent object 'nobody'")
 
 
 def test_unknown_permission_names_are_refused(alice):
     make(alice, "/buckets/b")
-    error = body_of(alice.put("/buckets/b/groups/g",
-                              json={"permissions": {"record:create": [BOB_ID]}}), 400)
+    error = body_of(
+        alice.put("/buckets/b/groups/g", json={"permissions": {"record:create": [BOB_ID]}}), 400
+    )
     assert error["errno"] == 107
 
 
 # -- settings grants -------------------------------------------------------------
+
 
 def test_settings_grant_as_kinto_checks_them(start_app):
     """``record_write_principals`` also reads, lists and creates records;
@@ -312,8 +380,11 @@ def test_settings_grant_as_kinto_checks_them(start_app):
     and makes a missing bucket a 404; ``collection_create_principals``
     creates collections in every bucket."""
     carol_id, dave_id = CAROL_ID, basicauth_id(DAVE)
-    daemon = start_app(record_write_principals=BOB_ID, bucket_write_principals=carol_id,
-                          collection_create_principals=dave_id)
+    daemon = start_app(
+        record_write_principals=BOB_ID,
+        bucket_write_principals=carol_id,
+        collection_create_principals=dave_id,
+    )
     alice = Api(daemon, ALICE)
     make(alice, "/buckets/b", "/buckets/b/collections/c", "/buckets/b/collections/c/records/r")
     records = "/buckets/b/collections/c/records"
@@ -331,6 +402,7 @@ def test_settings_grant_as_kinto_checks_them(start_app):
 
 
 # -- groups ----------------------------------------------------------------------
+
 
 def test_group_membership_changes_take_effect_at_once(alice):
     make(alice, "/buckets/b")
@@ -396,6 +468,7 @@ def test_another_daemon_changing_a_group_is_seen_at_once(start_server, tmp_path)
 
 # -- GET /v1/permissions -----------------------------------------------------------
 
+
 def entries_by_uri(response):
     return {entry["uri"]: entry for entry in body_of(response)["data"]}
 
@@ -403,24 +476,34 @@ def entries_by_uri(response):
 def test_permissions_endpoint_lists_own_grants_with_implied_ones(alice):
     make(alice, "/buckets/b")
     alice.put("/buckets/b/groups/team", json={"data": {"members": [BOB_ID]}})
-    make(alice, "/buckets/b/collections/c",
-         permissions={"record:create": ["/buckets/b/groups/team"]})
+    make(
+        alice, "/buckets/b/collections/c", permissions={"record:create": ["/buckets/b/groups/team"]}
+    )
     make(alice, "/buckets/b/collections/c/records/r", permissions={"read": [BOB_ID]})
     make(alice, "/buckets/other")
 
     bobs = entries_by_uri(alice.as_user(BOB).get("/permissions"))
     assert set(bobs) == {"/buckets/b/collections/c", "/buckets/b/collections/c/records/r", "/"}
     assert bobs["/buckets/b/collections/c"] == {
-        "uri": "/buckets/b/collections/c", "resource_name": "collection",
+        "uri": "/buckets/b/collections/c",
+        "resource_name": "collection",
         "permissions": ["read:attributes", "record:create"],
-        "bucket_id": "b", "id": "c", "collection_id": "c"}
+        "bucket_id": "b",
+        "id": "c",
+        "collection_id": "c",
+    }
     assert bobs["/buckets/b/collections/c/records/r"]["permissions"] == ["read"]
     assert bobs["/buckets/b/collections/c/records/r"]["record_id"] == "r"
     assert bobs["/"] == {"uri": "/", "resource_name": "root", "permissions": ["bucket:create"]}
 
     alices = entries_by_uri(alice.get("/permissions"))
     assert alices["/buckets/b"]["permissions"] == [
-        "collection:create", "group:create", "read", "read:attributes", "write"]
+        "collection:create",
+        "group:create",
+        "read",
+        "read:attributes",
+        "write",
+    ]
     assert alices["/buckets/b/groups/team"]["permissions"] == ["read", "write"]
     assert alices["/buckets/b/groups/team"]["group_id"] == "team"
     assert "/buckets/other" in alices
@@ -437,7 +520,9 @@ def test_permissions_endpoint_filters_sorts_and_paginates(alice):
     assert [e["uri"] for e in body_of(following)["data"]] == ["/buckets/b2", "/buckets/b3"]
     assert "Next-Page" not in following.headers
     assert body_of(alice.get("/permissions?resource_name=bucket&_fields=uri"))["data"][0] == {
-        "uri": "/buckets/b3", "id": "b3"}
+        "uri": "/buckets/b3",
+        "id": "b3",
+    }
     assert alice.head("/permissions?resource_name=bucket").headers["Total-Objects"] == "3"
     assert len(body_of(alice.get("/permissions?_since=1&last_modified=5"))["data"]) == 4
     for bad in ("foo=1", "permissions=read", "_sort=foo", "_fields=permissions"):
@@ -445,9 +530,11 @@ def test_permissions_endpoint_filters_sorts_and_paginates(alice):
 
 
 def test_permissions_endpoint_for_anonymous_and_settings(start_app):
-    daemon = start_app(experimental_permissions_endpoint="true",
-                          collection_read_principals=BOB_ID,
-                          permissions_read_principals="system.Authenticated")
+    daemon = start_app(
+        experimental_permissions_endpoint="true",
+        collection_read_principals=BOB_ID,
+        permissions_read_principals="system.Authenticated",
+    )
     alice = Api(daemon, ALICE)
     make(alice, "/buckets/b", "/buckets/b/collections/c")
     hello = body_of(alice.get("/"))
@@ -466,8 +553,10 @@ def test_permissions_endpoint_is_off_by_default(api):
 
 # -- the default bucket --------------------------------------------------------------
 
+
 def test_personal_bucket_id_is_derived_as_kinto_does():
     from kintofs.plugins.default_bucket import personal_bucket_id
+
     userid_ = "basicauth:741990a963a80c63909bfb68ab5e86ed40af0662b5fd4013398e105e6d5fba94"
     assert personal_bucket_id("bucketsecret", userid_) == "6571b022-448c-0dd2-2a14-9e313c929a54"
 
@@ -496,8 +585,9 @@ def test_default_bucket_shows_the_real_id(alice):
     assert f"/v1/buckets/{bucket_id}/collections/tasks/records?" in page.headers["Next-Page"]
     real = alice.get(f"/buckets/{bucket_id}/collections/tasks/records")
     assert page.headers["ETag"] == real.headers["ETag"]
-    created = body_of(alice.post("/buckets/default/collections",
-                                 json={"data": {"id": "my-default"}}), 201)
+    created = body_of(
+        alice.post("/buckets/default/collections", json={"data": {"id": "my-default"}}), 201
+    )
     assert created["data"]["id"] == f"my-{bucket_id}"
 
 
@@ -517,9 +607,21 @@ def test_default_bucket_put_is_not_an_implicit_creation(alice):
 
 
 def test_default_bucket_in_a_batch_and_each_user_has_their_own(alice):
-    response = body_of(alice.post("/batch", json={"requests": [
-        {"method": "PUT", "path": "/buckets/default/collections/c/records/r", "body": {"data": {}}},
-        {"path": "/buckets/default/collections/c/records"}]}))
+    response = body_of(
+        alice.post(
+            "/batch",
+            json={
+                "requests": [
+                    {
+                        "method": "PUT",
+                        "path": "/buckets/default/collections/c/records/r",
+                        "body": {"data": {}},
+                    },
+                    {"path": "/buckets/default/collections/c/records"},
+                ]
+            },
+        )
+    )
     statuses = [sub["status"] for sub in response["responses"]]
     assert statuses == [201, 200]
     assert [r["id"] for r in response["responses"][1]["body"]["data"]] == ["r"]
@@ -531,11 +633,13 @@ def test_default_bucket_in_a_batch_and_each_user_has_their_own(alice):
 
 def test_default_bucket_with_kinto_http(start_server):
     import kinto_http
+
     # kinto-http makes its own requests sessions: a daemon with the same settings.
     daemon = start_server(**FULL_SETTINGS)
     alice = Api(daemon, ALICE)
-    client = kinto_http.Client(server_url=daemon.url, auth=ALICE, bucket="default",
-                               collection="tasks")
+    client = kinto_http.Client(
+        server_url=daemon.url, auth=ALICE, bucket="default", collection="tasks"
+    )
     client.create_record(data={"title": "milk"}, id="milk")
     assert [r["title"] for r in client.get_records()] == ["milk"]
     bucket_id = body_of(alice.get("/"))["user"]["bucket"]
@@ -550,14 +654,16 @@ def test_default_bucket_is_off_without_the_plugin(api):
 
 # -- kinto-http: sharing through a group ----------------------------------------------
 
+
 @pytest.mark.daemon  # kinto-http makes its own requests sessions
 def test_kinto_http_sharing_a_collection_through_a_group(api, server):
     import kinto_http
     from kinto_http.exceptions import KintoException
 
     def client(auth):
-        return kinto_http.Client(server_url=server.url, auth=auth, bucket="team",
-                                 collection="notes", timeout=30)
+        return kinto_http.Client(
+            server_url=server.url, auth=auth, bucket="team", collection="notes", timeout=30
+        )
 
     alice, bob = client(ALICE), client(BOB)
     alice.create_bucket(id="team")
@@ -577,10 +683,12 @@ def test_kinto_http_sharing_a_collection_through_a_group(api, server):
     bob.update_record(id="n1", data={"text": "edited by bob"})
     bob.create_record(id="n2", data={"text": "bob's"})
     assert {r["id"] for r in alice.get_records()} == {"n1", "n2"}
-    for forbidden in (lambda: bob.get_records(collection="private"),
-                      lambda: bob.update_bucket(id="team", data={"x": 1}),
-                      lambda: bob.update_group(id="editors", data={"members": []}),
-                      lambda: bob.create_collection(id="mine")):
+    for forbidden in (
+        lambda: bob.get_records(collection="private"),
+        lambda: bob.update_bucket(id="team", data={"x": 1}),
+        lambda: bob.update_group(id="editors", data={"members": []}),
+        lambda: bob.create_collection(id="mine"),
+    ):
         with pytest.raises(KintoException) as error:
             forbidden()
         assert error.value.response.status_code == 403
@@ -596,6 +704,7 @@ def test_kinto_http_sharing_a_collection_through_a_group(api, server):
 
 
 # -- the principal index itself ----------------------------------------------------------
+
 
 def test_membership_index_follows_changes_and_reloads(tmp_path):
     """Our writes update it; a write it was not told about (a group file

@@ -4,19 +4,20 @@ The pure rules are unit-tested in test_query_engine.py; these tests prove that t
 daemon applies them to real lists.  Every expectation here was checked
 against real Kinto: run this file with KINTOFS_REFERENCE_URL (see conftest).
 """
+
 import time
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-
 from conftest import REFERENCE_URL, assert_error, assert_status
 
 kintofs_only = pytest.mark.skipif(bool(REFERENCE_URL), reason="needs a kintofs daemon")
 # Kinto's memory backend (the reference) compares with Python's `in` (so true == 1)
 # and crashes (500) on like_ against non-strings; kintofs keeps the documented
 # type-sensitive semantics, as Kinto's PostgreSQL backend does.
-not_like_memory_backend = pytest.mark.skipif(bool(REFERENCE_URL),
-                                             reason="Kinto's memory backend differs")
+not_like_memory_backend = pytest.mark.skipif(
+    bool(REFERENCE_URL), reason="Kinto's memory backend differs"
+)
 
 RECORDS = "/buckets/b/collections/c/records"
 
@@ -36,8 +37,16 @@ TYPED = [
 ALL_TYPED = {name for name, _ in TYPED}
 
 PEOPLE = [
-    ("ada", {"name": "Ada Lovelace", "author": {"name": "Ada"}, "tags": ["math", "poetry"],
-             "n": 3, "a.b": 1}),
+    (
+        "ada",
+        {
+            "name": "Ada Lovelace",
+            "author": {"name": "Ada"},
+            "tags": ["math", "poetry"],
+            "n": 3,
+            "a.b": 1,
+        },
+    ),
     ("bob", {"name": "Bob", "author": {"name": "bob"}, "tags": ["math"], "n": 1}),
     ("cy", {"name": "Cy", "author": "plain", "tags": [], "n": 2}),
     ("dee", {"name": "dee"}),
@@ -47,6 +56,7 @@ ALL_PEOPLE = {name for name, _ in PEOPLE}
 
 # -- helpers -------------------------------------------------------------------
 
+
 def create_collection(api):
     assert_status(api.put("/buckets/b"), 201)
     assert_status(api.put("/buckets/b/collections/c"), 201)
@@ -54,8 +64,12 @@ def create_collection(api):
 
 def fill(api, objects):
     """PUT each (id, data) in order; their timestamps by id."""
-    return {oid: assert_status(api.put(f"{RECORDS}/{oid}", json={"data": data}), 201)
-            .json()["data"]["last_modified"] for oid, data in objects}
+    return {
+        oid: assert_status(api.put(f"{RECORDS}/{oid}", json={"data": data}), 201).json()["data"][
+            "last_modified"
+        ]
+        for oid, data in objects
+    }
 
 
 def ids_of(response):
@@ -91,71 +105,77 @@ def people(api):
 
 # -- every operator and value type -----------------------------------------------
 
-@pytest.mark.parametrize("param, value, expected", [
-    ("v", "1", {"one"}),
-    ("v", "2", {"two"}),  # 2 == 2.0
-    ("v", '"1"', {"str1"}),  # quoted: the string
-    ("v", "b", {"str"}),  # not JSON: kept as a string
-    ("v", "true", {"true"}),
-    ("v", "false", {"false"}),
-    ("v", "null", {"null"}),
-    ("v", '[1,"x"]', {"arr"}),
-    ("v", '{"k":1}', {"obj"}),
-    ("eq_v", "1", {"one"}),
-    ("not_v", "1", ALL_TYPED - {"one"}),
-    ("not_v", "null", ALL_TYPED - {"null"}),
-    ("lt_v", "1", {"null", "str", "str1"}),  # null < strings < numbers
-    ("lt_v", "b", {"null", "str1"}),
-    ("max_v", "1", {"null", "str", "str1", "one"}),
-    ("gt_v", "1", {"two", "true", "false", "arr", "obj", "none"}),  # missing is greatest
-    ("gt_v", "null", ALL_TYPED - {"null"}),
-    ("min_v", "true", {"true", "arr", "obj", "none"}),
-    ("lt_v", "false", {"null", "str", "str1", "one", "two"}),  # numbers < booleans
-    ("gt_v", "false", {"true", "arr", "obj", "none"}),
-    pytest.param("in_v", "1,b", {"one", "str"}, marks=not_like_memory_backend),
-    pytest.param("in_v", "true,null", {"true", "null"}, marks=not_like_memory_backend),
-    ("in_v", '"1",2', {"str1", "two"}),
-    pytest.param("exclude_v", "1,b", ALL_TYPED - {"one", "str"},
-                 marks=not_like_memory_backend),
-    ("has_v", "true", ALL_TYPED - {"none"}),
-    ("has_v", "1", ALL_TYPED - {"none"}),
-    ("has_v", "false", {"none"}),
-    ("has_v", "0", {"none"}),
-    pytest.param("like_v", "B", {"str"}, marks=not_like_memory_backend),  # case-insensitive
-    ("contains_v", "1", {"arr"}),
-    ("contains_v", '[1,"x"]', {"arr"}),
-    ("contains_v", "[1,2]", set()),
-    ("contains_any_v", '[2,"x"]', {"arr"}),
-    ("unknown", "1", set()),
-    ("_ignored", "1", ALL_TYPED),
-])
+
+@pytest.mark.parametrize(
+    "param, value, expected",
+    [
+        ("v", "1", {"one"}),
+        ("v", "2", {"two"}),  # 2 == 2.0
+        ("v", '"1"', {"str1"}),  # quoted: the string
+        ("v", "b", {"str"}),  # not JSON: kept as a string
+        ("v", "true", {"true"}),
+        ("v", "false", {"false"}),
+        ("v", "null", {"null"}),
+        ("v", '[1,"x"]', {"arr"}),
+        ("v", '{"k":1}', {"obj"}),
+        ("eq_v", "1", {"one"}),
+        ("not_v", "1", ALL_TYPED - {"one"}),
+        ("not_v", "null", ALL_TYPED - {"null"}),
+        ("lt_v", "1", {"null", "str", "str1"}),  # null < strings < numbers
+        ("lt_v", "b", {"null", "str1"}),
+        ("max_v", "1", {"null", "str", "str1", "one"}),
+        ("gt_v", "1", {"two", "true", "false", "arr", "obj", "none"}),  # missing is greatest
+        ("gt_v", "null", ALL_TYPED - {"null"}),
+        ("min_v", "true", {"true", "arr", "obj", "none"}),
+        ("lt_v", "false", {"null", "str", "str1", "one", "two"}),  # numbers < booleans
+        ("gt_v", "false", {"true", "arr", "obj", "none"}),
+        pytest.param("in_v", "1,b", {"one", "str"}, marks=not_like_memory_backend),
+        pytest.param("in_v", "true,null", {"true", "null"}, marks=not_like_memory_backend),
+        ("in_v", '"1",2', {"str1", "two"}),
+        pytest.param("exclude_v", "1,b", ALL_TYPED - {"one", "str"}, marks=not_like_memory_backend),
+        ("has_v", "true", ALL_TYPED - {"none"}),
+        ("has_v", "1", ALL_TYPED - {"none"}),
+        ("has_v", "false", {"none"}),
+        ("has_v", "0", {"none"}),
+        pytest.param("like_v", "B", {"str"}, marks=not_like_memory_backend),  # case-insensitive
+        ("contains_v", "1", {"arr"}),
+        ("contains_v", '[1,"x"]', {"arr"}),
+        ("contains_v", "[1,2]", set()),
+        ("contains_any_v", '[2,"x"]', {"arr"}),
+        ("unknown", "1", set()),
+        ("_ignored", "1", ALL_TYPED),
+    ],
+)
 def test_filter_on_every_value_type(api, typed, param, value, expected):
     assert set(listed(api, (param, value))) == expected
 
 
-@pytest.mark.parametrize("params, expected", [
-    ([("author.name", "Ada")], {"ada"}),
-    pytest.param([("like_author.name", "b*")], {"bob"}, marks=not_like_memory_backend),
-    ([("like_name", "*e")], {"ada", "dee"}),
-    ([("like_name", "LOVE")], {"ada"}),
-    ([("like_name", "a*e")], {"ada"}),
-    ([("has_author.name", "false")], {"cy", "dee"}),
-    ([("not_author.name", "Ada")], {"bob", "cy", "dee"}),
-    ([("contains_tags", "math")], {"ada", "bob"}),
-    ([("contains_tags", '["math","poetry"]')], {"ada"}),
-    ([("contains_any_tags", '["poetry","x"]')], {"ada"}),
-    ([("a.b", "1")], {"ada"}),  # a key holding a dot
-    ([("min_n", "2")], {"ada", "cy", "dee"}),
-    ([("max_n", "2")], {"bob", "cy"}),
-    ([("contains_tags", "math"), ("gt_n", "1")], {"ada"}),  # filters combine with AND
-    ([("in_id", "ada,cy")], {"ada", "cy"}),
-    ([("exclude_id", "ada")], {"bob", "cy", "dee"}),
-    ([("like_id", "*e")], {"dee"}),
-    ([("id", "bob")], {"bob"}),
-    ([("not_id", "bob")], {"ada", "cy", "dee"}),
-    ([(" n ", "1")], {"bob"}),  # names are stripped
-    ([("in_n", "1"), ("in_n", "3")], {"ada", "bob"}),  # repeated: the values join
-])
+@pytest.mark.parametrize(
+    "params, expected",
+    [
+        ([("author.name", "Ada")], {"ada"}),
+        pytest.param([("like_author.name", "b*")], {"bob"}, marks=not_like_memory_backend),
+        ([("like_name", "*e")], {"ada", "dee"}),
+        ([("like_name", "LOVE")], {"ada"}),
+        ([("like_name", "a*e")], {"ada"}),
+        ([("has_author.name", "false")], {"cy", "dee"}),
+        ([("not_author.name", "Ada")], {"bob", "cy", "dee"}),
+        ([("contains_tags", "math")], {"ada", "bob"}),
+        ([("contains_tags", '["math","poetry"]')], {"ada"}),
+        ([("contains_any_tags", '["poetry","x"]')], {"ada"}),
+        ([("a.b", "1")], {"ada"}),  # a key holding a dot
+        ([("min_n", "2")], {"ada", "cy", "dee"}),
+        ([("max_n", "2")], {"bob", "cy"}),
+        ([("contains_tags", "math"), ("gt_n", "1")], {"ada"}),  # filters combine with AND
+        ([("in_id", "ada,cy")], {"ada", "cy"}),
+        ([("exclude_id", "ada")], {"bob", "cy", "dee"}),
+        ([("like_id", "*e")], {"dee"}),
+        ([("id", "bob")], {"bob"}),
+        ([("not_id", "bob")], {"ada", "cy", "dee"}),
+        ([(" n ", "1")], {"bob"}),  # names are stripped
+        ([("in_n", "1"), ("in_n", "3")], {"ada", "bob"}),  # repeated: the values join
+    ],
+)
 def test_filter_nested_fields_arrays_and_ids(api, people, params, expected):
     assert set(listed(api, *params)) == expected
 
@@ -176,30 +196,66 @@ NEXT_WEEK = str(int(time.time() * 1000) + 7 * 24 * 3600 * 1000)
 
 
 # `prefixed`: whether Kinto's message starts with "<name> in querystring: ".
-@pytest.mark.parametrize("param, value, name, description, prefixed", [
-    ("like_n", "5", "like_n", "Invalid value for like_n", False),
-    ("contains_id", "x", "contains_id", "Field 'id' is not an array", True),
-    ("contains_any_last_modified", "1", "contains_any_last_modified",
-     "Invalid value for contains_any_last_modified", False),
-    ("in_id", "1,2", "in_id", "Invalid value for in_id", False),
-    ("in_last_modified", "a,1", "in_last_modified", "Invalid value for in_last_modified", False),
-    # Kinto 26 refuses in_/exclude_ on last_modified whatever the values.
-    ("in_last_modified", "1,2", "in_last_modified", "Invalid value for in_last_modified", False),
-    ("exclude_last_modified", "1", "exclude_last_modified",
-     "Invalid value for exclude_last_modified", False),
-    ("id", "1", "id", "1 is not a string: {'id': ''}", False),
-    ("last_modified", "abc", "last_modified", '"abc" is not a number', True),
-    ("gt_last_modified", "abc", "gt_last_modified", "Invalid value for gt_last_modified", False),
-    ("gt_last_modified", "true", "gt_last_modified", "Invalid value for gt_last_modified",
-     False),
-    ("_since", "abc", "_since", '"abc" is not a number', True),
-    ("_since", "-1", "_since", "-1 is less than minimum value 0", True),
-    ("_before", NEXT_WEEK, "_before", "Invalid value for _before", False),
-    ("_limit", "abc", "_limit", '"abc" is not a number', True),
-    ("_limit", "-1", "_limit", "-1 is less than minimum value 0", True),
-    ("name", "a\x00b", "name", "Invalid character 0x00", True),
-    ("_token", "garbage", None, "_token has invalid content", True),
-])
+@pytest.mark.parametrize(
+    "param, value, name, description, prefixed",
+    [
+        ("like_n", "5", "like_n", "Invalid value for like_n", False),
+        ("contains_id", "x", "contains_id", "Field 'id' is not an array", True),
+        (
+            "contains_any_last_modified",
+            "1",
+            "contains_any_last_modified",
+            "Invalid value for contains_any_last_modified",
+            False,
+        ),
+        ("in_id", "1,2", "in_id", "Invalid value for in_id", False),
+        (
+            "in_last_modified",
+            "a,1",
+            "in_last_modified",
+            "Invalid value for in_last_modified",
+            False,
+        ),
+        # Kinto 26 refuses in_/exclude_ on last_modified whatever the values.
+        (
+            "in_last_modified",
+            "1,2",
+            "in_last_modified",
+            "Invalid value for in_last_modified",
+            False,
+        ),
+        (
+            "exclude_last_modified",
+            "1",
+            "exclude_last_modified",
+            "Invalid value for exclude_last_modified",
+            False,
+        ),
+        ("id", "1", "id", "1 is not a string: {'id': ''}", False),
+        ("last_modified", "abc", "last_modified", '"abc" is not a number', True),
+        (
+            "gt_last_modified",
+            "abc",
+            "gt_last_modified",
+            "Invalid value for gt_last_modified",
+            False,
+        ),
+        (
+            "gt_last_modified",
+            "true",
+            "gt_last_modified",
+            "Invalid value for gt_last_modified",
+            False,
+        ),
+        ("_since", "abc", "_since", '"abc" is not a number', True),
+        ("_since", "-1", "_since", "-1 is less than minimum value 0", True),
+        ("_before", NEXT_WEEK, "_before", "Invalid value for _before", False),
+        ("_limit", "abc", "_limit", '"abc" is not a number', True),
+        ("_limit", "-1", "_limit", "-1 is less than minimum value 0", True),
+        ("name", "a\x00b", "name", "Invalid character 0x00", True),
+        ("_token", "garbage", None, "_token has invalid content", True),
+    ],
+)
 def test_invalid_query_is_400(api, people, param, value, name, description, prefixed):
     for method in ("GET", "HEAD", "DELETE"):
         response = api.request(method, RECORDS, params={param: value})
@@ -207,8 +263,9 @@ def test_invalid_query_is_400(api, people, param, value, name, description, pref
             assert_status(response, 400)
             continue
         body = assert_error(response, 400, 107)
-        assert body["details"] == [{"location": "querystring", "name": name,
-                                    "description": description}]
+        assert body["details"] == [
+            {"location": "querystring", "name": name, "description": description}
+        ]
         prefix = (f"{name} in querystring: " if name else "querystring: ") if prefixed else ""
         assert body["message"] == prefix + description
     assert set(listed(api)) == ALL_PEOPLE, "a rejected DELETE deletes nothing"
@@ -216,41 +273,60 @@ def test_invalid_query_is_400(api, people, param, value, name, description, pref
 
 # -- sorting -------------------------------------------------------------------
 
-@pytest.mark.parametrize("sort, expected", [
-    (None, ["none", "obj", "arr", "false", "true", "two", "one", "str1", "str", "null"]),
-    ("-last_modified", ["none", "obj", "arr", "false", "true", "two", "one", "str1", "str",
-                        "null"]),
-    ("last_modified", ["null", "str", "str1", "one", "two", "true", "false", "arr", "obj",
-                       "none"]),
-    # null < strings < numbers < false < true < arrays < objects < missing
-    ("v", ["null", "str1", "str", "one", "two", "false", "true", "arr", "obj", "none"]),
-    ("+v", ["null", "str1", "str", "one", "two", "false", "true", "arr", "obj", "none"]),
-    ("-v", ["none", "obj", "arr", "true", "false", "two", "one", "str", "str1", "null"]),
-    ("id", sorted(ALL_TYPED)),
-    ("-id", sorted(ALL_TYPED, reverse=True)),
-])
+
+@pytest.mark.parametrize(
+    "sort, expected",
+    [
+        (None, ["none", "obj", "arr", "false", "true", "two", "one", "str1", "str", "null"]),
+        (
+            "-last_modified",
+            ["none", "obj", "arr", "false", "true", "two", "one", "str1", "str", "null"],
+        ),
+        (
+            "last_modified",
+            ["null", "str", "str1", "one", "two", "true", "false", "arr", "obj", "none"],
+        ),
+        # null < strings < numbers < false < true < arrays < objects < missing
+        ("v", ["null", "str1", "str", "one", "two", "false", "true", "arr", "obj", "none"]),
+        ("+v", ["null", "str1", "str", "one", "two", "false", "true", "arr", "obj", "none"]),
+        ("-v", ["none", "obj", "arr", "true", "false", "two", "one", "str", "str1", "null"]),
+        ("id", sorted(ALL_TYPED)),
+        ("-id", sorted(ALL_TYPED, reverse=True)),
+    ],
+)
 def test_sort_mixed_types_and_missing_fields(api, typed, sort, expected):
     params = [("_sort", sort)] if sort else []
     assert listed(api, *params) == expected
 
 
-@pytest.mark.parametrize("sort, expected", [
-    # missing (cy's author is a string, dee has none) last ascending, ties by -last_modified
-    ("author.name", ["ada", "bob", "dee", "cy"]),
-    ("-author.name", ["dee", "cy", "bob", "ada"]),
-    ("n,name", ["bob", "cy", "ada", "dee"]),
-    ("-n", ["dee", "ada", "cy", "bob"]),
-    ("name", ["ada", "bob", "cy", "dee"]),  # code point order: upper case first
-    ("name,", ["ada", "bob", "cy", "dee"]),  # an empty item is ignored
-])
+@pytest.mark.parametrize(
+    "sort, expected",
+    [
+        # missing (cy's author is a string, dee has none) last ascending, ties by -last_modified
+        ("author.name", ["ada", "bob", "dee", "cy"]),
+        ("-author.name", ["dee", "cy", "bob", "ada"]),
+        ("n,name", ["bob", "cy", "ada", "dee"]),
+        ("-n", ["dee", "ada", "cy", "bob"]),
+        ("name", ["ada", "bob", "cy", "dee"]),  # code point order: upper case first
+        ("name,", ["ada", "bob", "cy", "dee"]),  # an empty item is ignored
+    ],
+)
 def test_sort_nested_and_several_fields(api, people, sort, expected):
     assert listed(api, ("_sort", sort)) == expected
 
 
 def test_sort_several_fields_with_directions(api):
     create_collection(api)
-    fill(api, [("x1", {"g": "x", "n": 1}), ("y1", {"g": "y", "n": 1}),
-               ("x2", {"g": "x", "n": 2}), ("y0", {"g": "y"}), ("x0", {"g": "x", "n": 1})])
+    fill(
+        api,
+        [
+            ("x1", {"g": "x", "n": 1}),
+            ("y1", {"g": "y", "n": 1}),
+            ("x2", {"g": "x", "n": 2}),
+            ("y0", {"g": "y"}),
+            ("x0", {"g": "x", "n": 1}),
+        ],
+    )
     assert listed(api, ("_sort", "g,-n")) == ["x2", "x0", "x1", "y0", "y1"]
     assert listed(api, ("_sort", "-g,n")) == ["y1", "y0", "x0", "x1", "x2"]
     assert listed(api, ("_sort", "n,-g")) == ["y1", "x0", "x1", "x2", "y0"]
@@ -258,17 +334,21 @@ def test_sort_several_fields_with_directions(api):
 
 # -- pagination ----------------------------------------------------------------
 
+
 # Kinto refuses its own token when the page ends on an array or an object
 # (its check for #3735), so the reference only sees the limits that avoid it.
-@pytest.mark.parametrize("sort, limit, sizes", [
-    (None, 3, [3, 3, 3, 1]),
-    ("id", 3, [3, 3, 3, 1]),
-    ("last_modified", 3, [3, 3, 3, 1]),
-    ("v", 5, [5, 5]),
-    ("-v", 5, [5, 5]),
-    pytest.param("v", 3, [3, 3, 3, 1], marks=kintofs_only),
-    pytest.param("-v", 2, [2, 2, 2, 2, 2], marks=kintofs_only),
-])
+@pytest.mark.parametrize(
+    "sort, limit, sizes",
+    [
+        (None, 3, [3, 3, 3, 1]),
+        ("id", 3, [3, 3, 3, 1]),
+        ("last_modified", 3, [3, 3, 3, 1]),
+        ("v", 5, [5, 5]),
+        ("-v", 5, [5, 5]),
+        pytest.param("v", 3, [3, 3, 3, 1], marks=kintofs_only),
+        pytest.param("-v", 2, [2, 2, 2, 2, 2], marks=kintofs_only),
+    ],
+)
 def test_pages_cover_the_list_exactly_once(api, typed, sort, limit, sizes):
     sort_param = [("_sort", sort)] if sort else []
     full = listed(api, *sort_param)
@@ -316,6 +396,7 @@ def test_a_token_survives_a_change_of_the_page_it_came_from(api, typed):
 @kintofs_only
 def test_paginate_by_caps_the_limit(start_app):
     from conftest import Api
+
     api = Api(start_app(paginate_by=2))
     create_collection(api)
     fill(api, PEOPLE)
@@ -328,25 +409,32 @@ def test_paginate_by_caps_the_limit(start_app):
 
 # -- fields and counting ------------------------------------------------------
 
+
 def test_fields_selects_nested_values(api, people):
-    response = assert_status(api.get(RECORDS, params={"_fields": "author.name,n",
-                                                       "_sort": "name"}), 200)
+    response = assert_status(
+        api.get(RECORDS, params={"_fields": "author.name,n", "_sort": "name"}), 200
+    )
     data = response.json()["data"]
-    assert [set(obj) for obj in data] == [{"author", "n", "id", "last_modified"},
-                                          {"author", "n", "id", "last_modified"},
-                                          {"author", "n", "id", "last_modified"},
-                                          {"id", "last_modified"}]
+    assert [set(obj) for obj in data] == [
+        {"author", "n", "id", "last_modified"},
+        {"author", "n", "id", "last_modified"},
+        {"author", "n", "id", "last_modified"},
+        {"id", "last_modified"},
+    ]
     assert data[0]["author"] == {"name": "Ada"}
     assert data[2]["author"] == "plain", "a non-object keeps its whole value"
 
 
-@pytest.mark.parametrize("params, total", [
-    ([], 4),
-    ([("_limit", "1")], 4),
-    ([("contains_tags", "math")], 2),
-    ([("has_n", "false")], 1),
-    ([("unknown", "1")], 0),
-])
+@pytest.mark.parametrize(
+    "params, total",
+    [
+        ([], 4),
+        ([("_limit", "1")], 4),
+        ([("contains_tags", "math")], 2),
+        ([("has_n", "false")], 1),
+        ([("unknown", "1")], 0),
+    ],
+)
 def test_head_counts_matching_objects(api, people, params, total):
     response = assert_status(api.head(RECORDS, params=params), 200)
     assert response.headers["Total-Objects"] == str(total)
@@ -366,8 +454,9 @@ def test_head_counts_no_tombstones(api, people):
 
 def test_total_objects_counts_only_visible_objects(api, people):
     bob = api.as_user(("bob", "bob-pw"))
-    assert_status(api.patch(f"{RECORDS}/cy", json={"permissions": {"read": ["system.Everyone"]}}),
-                  200)
+    assert_status(
+        api.patch(f"{RECORDS}/cy", json={"permissions": {"read": ["system.Everyone"]}}), 200
+    )
     response = assert_status(bob.head(RECORDS), 200)
     assert response.headers["Total-Objects"] == "1"
     assert listed(bob) == ["cy"]
@@ -375,9 +464,11 @@ def test_total_objects_counts_only_visible_objects(api, people):
 
 # -- plural DELETE with filters and pagination ----------------------------------
 
+
 def test_delete_with_filters_deletes_only_matching_objects(api, people):
-    response = assert_status(api.delete(RECORDS, params={"contains_tags": "math",
-                                                          "_sort": "n"}), 200)
+    response = assert_status(
+        api.delete(RECORDS, params={"contains_tags": "math", "_sort": "n"}), 200
+    )
     deleted = response.json()["data"]
     assert [d["id"] for d in deleted] == ["bob", "ada"], "deleted in sort order"
     assert all(set(d) == {"id", "last_modified", "deleted"} and d["deleted"] for d in deleted)
@@ -400,12 +491,15 @@ def test_delete_ignores_fields(api, people):
     assert [set(d) for d in response.json()["data"]] == [{"id", "last_modified", "deleted"}]
 
 
-@pytest.mark.parametrize("sort, first_page, second_page", [
-    (None, ["dee", "cy"], ["bob", "ada"]),
-    # Kinto builds the DELETE token from the tombstone, which has no `name`:
-    # its second page is empty.  kintofs resumes after the deleted object.
-    pytest.param("name", ["ada", "bob"], ["cy", "dee"], marks=kintofs_only),
-])
+@pytest.mark.parametrize(
+    "sort, first_page, second_page",
+    [
+        (None, ["dee", "cy"], ["bob", "ada"]),
+        # Kinto builds the DELETE token from the tombstone, which has no `name`:
+        # its second page is empty.  kintofs resumes after the deleted object.
+        pytest.param("name", ["ada", "bob"], ["cy", "dee"], marks=kintofs_only),
+    ],
+)
 def test_delete_in_pages_follows_next_page(api, people, sort, first_page, second_page):
     params = {"_limit": "2", **({"_sort": sort} if sort else {})}
     first = assert_status(api.delete(RECORDS, params=params), 200)
@@ -423,18 +517,28 @@ def test_delete_tokens_are_single_use(api, people):
     first = assert_status(api.delete(RECORDS, params={"_limit": "1"}), 200)
     next_page = first.headers["Next-Page"]
     assert_status(api.delete(next_page), 200)
-    body = assert_error(api.delete(next_page), 400, 107,
-                        "querystring: _token was already used or has expired.")
-    assert body["details"] == [{"location": "querystring", "name": None,
-                                "description": "_token was already used or has expired."}]
+    body = assert_error(
+        api.delete(next_page), 400, 107, "querystring: _token was already used or has expired."
+    )
+    assert body["details"] == [
+        {
+            "location": "querystring",
+            "name": None,
+            "description": "_token was already used or has expired.",
+        }
+    ]
     assert len(listed(api)) == 2, "the refused DELETE deleted nothing"
 
 
 def test_delete_token_from_a_get_is_refused(api, people):
     get_page = assert_status(api.get(RECORDS, params={"_limit": "1"}), 200)
     token = dict(parse_qsl(urlsplit(get_page.headers["Next-Page"]).query))["_token"]
-    assert_error(api.delete(RECORDS, params={"_limit": "1", "_token": token}), 400, 107,
-                 "querystring: _token was already used or has expired.")
+    assert_error(
+        api.delete(RECORDS, params={"_limit": "1", "_token": token}),
+        400,
+        107,
+        "querystring: _token was already used or has expired.",
+    )
     assert len(listed(api)) == 4
 
 

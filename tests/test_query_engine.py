@@ -7,7 +7,8 @@ import json
 import re
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kintofs import query as query_module
 from kintofs.query import (
@@ -194,9 +195,17 @@ def test_arrays_and_objects_compare_structurally():
 @pytest.mark.parametrize(
     "param, matches_missing",
     [
-        ("v", False), ("eq_v", False), ("not_v", True), ("lt_v", False),
-        ("max_v", False), ("gt_v", True), ("min_v", True), ("in_v", False),
-        ("exclude_v", True), ("like_v", False), ("contains_v", False),
+        ("v", False),
+        ("eq_v", False),
+        ("not_v", True),
+        ("lt_v", False),
+        ("max_v", False),
+        ("gt_v", True),
+        ("min_v", True),
+        ("in_v", False),
+        ("exclude_v", True),
+        ("like_v", False),
+        ("contains_v", False),
         ("contains_any_v", False),
     ],
 )
@@ -313,8 +322,7 @@ def test_id_filters_compare_numbers_as_strings():
         ([("_since", "")], "_since", "Invalid value for _since"),
         ([("_before", str(NOW + DAY))], "_before", "Invalid value for _before"),
         ([("_to", str(NOW + DAY + 5))], "_to", "Invalid value for _to"),
-        ([("_since", str(2**64))], "_since",
-         f"{2**64} is greater than maximum value {2**63}"),
+        ([("_since", str(2**64))], "_since", f"{2**64} is greater than maximum value {2**63}"),
         ([("_limit", "-1")], "_limit", "-1 is less than minimum value 0"),
         ([("_limit", "abc")], "_limit", '"abc" is not a number'),
         ([("_limit", "true")], "_limit", '"true" is not a number'),
@@ -327,20 +335,33 @@ def test_id_filters_compare_numbers_as_strings():
         ([("gt_last_modified", "1e400")], "gt_last_modified", "Invalid value for gt_last_modified"),
         ([("lt_last_modified", "true")], "lt_last_modified", "Invalid value for lt_last_modified"),
         ([("min_last_modified", "-5")], "min_last_modified", "Invalid value for min_last_modified"),
-        ([("max_last_modified", str(NOW + DAY))], "max_last_modified",
-         "Invalid value for max_last_modified"),
-        ([("has_last_modified", "true")], "has_last_modified", "Invalid value for has_last_modified"),
+        (
+            [("max_last_modified", str(NOW + DAY))],
+            "max_last_modified",
+            "Invalid value for max_last_modified",
+        ),
+        (
+            [("has_last_modified", "true")],
+            "has_last_modified",
+            "Invalid value for has_last_modified",
+        ),
         ([("in_last_modified", '1,"2"')], "in_last_modified", "Invalid value for in_last_modified"),
-        ([("exclude_last_modified", "a")], "exclude_last_modified",
-         "Invalid value for exclude_last_modified"),
+        (
+            [("exclude_last_modified", "a")],
+            "exclude_last_modified",
+            "Invalid value for exclude_last_modified",
+        ),
         ([("in_id", "a,1")], "in_id", "Invalid value for in_id"),
         ([("exclude_id", "true")], "exclude_id", "Invalid value for exclude_id"),
         ([("like_s", "5")], "like_s", "Invalid value for like_s"),
         ([("like_s", "null")], "like_s", "Invalid value for like_s"),
         ([("contains_id", "a")], "contains_id", "Field 'id' is not an array"),
         ([("contains_any_id", "a")], "contains_any_id", "Field 'id' is not an array"),
-        ([("contains_last_modified", "1")], "contains_last_modified",
-         "Invalid value for contains_last_modified"),
+        (
+            [("contains_last_modified", "1")],
+            "contains_last_modified",
+            "Invalid value for contains_last_modified",
+        ),
         ([("title", "a\x00b")], "title", "Invalid character 0x00"),
         ([("in_title", "a,\x00")], "in_title", "Invalid character 0x00"),
         ([("ti\x00tle", "a")], "ti\x00tle", "Invalid character 0x00"),
@@ -367,8 +388,10 @@ def test_accepted_edge_values():
     assert q(("id", "true")).filters == [Filter("id", "eq", "true")]
     assert q(("last_modified", '"123"')).filters == [Filter("last_modified", "eq", 123)]
     assert q(("gt_last_modified", '"123"')).filters == [Filter("last_modified", "gt", 123)]
-    assert error_of(("in_last_modified", "1,2")) == ("in_last_modified",
-                                                      "Invalid value for in_last_modified")
+    assert error_of(("in_last_modified", "1,2")) == (
+        "in_last_modified",
+        "Invalid value for in_last_modified",
+    )
     assert q(("_before", str(NOW + DAY - 1))).filters[0].value == NOW + DAY - 1
     assert q(("like_s", '"5"')).filters == [Filter("s", "like", "5")]
 
@@ -381,19 +404,30 @@ HISTORY_FIELDS = {"uri", "action", "resource_name", "target", "user_id"}
 
 def test_strict_resources_reject_unknown_fields():
     assert error_of(("foo", "1"), strict_fields=HISTORY_FIELDS) == (
-        "foo", "Unknown filter field 'foo'")
+        "foo",
+        "Unknown filter field 'foo'",
+    )
     assert error_of(("gt_foo.x", "1"), strict_fields=HISTORY_FIELDS) == (
-        "gt_foo.x", "Unknown filter field 'gt_foo.x'")
+        "gt_foo.x",
+        "Unknown filter field 'gt_foo.x'",
+    )
     assert error_of(("_sort", "-foo"), strict_fields=HISTORY_FIELDS) == (
-        None, "Unknown sort field 'foo'")
+        None,
+        "Unknown sort field 'foo'",
+    )
     assert error_of(("_fields", "uri,foo,bar.x"), strict_fields=HISTORY_FIELDS) == (
-        "Invalid _fields parameter", "Fields bar,foo do not exist")
+        "Invalid _fields parameter",
+        "Fields bar,foo do not exist",
+    )
 
 
 def test_strict_resources_accept_known_roots_and_builtin_fields():
     query = q(
-        ("target.data.last_modified", "5"), ("action", "create"), ("deleted", "true"),
-        ("_sort", "-target.data.id,id"), ("_fields", "uri,target.data"),
+        ("target.data.last_modified", "5"),
+        ("action", "create"),
+        ("deleted", "true"),
+        ("_sort", "-target.data.id,id"),
+        ("_fields", "uri,target.data"),
         strict_fields=HISTORY_FIELDS,
     )
     assert [f.field for f in query.filters] == ["target.data.last_modified", "action", "deleted"]
@@ -409,15 +443,21 @@ def test_schemaless_resources_accept_any_field():
 
 
 def test_permissions_tiebreak_replaces_last_modified():
-    query = q(("_sort", "last_modified,id"), ("_since", "5"), ("gt_last_modified", "9"),
-              default_sort_tiebreak="uri")
+    query = q(
+        ("_sort", "last_modified,id"),
+        ("_since", "5"),
+        ("gt_last_modified", "9"),
+        default_sort_tiebreak="uri",
+    )
     assert query.sort == [("id", 1), ("uri", -1)]
     assert query.filters == []
     assert query.includes_tombstones is False
     assert query.since is None
     assert q(("_sort", "uri"), default_sort_tiebreak="uri").sort == [("uri", 1)]
     assert error_of(("_since", "x"), default_sort_tiebreak="uri") == (
-        "_since", '"x" is not a number')
+        "_since",
+        '"x" is not a number',
+    )
 
 
 # ---------------------------------------------------------------- polling and tombstones
@@ -442,8 +482,16 @@ def test_tombstones_are_included_when_a_filter_targets_last_modified(pairs):
     assert q(*pairs).includes_tombstones is True
 
 
-@pytest.mark.parametrize("pairs", [[], [("title", "x")], [("_sort", "last_modified")],
-                                   [("_fields", "last_modified")], [("gt_last_modified.x", "1")]])
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [],
+        [("title", "x")],
+        [("_sort", "last_modified")],
+        [("_fields", "last_modified")],
+        [("gt_last_modified.x", "1")],
+    ],
+)
 def test_tombstones_are_excluded_otherwise(pairs):
     assert q(*pairs).includes_tombstones is False
 
@@ -511,7 +559,12 @@ def test_sort_on_several_fields_with_last_modified_tiebreak():
 
 
 def test_sort_parsing():
-    assert q(("_sort", "a,-b,+c.d")).sort == [("a", 1), ("b", -1), ("c.d", 1), ("last_modified", -1)]
+    assert q(("_sort", "a,-b,+c.d")).sort == [
+        ("a", 1),
+        ("b", -1),
+        ("c.d", 1),
+        ("last_modified", -1),
+    ]
     assert q(("_sort", "a,, -b ,bad item,")).sort == [("a", 1), ("b", -1), ("last_modified", -1)]
     assert q(("_sort", "last_modified")).sort == [("last_modified", 1)]
     assert q(("_sort", "-last_modified,a")).sort == [("last_modified", -1), ("a", 1)]
@@ -677,7 +730,10 @@ def test_pagination_filters_before_cutting():
 def test_page_is_projected_with_fields():
     objects = [{"id": "a", "last_modified": 1, "title": "t", "body": "b"}, tombstone("z", 2)]
     page = paginate(objects, q(("_fields", "title"), ("_since", "0")))
-    assert page.objects == [{"id": "z", "last_modified": 2}, {"id": "a", "last_modified": 1, "title": "t"}]
+    assert page.objects == [
+        {"id": "z", "last_modified": 2},
+        {"id": "a", "last_modified": 1, "title": "t"},
+    ]
     page = paginate(objects, q(("_fields", "title,deleted"), ("_since", "0")))
     assert page.objects[0] == tombstone("z", 2)
 
@@ -727,13 +783,19 @@ def test_a_hand_made_token_is_a_plain_cursor():
 
 def test_project_keeps_id_and_last_modified_and_nested_subsets():
     obj = {
-        "id": "a", "last_modified": 1, "title": "t", "deleted": False,
+        "id": "a",
+        "last_modified": 1,
+        "title": "t",
+        "deleted": False,
         "author": {"name": "n", "age": 3, "addr": {"city": "c", "zip": "z"}},
         "tags": ["x"],
     }
     assert project(obj, ["title"]) == {"id": "a", "last_modified": 1, "title": "t"}
     assert project(obj, ["author.name", "author.addr.city"]) == {
-        "id": "a", "last_modified": 1, "author": {"name": "n", "addr": {"city": "c"}}}
+        "id": "a",
+        "last_modified": 1,
+        "author": {"name": "n", "addr": {"city": "c"}},
+    }
     assert project(obj, ["tags.x"]) == {"id": "a", "last_modified": 1, "tags": ["x"]}
     assert project(obj, ["author.name", "author"])["author"] == obj["author"]
     assert project(obj, ["author", "author.name"])["author"] == obj["author"]
@@ -746,7 +808,12 @@ def test_project_drops_deleted_on_tombstones_unless_listed():
 
 
 def test_fields_parsing():
-    assert q(("_fields", "title,author.name")).fields == ["title", "author.name", "id", "last_modified"]
+    assert q(("_fields", "title,author.name")).fields == [
+        "title",
+        "author.name",
+        "id",
+        "last_modified",
+    ]
     assert q(("_fields", "title,")).fields == ["title", "id", "last_modified"]
     assert q(("_fields", "")).fields is None
     assert q().fields is None
@@ -774,8 +841,25 @@ def test_count_ignores_tombstones_limit_and_token():
     assert count([{"id": "live", "last_modified": 1, "deleted": True, "x": 1}], q()) == 1
 
 
-VALUES = [None, "", "a", "B", "b", 0, 1, -1.5, 2.0, True, False, [], [1], ["a", 1], {},
-          {"k": 1}, {"k": "a"}]
+VALUES = [
+    None,
+    "",
+    "a",
+    "B",
+    "b",
+    0,
+    1,
+    -1.5,
+    2.0,
+    True,
+    False,
+    [],
+    [1],
+    ["a", 1],
+    {},
+    {"k": 1},
+    {"k": "a"},
+]
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -783,6 +867,7 @@ def test_pages_in_any_order_equal_the_sorted_list(seed):
     """Random objects with values of every type (or none), random sorts and
     limits: the pages, unsorted or presorted input alike, are the sorted list cut."""
     import random
+
     rng = random.Random(seed)
     objects = []
     for i in range(rng.randrange(1, 60)):
@@ -791,8 +876,10 @@ def test_pages_in_any_order_equal_the_sorted_list(seed):
             if rng.random() < 0.8:
                 obj[field] = rng.choice(VALUES)
         objects.append(obj)
-    sort = ",".join(rng.choice(["x", "-x", "y", "-y", "id", "-last_modified", "last_modified"])
-                    for _ in range(rng.randrange(1, 3)))
+    sort = ",".join(
+        rng.choice(["x", "-x", "y", "-y", "id", "-last_modified", "last_modified"])
+        for _ in range(rng.randrange(1, 3))
+    )
     limit = str(rng.randrange(1, 8))
     expected = ids(sort_objects(objects, q(("_sort", sort)).sort))
     pages = all_pages(lambda: list(reversed(objects)), ("_sort", sort), ("_limit", limit))
@@ -809,6 +896,7 @@ def test_pages_in_any_order_equal_the_sorted_list(seed):
 
 
 # -- hostile input: linear time, same answers ----------------------------------
+
 
 def regex_like(pattern, text):
     """The former like_: a `.*` regex (correct, but it backtracks exponentially)."""
@@ -827,33 +915,39 @@ def quadratic_lookup(obj, path):
         head = ".".join(parts[:cut])
         if head in obj:
             value = obj[head]
-            return quadratic_lookup(value, ".".join(parts[cut:])) if isinstance(value, dict) \
+            return (
+                quadratic_lookup(value, ".".join(parts[cut:]))
+                if isinstance(value, dict)
                 else MISSING
+            )
     return MISSING
 
 
-@pytest.mark.parametrize("pattern, text, expected", [
-    ("ab*ba", "aba", False),      # the two pieces would overlap
-    ("ab*ba", "abba", True),
-    ("ab*ba", "abxba", True),
-    ("a*a", "a", False),
-    ("a*a", "aa", True),
-    ("a*", "ba", False),          # the first piece anchors the start
-    ("*a", "ab", False),          # the last piece anchors the end
-    ("b", "abc", True),           # no star: a substring
-    ("", "", True),
-    ("", "x", True),
-    ("*", "", True),
-    ("**", "anything", True),
-    ("a**b", "ab", True),
-    ("*a*a*a*b", "a" * 300, False),
-    ("*a*a*a*b", "a" * 300 + "b", True),
-    ("A*Ç", "açç", True),         # case-insensitive beyond ASCII
-    ("x*y*z", "xzy", False),      # pieces in order
-    ("x*y*z", "xyyz", True),
-    ("a.c", "abc", False),        # regex characters are literal
-    ("a\nb", "xa\nby", True),
-])
+@pytest.mark.parametrize(
+    "pattern, text, expected",
+    [
+        ("ab*ba", "aba", False),  # the two pieces would overlap
+        ("ab*ba", "abba", True),
+        ("ab*ba", "abxba", True),
+        ("a*a", "a", False),
+        ("a*a", "aa", True),
+        ("a*", "ba", False),  # the first piece anchors the start
+        ("*a", "ab", False),  # the last piece anchors the end
+        ("b", "abc", True),  # no star: a substring
+        ("", "", True),
+        ("", "x", True),
+        ("*", "", True),
+        ("**", "anything", True),
+        ("a**b", "ab", True),
+        ("*a*a*a*b", "a" * 300, False),
+        ("*a*a*a*b", "a" * 300 + "b", True),
+        ("A*Ç", "açç", True),  # case-insensitive beyond ASCII
+        ("x*y*z", "xzy", False),  # pieces in order
+        ("x*y*z", "xyyz", True),
+        ("a.c", "abc", False),  # regex characters are literal
+        ("a\nb", "xa\nby", True),
+    ],
+)
 def test_like_matcher(pattern, text, expected):
     assert like_matcher(pattern)(text) is expected
     if len(text) < 20:  # the regex takes seconds on the long ones
@@ -868,19 +962,26 @@ def test_like_matcher_agrees_with_the_former_regex(pattern, text):
 
 def test_like_matcher_is_linear_on_backtracking_patterns():
     """These took the regex from seconds to hours; each is a few finds now."""
-    for pattern, text in [("*a*a*a*b", "a" * 300), ("*a*a*a*a*a*b", "a" * 200),
-                          ("*a" * 5000 + "*b", "a" * 100_000), ("a*" * 50_000, "a" * 100)]:
+    for pattern, text in [
+        ("*a*a*a*b", "a" * 300),
+        ("*a*a*a*a*a*b", "a" * 200),
+        ("*a" * 5000 + "*b", "a" * 100_000),
+        ("a*" * 50_000, "a" * 100),
+    ]:
         assert like_matcher(pattern)(text) is False
 
 
 KEYS = st.sampled_from(["a", "b", "a.b", "b.a", "a.a", "", "a.", ".b"])
-NESTED = st.recursive(st.integers(0, 3), lambda inner: st.dictionaries(KEYS, inner, max_size=4),
-                      max_leaves=12)
+NESTED = st.recursive(
+    st.integers(0, 3), lambda inner: st.dictionaries(KEYS, inner, max_size=4), max_leaves=12
+)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(KEYS, NESTED, max_size=5),
-       st.lists(st.sampled_from(["a", "b", ""]), min_size=1, max_size=6))
+@given(
+    st.dictionaries(KEYS, NESTED, max_size=5),
+    st.lists(st.sampled_from(["a", "b", ""]), min_size=1, max_size=6),
+)
 def test_lookup_agrees_with_the_former_one(obj, parts):
     path = ".".join(parts)
     expected = quadratic_lookup(obj, path)
@@ -905,17 +1006,25 @@ def test_lookup_of_a_path_with_many_dots_is_linear():
     assert lookup(deep, "a." * 50_000 + "b") is MISSING
     assert lookup({"a.a": {"a": 1}, "a": {"a.a": 2}}, "a.a.a") == 1  # longest prefix wins
     objects = [{"id": str(i), "last_modified": i + 1, **deep} for i in range(200)]
-    page = paginate(objects, q(("_sort", "a." * 50_000 + "b"), ("eq_" + "a." * 50_000, "1"),
-                               ("_fields", "a." * 50_000 + "b")))
+    page = paginate(
+        objects,
+        q(
+            ("_sort", "a." * 50_000 + "b"),
+            ("eq_" + "a." * 50_000, "1"),
+            ("_fields", "a." * 50_000 + "b"),
+        ),
+    )
     assert page.objects == []
 
 
 def test_repeated_sort_fields_and_huge_value_lists():
-    objects = [{"id": f"{i:03}", "last_modified": i + 1, "n": i % 7, "l": [i % 3]}
-               for i in range(100)]
+    objects = [
+        {"id": f"{i:03}", "last_modified": i + 1, "n": i % 7, "l": [i % 3]} for i in range(100)
+    ]
     once = ids(paginate(objects, q(("_sort", "n,-id"))).objects)
-    assert ids(paginate(objects, q(("_sort", ",".join(["n", "-n"] * 5000) + ",-id"))).objects) \
-        == once
+    assert (
+        ids(paginate(objects, q(("_sort", ",".join(["n", "-n"] * 5000) + ",-id"))).objects) == once
+    )
     many = ",".join(str(i) for i in range(3, 50_000))  # filters compiled once, by count()
     assert count(objects, q(("contains_l", f"[{many}]"))) == 0
     assert count(objects, q(("contains_any_l", f"[{many},1]"))) == 33
@@ -927,8 +1036,9 @@ def test_values_nested_too_deep_are_strings(name):
     """A value as deep as json.loads allows used to blow the stack when compared."""
     deep = "[" * 600 + "]" * 600
     assert q((name, deep)).filters[0].value in (deep, [deep])
-    assert select([{"id": "a", "last_modified": 1, "x": []}], (name, deep)) \
-        == (["a"] if name == "not_x" else [])
+    assert select([{"id": "a", "last_modified": 1, "x": []}], (name, deep)) == (
+        ["a"] if name == "not_x" else []
+    )
     assert q((name, "[" * 100 + "]" * 100)).filters[0].value != "[" * 100 + "]" * 100
 
 
@@ -960,9 +1070,12 @@ def recursive_copy_path(source, path, target):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(KEYS, NESTED, max_size=5),
-       st.lists(st.lists(st.sampled_from(["a", "b", ""]), min_size=1, max_size=4).map(".".join),
-                max_size=4))
+@given(
+    st.dictionaries(KEYS, NESTED, max_size=5),
+    st.lists(
+        st.lists(st.sampled_from(["a", "b", ""]), min_size=1, max_size=4).map(".".join), max_size=4
+    ),
+)
 def test_projection_agrees_with_the_former_one(obj, fields):
     expected = {}
     for path in fields + ["id", "last_modified"]:

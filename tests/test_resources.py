@@ -5,6 +5,7 @@ One generic resource serves the four kinds, so most tests run once per kind
 semantics, the three PATCH flavours, timestamps, tombstones and cascades,
 including what is left on disk.
 """
+
 import json
 import os
 import re
@@ -13,7 +14,6 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 
 import pytest
-
 from conftest import ALICE, BOB, assert_error, assert_status, basicauth_id
 
 ALICE_ID = basicauth_id(ALICE)
@@ -24,6 +24,7 @@ UUID4_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-
 
 
 # -- helpers: short HTTP conversations ----------------------------------------
+
 
 def etag(response):
     value = response.headers["ETag"]
@@ -82,6 +83,7 @@ def make_tree(api, *paths):
 
 # -- the four kinds -----------------------------------------------------------
 
+
 @dataclass
 class Kind:
     name: str
@@ -96,16 +98,23 @@ class Kind:
 
     def user_fields(self, data):
         """``data`` without what the server adds (id, last_modified, defaults)."""
-        return {k: v for k, v in data.items()
-                if k not in ("id", "last_modified") and self.defaults.get(k, object()) != v}
+        return {
+            k: v
+            for k, v in data.items()
+            if k not in ("id", "last_modified") and self.defaults.get(k, object()) != v
+        }
 
 
 KINDS = {
     "bucket": Kind("bucket", "/buckets", (), NAME_ID, gone_status=403),
     "group": Kind("group", "/buckets/b/groups", ("/buckets/b",), NAME_ID, {"members": []}),
     "collection": Kind("collection", "/buckets/b/collections", ("/buckets/b",), NAME_ID),
-    "record": Kind("record", "/buckets/b/collections/c/records",
-                   ("/buckets/b", "/buckets/b/collections/c"), UUID4_ID),
+    "record": Kind(
+        "record",
+        "/buckets/b/collections/c/records",
+        ("/buckets/b", "/buckets/b/collections/c"),
+        UUID4_ID,
+    ),
 }
 
 
@@ -123,6 +132,7 @@ def records(api):
 
 
 # -- every kind, every method -------------------------------------------------
+
 
 def test_put_creates_then_replaces(api, kind):
     created = api.put(kind.path("x1"), json={"data": {"title": "one"}})
@@ -154,8 +164,9 @@ def test_get_and_head_object(api, kind):
 
 def test_get_missing_object(api, kind):
     """404 errno 110; a missing bucket is hidden behind a 403 (nobody holds rights on it)."""
-    body = assert_error(api.get(kind.path("nope")), kind.gone_status,
-                        110 if kind.gone_status == 404 else 121)
+    body = assert_error(
+        api.get(kind.path("nope")), kind.gone_status, 110 if kind.gone_status == 404 else 121
+    )
     if kind.gone_status == 404:
         assert body["details"] == {"id": "nope", "resource_name": kind.name}
         assert "message" not in body
@@ -221,7 +232,10 @@ def test_patch_merges_top_level_fields(api, kind):
 def test_patch_missing_object(api, kind):
     response = api.patch(kind.path("nope"), json={"data": {"a": 1}})
     if kind.gone_status == 404:
-        assert assert_error(response, 404, 110)["details"] == {"id": "nope", "resource_name": kind.name}
+        assert assert_error(response, 404, 110)["details"] == {
+            "id": "nope",
+            "resource_name": kind.name,
+        }
     else:
         assert_error(response, 403, 121)
 
@@ -264,6 +278,7 @@ def test_plural_delete_of_nothing_keeps_list_timestamp(api, kind):
 
 # -- PUT replace semantics ----------------------------------------------------
 
+
 def test_put_replaces_every_field(api, records):
     put(api, f"{records}/r1", {"a": 1, "b": {"c": 2}})
     data = put(api, f"{records}/r1", {"a": 3})["data"]
@@ -298,6 +313,7 @@ def test_put_with_empty_body_creates(api, records):
 
 # -- PATCH flavours -----------------------------------------------------------
 
+
 def test_patch_bumps_timestamp_even_without_change(api, records):
     first = put(api, f"{records}/r1", {"a": 1})["data"]
     second = patch(api, f"{records}/r1", {"data": {"a": 1}})["data"]
@@ -318,15 +334,23 @@ def test_patch_permissions_replace_only_named_aces(api, records):
 
 def test_merge_patch_merges_recursively_and_null_removes(api, records):
     put(api, f"{records}/r1", {"n": {"a": 1, "b": {"c": 1, "d": 2}}, "t": "x"})
-    body = patch(api, f"{records}/r1", {"data": {"n": {"b": {"c": None}, "e": 3}, "t": None}},
-                 content_type="application/merge-patch+json")
+    body = patch(
+        api,
+        f"{records}/r1",
+        {"data": {"n": {"b": {"c": None}, "e": 3}, "t": None}},
+        content_type="application/merge-patch+json",
+    )
     assert KINDS["record"].user_fields(body["data"]) == {"n": {"a": 1, "b": {"d": 2}, "e": 3}}
 
 
 def test_merge_patch_permissions_null_removes_ace(api, records):
     put(api, f"{records}/r1", {}, {"read": [BOB_ID]})
-    body = patch(api, f"{records}/r1", {"permissions": {"read": None}},
-                 content_type="application/merge-patch+json")
+    body = patch(
+        api,
+        f"{records}/r1",
+        {"permissions": {"read": None}},
+        content_type="application/merge-patch+json",
+    )
     assert body["permissions"] == {"write": [ALICE_ID]}
 
 
@@ -343,23 +367,34 @@ def test_json_patch_edits_data_and_permissions(api, records):
     assert KINDS["record"].user_fields(body["data"]) == {"a": 10, "c": [1]}
     assert body["permissions"] == {"read": ["system.Everyone"], "write": [ALICE_ID]}
 
-    body = patch(api, f"{records}/r1", [{"op": "remove", "path": "/permissions/read/system.Everyone"}],
-                 content_type="application/json-patch+json")
+    body = patch(
+        api,
+        f"{records}/r1",
+        [{"op": "remove", "path": "/permissions/read/system.Everyone"}],
+        content_type="application/json-patch+json",
+    )
     assert "read" not in body["permissions"]
 
 
 def test_json_patch_failing_operation_is_400_and_changes_nothing(api, records):
     before = put(api, f"{records}/r1", {"a": 1})["data"]
-    body = patch(api, f"{records}/r1",
-                 [{"op": "replace", "path": "/data/a", "value": 2},
-                  {"op": "test", "path": "/data/a", "value": 99}],
-                 content_type="application/json-patch+json", status=400)
+    body = patch(
+        api,
+        f"{records}/r1",
+        [
+            {"op": "replace", "path": "/data/a", "value": 2},
+            {"op": "test", "path": "/data/a", "value": 99},
+        ],
+        content_type="application/json-patch+json",
+        status=400,
+    )
     assert body["errno"] == 107
     assert body["details"][0]["description"].startswith("JSON Patch operation failed")
     assert body_of(api.get(f"{records}/r1"), 200)["data"] == before
 
 
 # -- permissions in responses -------------------------------------------------
+
 
 def test_permissions_shown_only_to_explicit_writers(api, records):
     bob = api.as_user(BOB)
@@ -388,6 +423,7 @@ def test_other_users_cannot_read_or_write(api, records):
 
 # -- ETag and Last-Modified ---------------------------------------------------
 
+
 def test_etag_and_last_modified_follow_the_object(api, records):
     data = put(api, f"{records}/r1", {"a": 1})["data"]
     response = api.get(f"{records}/r1")
@@ -395,9 +431,11 @@ def test_etag_and_last_modified_follow_the_object(api, records):
     assert response.headers["ETag"] == f'"{ts}"'
     assert response.headers["Last-Modified"] == formatdate(ts // 1000, usegmt=True)
 
-    for method, kwargs in (("PATCH", {"json": {"data": {"a": 2}}}),
-                           ("PUT", {"json": {"data": {"a": 3}}}),
-                           ("DELETE", {})):
+    for method, kwargs in (
+        ("PATCH", {"json": {"data": {"a": 2}}}),
+        ("PUT", {"json": {"data": {"a": 3}}}),
+        ("DELETE", {}),
+    ):
         response = api.request(method, f"{records}/r1", **kwargs)
         assert_status(response, 200)
         new_ts = response.json()["data"]["last_modified"]
@@ -421,6 +459,7 @@ def test_list_etag_is_the_list_timestamp_not_the_parent(api, records):
 
 # -- timestamps ---------------------------------------------------------------
 
+
 def test_never_written_list_timestamp_is_stable(api, records):
     _, first = listing(api, records)
     time.sleep(0.005)
@@ -438,8 +477,9 @@ def test_list_timestamp_stable_across_reads_after_writes(api, records):
 
 
 def batch_puts(api, paths):
-    requests = [{"method": "PUT", "path": path, "body": {"data": {"i": i}}}
-                for i, path in enumerate(paths)]
+    requests = [
+        {"method": "PUT", "path": path, "body": {"data": {"i": i}}} for i, path in enumerate(paths)
+    ]
     response = api.post("/batch", json={"requests": requests})
     responses = body_of(response, 200)["responses"]
     assert [r["status"] for r in responses] == [201] * len(paths), responses
@@ -464,12 +504,16 @@ def test_list_timestamp_moves_ahead_of_the_clock(api, records):
     future = int(time.time() * 1000) + 10**9
     assert put(api, f"{records}/r1", {"last_modified": future})["data"]["last_modified"] == future
     assert put(api, f"{records}/r2", {})["data"]["last_modified"] == future + 1
-    assert put(api, f"{records}/r3", {"last_modified": future + 1})["data"]["last_modified"] == future + 2
+    assert (
+        put(api, f"{records}/r3", {"last_modified": future + 1})["data"]["last_modified"]
+        == future + 2
+    )
     response = api.delete(f"{records}/r2")
     assert etag(response) == future + 3
 
 
 # -- tombstones and _since ----------------------------------------------------
+
 
 def test_since_returns_tombstones_only_when_filtering_on_last_modified(api, records):
     for i in range(3):
@@ -501,6 +545,7 @@ def test_recreating_an_object_removes_its_tombstone(api, records):
 
 # -- cascades and the files on disk -------------------------------------------
 
+
 def test_objects_are_json_files_on_disk(api, records):
     data_dir = api.daemon.data_dir
     data = put(api, f"{records}/r1", {"title": "on disk"})["data"]
@@ -513,8 +558,14 @@ def test_objects_are_json_files_on_disk(api, records):
 
 def build_bucket(api):
     """Bucket b: group g, collection c (records r1, r2, tombstone r0), tombstone of c2."""
-    make_tree(api, "/buckets/b", "/buckets/b/groups/g", "/buckets/b/collections/c",
-              "/buckets/b/collections/c2", "/buckets/b/collections/c/records/r0")
+    make_tree(
+        api,
+        "/buckets/b",
+        "/buckets/b/groups/g",
+        "/buckets/b/collections/c",
+        "/buckets/b/collections/c2",
+        "/buckets/b/collections/c/records/r0",
+    )
     put(api, "/buckets/b/collections/c/records/r1", {"a": 1})
     put(api, "/buckets/b/collections/c/records/r2", {"a": 2})
     assert_status(api.delete("/buckets/b/collections/c/records/r0"), 200)
@@ -530,7 +581,11 @@ def test_deleting_a_bucket_cascades_and_purges(api):
     response = api.delete("/buckets/b")
     assert body_of(response, 200) == {"data": tombstone("b", etag(response))}
     assert not os.path.exists(folder)
-    assert not [f for f in files_under(api.daemon.data_dir) if f.startswith(os.path.join("buckets", "b", ""))]
+    assert not [
+        f
+        for f in files_under(api.daemon.data_dir)
+        if f.startswith(os.path.join("buckets", "b", ""))
+    ]
 
     assert_error(api.get("/buckets/b"), 403, 121)
     assert_error(api.get("/buckets/b/collections/c/records"), 403, 121)
@@ -555,14 +610,17 @@ def test_record_write_into_a_deleted_bucket_is_404_collection(api):
     assert body["details"] == {"id": "c", "resource_name": "collection"}
 
 
-@pytest.mark.parametrize("method, path", [
-    ("PUT", "/buckets/nob/collections/c1"),
-    ("POST", "/buckets/nob/collections"),
-    ("PUT", "/buckets/nob/groups/g1"),
-    ("PATCH", "/buckets/nob/groups/g1"),
-    ("DELETE", "/buckets/nob/collections/c1"),
-    ("GET", "/buckets/nob/collections/c1"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("PUT", "/buckets/nob/collections/c1"),
+        ("POST", "/buckets/nob/collections"),
+        ("PUT", "/buckets/nob/groups/g1"),
+        ("PATCH", "/buckets/nob/groups/g1"),
+        ("DELETE", "/buckets/nob/collections/c1"),
+        ("GET", "/buckets/nob/collections/c1"),
+    ],
+)
 def test_missing_bucket_is_hidden_behind_authorization(api, method, path):
     """No rights on a bucket that does not exist: 403, not a 404 that leaks existence."""
     assert_error(api.request(method, path, json={"data": {}}), 403, 121)
@@ -571,8 +629,9 @@ def test_missing_bucket_is_hidden_behind_authorization(api, method, path):
 
 def test_record_in_missing_collection_is_404_even_anonymous(api, records):
     for method in ("PUT", "PATCH", "DELETE", "GET"):
-        response = api.as_user(None).request(method, "/buckets/b/collections/nope/records/r1",
-                                             json={"data": {}})
+        response = api.as_user(None).request(
+            method, "/buckets/b/collections/nope/records/r1", json={"data": {}}
+        )
         if method == "GET":
             assert_error(response, 401, 104)
         else:

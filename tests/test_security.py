@@ -1,5 +1,6 @@
 """Security defaults: where the daemon listens, what its answers and logs
 never show, who may read its files, CORS, and the failed-login limit."""
+
 import base64
 import os
 import socket
@@ -10,13 +11,21 @@ import time
 
 import pytest
 import requests
+from conftest import (
+    ALICE,
+    SECRET,
+    Api,
+    assert_error,
+    assert_status,
+    basic_auth,
+    free_port,
+    wait_until_listening,
+)
+from wsgi_transport import wsgi_session
 
-from conftest import (ALICE, SECRET, Api, assert_error, assert_status, basic_auth, free_port,
-                      wait_until_listening)
 from kintofs.config import DEFAULTS, load_settings
 from kintofs.server import build_app
 from kintofs.web.ratelimit import LoginRateLimiter
-from wsgi_transport import wsgi_session
 
 CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
 RECORDS = "/buckets/b/collections/c/records"
@@ -28,6 +37,7 @@ def stop_now(daemon):
 
 
 # -- where it listens ---------------------------------------------------------
+
 
 def test_listens_on_loopback_only_by_default(server):
     """The test daemons set no bind address: the default must keep other hosts out."""
@@ -41,9 +51,13 @@ def test_listens_on_loopback_only_by_default(server):
 
 # -- what answers never show ----------------------------------------------------
 
-INTERNAL_ERROR = {"code": 500, "errno": 999, "error": "Internal Server Error",
-                  "message": "A programmatic error occurred, developers have been informed.",
-                  "info": "https://github.com/Kinto/kinto/issues/"}
+INTERNAL_ERROR = {
+    "code": 500,
+    "errno": 999,
+    "error": "Internal Server Error",
+    "message": "A programmatic error occurred, developers have been informed.",
+    "info": "https://github.com/Kinto/kinto/issues/",
+}
 
 
 def test_an_internal_error_shows_no_trace_and_no_path(start_server):
@@ -88,8 +102,12 @@ def test_security_headers_on_every_status(start_app):
         413: api.put("/buckets/b", data=b"x" * 2000),
         415: api.put("/buckets/b", data=b"{}", headers={"Content-Type": "text/plain"}),
     }
-    responses[200.5] = api.request("OPTIONS", "/buckets", auth=None, headers={
-        "Origin": "http://example.com", "Access-Control-Request-Method": "GET"})
+    responses[200.5] = api.request(
+        "OPTIONS",
+        "/buckets",
+        auth=None,
+        headers={"Origin": "http://example.com", "Access-Control-Request-Method": "GET"},
+    )
     for status, response in responses.items():
         assert response.status_code == int(status), (status, response.text)
         assert response.headers.get("Content-Security-Policy") == CSP, status
@@ -97,6 +115,7 @@ def test_security_headers_on_every_status(start_app):
 
 
 # -- CORS ---------------------------------------------------------------------
+
 
 def test_cors_origins_are_configurable(start_app):
     daemon = start_app(cors_origins='["https://good.example", "https://*.trusted.example"]')
@@ -106,21 +125,36 @@ def test_cors_origins_are_configurable(start_app):
     for origin in ("https://good.example", "https://app.trusted.example"):
         response = assert_status(api.get("/buckets/b", headers={"Origin": origin}), 200)
         assert response.headers["Access-Control-Allow-Origin"] == origin
-        preflight = api.request("OPTIONS", "/buckets/b", auth=None, headers={
-            "Origin": origin, "Access-Control-Request-Method": "PUT"})
+        preflight = api.request(
+            "OPTIONS",
+            "/buckets/b",
+            auth=None,
+            headers={"Origin": origin, "Access-Control-Request-Method": "PUT"},
+        )
         assert assert_status(preflight, 200).headers["Access-Control-Allow-Origin"] == origin
 
     assert "Access-Control-Allow-Origin" not in api.get("/buckets/b").headers
-    for origin in ("https://evil.example", "https://good.example.evil", "null",
-                   "https://trusted.example"):
+    for origin in (
+        "https://evil.example",
+        "https://good.example.evil",
+        "null",
+        "https://trusted.example",
+    ):
         body = assert_error(api.get("/buckets/b", headers={"Origin": origin}), 400, 107)
         assert body["message"] == f"Origin in header: {origin} not allowed"
-        assert body["details"] == [{"location": "header", "name": "Origin",
-                                    "description": f"{origin} not allowed"}]
-        preflight = api.request("OPTIONS", "/buckets/b", auth=None, headers={
-            "Origin": origin, "Access-Control-Request-Method": "PUT"})
-        assert "Access-Control-Allow-Origin" not in assert_error(preflight, 400, 107) and \
-            "Access-Control-Allow-Origin" not in preflight.headers
+        assert body["details"] == [
+            {"location": "header", "name": "Origin", "description": f"{origin} not allowed"}
+        ]
+        preflight = api.request(
+            "OPTIONS",
+            "/buckets/b",
+            auth=None,
+            headers={"Origin": origin, "Access-Control-Request-Method": "PUT"},
+        )
+        assert (
+            "Access-Control-Allow-Origin" not in assert_error(preflight, 400, 107)
+            and "Access-Control-Allow-Origin" not in preflight.headers
+        )
     # Another site's page cannot write with the user's credentials.
     refused = api.put("/buckets/b2", json={}, headers={"Origin": "https://evil.example"})
     assert_error(refused, 400, 107)
@@ -135,10 +169,15 @@ def test_any_origin_by_default(api):
 
 # -- logs ---------------------------------------------------------------------
 
+
 def test_secrets_and_passwords_are_never_logged(start_server):
     password = "correct-horse-7f3a91"
-    daemon = start_server(plugins="accounts flush", auth_policies="account basicauth",
-                          account_create_principals="system.Everyone", log_level="debug")
+    daemon = start_server(
+        plugins="accounts flush",
+        auth_policies="account basicauth",
+        account_create_principals="system.Everyone",
+        log_level="debug",
+    )
     api = Api(daemon, auth=None)
     assert_status(api.put("/accounts/carol", json={"data": {"password": password}}), 201)
     carol = api.as_user(("carol", password))
@@ -148,19 +187,31 @@ def test_secrets_and_passwords_are_never_logged(start_server):
     for wrong in ("wrong-password-1", "wrong-password-2"):
         api.as_user(("carol", wrong)).get("/")
     api.as_user(ALICE).get("/")
-    api.post("/batch", json={"requests": [{"path": "/", "headers": {
-        "Authorization": basic_auth(("carol", password + "2"))}}]})
+    api.post(
+        "/batch",
+        json={
+            "requests": [
+                {"path": "/", "headers": {"Authorization": basic_auth(("carol", password + "2"))}}
+            ]
+        },
+    )
     daemon.stop()
 
     log = daemon.logs()
     assert "/v1/accounts/carol" in log  # the access log is there, so we read the right file
-    for secret in (SECRET, password, "wrong-password-1", ALICE[1],
-                   base64.b64encode(f"carol:{password}".encode()).decode(),
-                   base64.b64encode(f"{ALICE[0]}:{ALICE[1]}".encode()).decode()):
+    for secret in (
+        SECRET,
+        password,
+        "wrong-password-1",
+        ALICE[1],
+        base64.b64encode(f"carol:{password}".encode()).decode(),
+        base64.b64encode(f"{ALICE[0]}:{ALICE[1]}".encode()).decode(),
+    ):
         assert secret not in log, f"{secret!r} found in the daemon's log"
 
 
 # -- file permissions ---------------------------------------------------------
+
 
 def start_plain_daemon(data_dir):
     """A daemon with nothing but a data directory: it makes and keeps its own secret."""
@@ -168,9 +219,22 @@ def start_plain_daemon(data_dir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("KINTOFS_")}
     env["KINTOFS_FSYNC"] = "false"
     process = subprocess.Popen(
-        [sys.executable, "-m", "kintofs", "serve", "--port", str(port), "--data-dir",
-         str(data_dir), "--config", os.devnull],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "kintofs",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+            "--config",
+            os.devnull,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/v1"
     try:
         wait_until_listening(url, process)
@@ -187,9 +251,12 @@ def test_data_is_readable_by_its_owner_only(tmp_path):
     try:
         session = requests.Session()
         session.auth = ALICE
-        for path, body in (("/buckets/b", {}), ("/buckets/b/collections/c", {}),
-                           ("/buckets/b/groups/g", {"data": {"members": ["x"]}}),
-                           (f"{RECORDS}/r1", {"data": {"n": 1}})):
+        for path, body in (
+            ("/buckets/b", {}),
+            ("/buckets/b/collections/c", {}),
+            ("/buckets/b/groups/g", {"data": {"members": ["x"]}}),
+            (f"{RECORDS}/r1", {"data": {"n": 1}}),
+        ):
             assert session.put(url + path, json=body, timeout=10).status_code == 201
         assert session.delete(f"{url}{RECORDS}/r1", timeout=10).status_code == 200
     finally:
@@ -204,11 +271,22 @@ def test_data_is_readable_by_its_owner_only(tmp_path):
             mode = stat.S_IMODE(os.lstat(path).st_mode)
             assert mode & 0o077 == 0, f"{path} is {oct(mode)}"
             checked.add(name)
-    assert {"_userid_hmac_secret", "_format.json", "_journal.jsonl", "_lock", "_bucket.json",
-            "_bucket.acl", "_collection.json", "g.json", "g.acl", "records"} <= checked
+    assert {
+        "_userid_hmac_secret",
+        "_format.json",
+        "_journal.jsonl",
+        "_lock",
+        "_bucket.json",
+        "_bucket.acl",
+        "_collection.json",
+        "g.json",
+        "g.acl",
+        "records",
+    } <= checked
 
 
 # -- failed-login limit -----------------------------------------------------
+
 
 def test_limiter_counts_failures_per_address_in_a_sliding_window():
     now = [1000.0]
@@ -237,9 +315,17 @@ def wsgi_get(app, path, address, authorization=None):
 def test_blocked_address_gets_429_on_requests_with_credentials(tmp_path):
     """Drives the real WSGI app in process: failures are recorded through the
     same ``service.record_failed_login`` hook an auth policy calls."""
-    settings = load_settings(os.devnull, environ={}, overrides={
-        "data_dir": str(tmp_path / "data"), "fsync": False, "userid_hmac_secret": "s",
-        "login_rate_limit": 2, "login_rate_window_seconds": 60})
+    settings = load_settings(
+        os.devnull,
+        environ={},
+        overrides={
+            "data_dir": str(tmp_path / "data"),
+            "fsync": False,
+            "userid_hmac_secret": "s",
+            "login_rate_limit": 2,
+            "login_rate_window_seconds": 60,
+        },
+    )
     app, service = build_app(settings)
     credentials = basic_auth(("alice", "pw"))
     for _ in range(2):
@@ -255,9 +341,13 @@ def test_blocked_address_gets_429_on_requests_with_credentials(tmp_path):
 
 
 def test_wrong_account_passwords_are_limited(start_app):
-    daemon = start_app(plugins="accounts flush", auth_policies="account basicauth",
-                          account_create_principals="system.Everyone",
-                          login_rate_limit=3, login_rate_window_seconds=2)
+    daemon = start_app(
+        plugins="accounts flush",
+        auth_policies="account basicauth",
+        account_create_principals="system.Everyone",
+        login_rate_limit=3,
+        login_rate_window_seconds=2,
+    )
     api = Api(daemon, auth=None)
     assert_status(api.put("/accounts/dave", json={"data": {"password": "right-pw"}}), 201)
     for _ in range(3):
@@ -267,5 +357,7 @@ def test_wrong_account_passwords_are_limited(start_app):
     assert int(response.headers["Retry-After"]) >= 1
     assert_status(api.get("/"), 200)
     time.sleep(2.1)
-    assert assert_status(api.as_user(("dave", "right-pw")).get("/"), 200).json()["user"]["id"] \
+    assert (
+        assert_status(api.as_user(("dave", "right-pw")).get("/"), 200).json()["user"]["id"]
         == "account:dave"
+    )

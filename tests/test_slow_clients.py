@@ -6,6 +6,7 @@ a server that reads requests in its workers, and other clients' requests
 would have waited for minutes.  The guard timeouts are generous; nothing
 here asserts a speed.
 """
+
 import json
 import socket
 import threading
@@ -13,21 +14,23 @@ import time
 
 import pytest
 import requests
-
 from conftest import ALICE, Daemon
 
 HEADER_TIMEOUT = 3
 BODY_TIMEOUT = 2
 MIN_RATE = 200  # bytes per second, once BODY_TIMEOUT has passed
-GUARD = 10      # seconds an honest request may take, at the very most
+GUARD = 10  # seconds an honest request may take, at the very most
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    started = Daemon(tmp_path_factory.mktemp("slow") / "data", threads=4,
-                     request_header_timeout_seconds=HEADER_TIMEOUT,
-                     request_body_timeout_seconds=BODY_TIMEOUT,
-                     request_body_min_rate_bytes=MIN_RATE)
+    started = Daemon(
+        tmp_path_factory.mktemp("slow") / "data",
+        threads=4,
+        request_header_timeout_seconds=HEADER_TIMEOUT,
+        request_body_timeout_seconds=BODY_TIMEOUT,
+        request_body_min_rate_bytes=MIN_RATE,
+    )
     yield started
     started.stop()
 
@@ -81,14 +84,18 @@ def collection(daemon):
     assert requests.post(daemon.url + "/__flush__", timeout=GUARD).status_code == 202
     assert session.put(daemon.url + "/buckets/b", timeout=GUARD).status_code == 201
     assert session.put(daemon.url + "/buckets/b/collections/c", timeout=GUARD).status_code == 201
-    record = session.put(daemon.url + "/buckets/b/collections/c/records/r1",
-                         json={"data": {"title": "hello"}}, timeout=GUARD)
+    record = session.put(
+        daemon.url + "/buckets/b/collections/c/records/r1",
+        json={"data": {"title": "hello"}},
+        timeout=GUARD,
+    )
     assert record.status_code in (200, 201)
     return session
 
 
 def auth_header():
     import base64
+
     return "Basic " + base64.b64encode(f"{ALICE[0]}:{ALICE[1]}".encode()).decode()
 
 
@@ -107,14 +114,18 @@ class Attackers:
             sock.sendall(b"GET /v1/ HTTP/1.1\r\nHost: x\r\n")  # the headers never end
             self.sockets["header"].append(sock)
             sock = connect(self.daemon)
-            sock.sendall(f"PUT {record_path()}/slow HTTP/1.1\r\nHost: x\r\n"
-                         f"Authorization: {auth_header()}\r\nContent-Type: application/json\r\n"
-                         "Content-Length: 100000\r\n\r\n{".encode())
+            sock.sendall(
+                f"PUT {record_path()}/slow HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: {auth_header()}\r\nContent-Type: application/json\r\n"
+                "Content-Length: 100000\r\n\r\n{".encode()
+            )
             self.sockets["body"].append(sock)
             sock = connect(self.daemon)
-            sock.sendall(f"POST {record_path()} HTTP/1.1\r\nHost: x\r\n"
-                         f"Authorization: {auth_header()}\r\nContent-Type: application/json\r\n"
-                         "Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n".encode())
+            sock.sendall(
+                f"POST {record_path()} HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: {auth_header()}\r\nContent-Type: application/json\r\n"
+                "Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n".encode()
+            )
             self.sockets["chunked"].append(sock)
         self._thread.start()
 
@@ -140,6 +151,7 @@ class Attackers:
 
 def open_files(daemon):
     import os
+
     return len(os.listdir(f"/proc/{daemon.process.pid}/fd"))
 
 
@@ -156,8 +168,9 @@ def test_600_slow_connections_do_not_block_other_clients(daemon, collection):
         while time.monotonic() - started < HEADER_TIMEOUT - 1:
             hello = other.get(daemon.url + "/", timeout=GUARD)
             assert hello.status_code == 200
-            record = other.get(daemon.url + "/buckets/b/collections/c/records/r1",
-                               auth=ALICE, timeout=GUARD)
+            record = other.get(
+                daemon.url + "/buckets/b/collections/c/records/r1", auth=ALICE, timeout=GUARD
+            )
             assert record.status_code == 200 and record.json()["data"]["title"] == "hello"
         attackers.stop()
         # Past the deadlines each of them is answered 408 (Kinto JSON) and closed.
@@ -183,17 +196,23 @@ def test_600_slow_connections_do_not_block_other_clients(daemon, collection):
 def test_a_body_sent_at_the_minimum_rate_is_accepted(daemon, collection):
     body = json.dumps({"data": {"text": "x" * 1500}}).encode()
     sock = connect(daemon)
-    sock.sendall(f"PUT {record_path()}/steady HTTP/1.1\r\nHost: x\r\n"
-                 f"Authorization: {auth_header()}\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: {len(body)}\r\n\r\n".encode())
+    sock.sendall(
+        f"PUT {record_path()}/steady HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: {auth_header()}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+    )
     # 500 bytes a second for 3 s: past BODY_TIMEOUT, but above MIN_RATE.
     for start in range(0, len(body), 250):
-        sock.sendall(body[start:start + 250])
+        sock.sendall(body[start : start + 250])
         time.sleep(0.5)
     status, _, answer, _ = read_response(sock)
     assert status == 201, answer
-    assert collection.get(daemon.url + "/buckets/b/collections/c/records/steady",
-                          timeout=GUARD).json()["data"]["text"] == "x" * 1500
+    assert (
+        collection.get(
+            daemon.url + "/buckets/b/collections/c/records/steady", timeout=GUARD
+        ).json()["data"]["text"]
+        == "x" * 1500
+    )
 
 
 def test_an_idle_connection_is_closed_without_an_answer(daemon):
@@ -205,8 +224,12 @@ def test_an_idle_connection_is_closed_without_an_answer(daemon):
 def test_request_line_over_8_KiB_is_414(daemon):
     response = requests.get(daemon.url + "/?" + "a" * 9000, timeout=GUARD)
     assert response.status_code == 414
-    assert response.json() == {"code": 414, "errno": 113, "error": "Request-URI Too Long",
-                               "message": "The request line is longer than 8192 bytes."}
+    assert response.json() == {
+        "code": 414,
+        "errno": 113,
+        "error": "Request-URI Too Long",
+        "message": "The request line is longer than 8192 bytes.",
+    }
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     # A line just under the cap is served.
     assert requests.get(daemon.url + "/?" + "a" * 8000, timeout=GUARD).status_code == 200
@@ -239,9 +262,11 @@ def test_pipelined_requests_are_answered_in_order(daemon, collection):
     sock.sendall(
         b"GET /v1/ HTTP/1.1\r\nHost: x\r\n\r\n"
         + f"PUT {record_path()}/p1 HTTP/1.1\r\nHost: x\r\nAuthorization: {auth_header()}\r\n"
-          f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
         + f"GET {record_path()}/p1 HTTP/1.1\r\nHost: x\r\nAuthorization: {auth_header()}\r\n"
-          "\r\n".encode())
+        "\r\n".encode()
+    )
     statuses, bodies, extra = [], [], b""
     for _ in range(3):
         status, _, answer, extra = read_response(_Prefixed(sock, extra))
@@ -267,9 +292,11 @@ class _Prefixed:
 def test_expect_100_continue_gets_one_interim_answer(daemon, collection):
     body = json.dumps({"data": {"title": "expected"}}).encode()
     sock = connect(daemon)
-    sock.sendall(f"PUT {record_path()}/e1 HTTP/1.1\r\nHost: x\r\nAuthorization: {auth_header()}\r\n"
-                 "Content-Type: application/json\r\nExpect: 100-continue\r\n"
-                 f"Content-Length: {len(body)}\r\n\r\n".encode())
+    sock.sendall(
+        f"PUT {record_path()}/e1 HTTP/1.1\r\nHost: x\r\nAuthorization: {auth_header()}\r\n"
+        "Content-Type: application/json\r\nExpect: 100-continue\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+    )
     interim = sock.recv(1024)
     assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
     sock.sendall(body)
@@ -280,27 +307,34 @@ def test_expect_100_continue_gets_one_interim_answer(daemon, collection):
 
 def test_chunked_body_with_a_trailer(daemon, collection):
     body = json.dumps({"data": {"title": "chunks"}}).encode()
-    chunks = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 5]), body[i:i + 5])
-                      for i in range(0, len(body), 5))
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + 5]), body[i : i + 5]) for i in range(0, len(body), 5)
+    )
     sock = connect(daemon)
-    sock.sendall(f"PUT {record_path()}/c1 HTTP/1.1\r\nHost: x\r\nAuthorization: {auth_header()}\r\n"
-                 "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
-                 + chunks + b"0\r\nX-Trailer: yes\r\n\r\n"
-                 + b"GET /v1/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.sendall(
+        f"PUT {record_path()}/c1 HTTP/1.1\r\nHost: x\r\nAuthorization: {auth_header()}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+        + chunks
+        + b"0\r\nX-Trailer: yes\r\n\r\n"
+        + b"GET /v1/ HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     status, _, answer, extra = read_response(sock)
     assert status == 201, answer
     status, _, _, _ = read_response(_Prefixed(sock, extra))
     assert status == 200
 
 
-@pytest.mark.parametrize("framing, message", [
-    (b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", "Bad chunked transfer size."),
-    (b"Transfer-Encoding: chunked\r\n\r\n" + b"1" * 5000, "Chunk line too long."),
-    (b"Content-Length: 5\r\nContent-Length: 6\r\n\r\n", "Conflicting Content-Length headers."),
-    (b"Content-Length: -5\r\n\r\n", "Malformed Content-Length header."),
-    (b"Content-Length: 5\n\n", "HTTP requires CRLF line endings."),
-    (b" folded: line\r\n\r\n", "Malformed header line."),
-])
+@pytest.mark.parametrize(
+    "framing, message",
+    [
+        (b"Transfer-Encoding: chunked\r\n\r\nzz\r\n", "Bad chunked transfer size."),
+        (b"Transfer-Encoding: chunked\r\n\r\n" + b"1" * 5000, "Chunk line too long."),
+        (b"Content-Length: 5\r\nContent-Length: 6\r\n\r\n", "Conflicting Content-Length headers."),
+        (b"Content-Length: -5\r\n\r\n", "Malformed Content-Length header."),
+        (b"Content-Length: 5\n\n", "HTTP requires CRLF line endings."),
+        (b" folded: line\r\n\r\n", "Malformed header line."),
+    ],
+)
 def test_bad_framing_is_a_json_400(daemon, framing, message):
     sock = connect(daemon)
     sock.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\n" + framing)
@@ -312,8 +346,10 @@ def test_bad_framing_is_a_json_400(daemon, framing, message):
 
 def test_a_declared_oversize_body_is_refused_without_waiting_for_it(daemon):
     sock = connect(daemon)
-    sock.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 999999999\r\n\r\n{")
+    sock.sendall(
+        b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 999999999\r\n\r\n{"
+    )
     status, headers, body, _ = read_response(sock)
     assert status == 413
     assert json.loads(body)["errno"] == 113
@@ -323,9 +359,10 @@ def test_a_declared_oversize_body_is_refused_without_waiting_for_it(daemon):
 def test_an_oversize_chunked_body_is_refused(start_server):
     daemon = start_server(max_request_body_bytes=1000)
     sock = connect(daemon)
-    sock.sendall(b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Transfer-Encoding: chunked\r\n\r\n" + b"200\r\n" + b" " * 512 + b"\r\n"
-                 + b"300\r\n")
+    sock.sendall(
+        b"POST /v1/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n" + b"200\r\n" + b" " * 512 + b"\r\n" + b"300\r\n"
+    )
     status, _, body, _ = read_response(sock)
     assert status == 413
     assert json.loads(body)["errno"] == 113
@@ -334,9 +371,11 @@ def test_an_oversize_chunked_body_is_refused(start_server):
 def test_a_body_with_newlines_sent_with_its_head(daemon, collection):
     body = json.dumps({"data": {"title": "pretty\nprinted"}}, indent=2).encode()
     sock = connect(daemon)
-    sock.sendall(f"PUT {record_path()}/nl HTTP/1.1\r\nHost: x\r\nAuthorization: {auth_header()}\r\n"
-                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-                 + body)
+    sock.sendall(
+        f"PUT {record_path()}/nl HTTP/1.1\r\nHost: x\r\nAuthorization: {auth_header()}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
     status, _, answer, _ = read_response(sock)
     assert status == 201, answer
     assert json.loads(answer)["data"]["title"] == "pretty\nprinted"
@@ -346,7 +385,7 @@ def test_a_body_with_newlines_sent_with_its_head(daemon, collection):
 
 REQUESTS = [
     b"GET /v1/ HTTP/1.1\r\nHost: x\r\n\r\n",
-    b"\r\nPUT /v1/x HTTP/1.1\r\nContent-Length: 12\r\nExpect: 100-continue\r\n\r\n{\n  \"a\": 1\n}",
+    b'\r\nPUT /v1/x HTTP/1.1\r\nContent-Length: 12\r\nExpect: 100-continue\r\n\r\n{\n  "a": 1\n}',
     b"POST /v1/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nT: 1\r\n\r\n",
     b"POST /v1/x HTTP/1.0\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\nok",
 ]
@@ -362,7 +401,7 @@ def test_framing_is_the_same_however_the_bytes_are_cut(request_bytes):
     bytewise = Framing(1000)
     for index in range(len(request_bytes)):
         assert not bytewise.complete
-        assert bytewise.feed(request_bytes[index:index + 1]) == 1
+        assert bytewise.feed(request_bytes[index : index + 1]) == 1
     assert bytewise.complete
     assert bytewise.head == whole.head
     assert b"Expect" not in whole.head and b"\n\n" not in whole.head
@@ -375,5 +414,5 @@ def test_framing_cost_is_linear_in_a_head_cut_into_single_bytes():
     head = b"GET /v1/ HTTP/1.1\r\n" + b"X-A: " + b"a" * 70000
     with pytest.raises(Refused) as refused:
         for index in range(len(head)):
-            framing.feed(head[index:index + 1])
+            framing.feed(head[index : index + 1])
     assert refused.value.status == 431

@@ -5,6 +5,7 @@ kinto-http client syncing two replicas (protocol doc, sections 6.6, 7, 8.3).
 The HTTP expectations were checked against real Kinto: run this file with
 KINTOFS_REFERENCE_URL (see conftest).
 """
+
 import json
 import random
 import threading
@@ -12,17 +13,21 @@ import time
 
 import kinto_http
 import pytest
+from conftest import ALICE, BOB, REFERENCE_URL, assert_error, assert_status
 from kinto_http.exceptions import KintoException
 
-from conftest import ALICE, BOB, REFERENCE_URL, assert_error, assert_status
-
 RECORDS = "/buckets/b/collections/c/records"
-PRECONDITION_FAILED = {"code": 412, "errno": 114, "error": "Precondition Failed",
-                       "message": "Resource was modified meanwhile"}
+PRECONDITION_FAILED = {
+    "code": 412,
+    "errno": 114,
+    "error": "Precondition Failed",
+    "message": "Resource was modified meanwhile",
+}
 kintofs_only = pytest.mark.skipif(bool(REFERENCE_URL), reason="needs a kintofs daemon")
 
 
 # -- helpers -------------------------------------------------------------------
+
 
 @pytest.fixture
 def records(api):
@@ -70,6 +75,7 @@ def assert_412(response, existing=None, etag=None):
 
 # -- changes and tombstones ----------------------------------------------------
 
+
 def test_since_returns_changes_and_tombstones_newest_first(api, records):
     r1 = put(api, "r1", {"n": 1})["data"]
     r2 = put(api, "r2", {"n": 2})["data"]
@@ -82,10 +88,10 @@ def test_since_returns_changes_and_tombstones_newest_first(api, records):
     assert since(api, r3["last_modified"]) == [updated["data"], deleted]
     assert since(api, list_etag(api)) == []
     assert since(api, quoted(deleted["last_modified"])) == [updated["data"]]
-    assert [obj["id"] for obj in since(api, 0, ("_sort", "last_modified"))] == \
-        ["r3", "r2", "r1"]
-    assert since(api, r2["last_modified"], ("n", "3")) == [r3], \
+    assert [obj["id"] for obj in since(api, 0, ("_sort", "last_modified"))] == ["r3", "r2", "r1"]
+    assert since(api, r2["last_modified"], ("n", "3")) == [r3], (
         "other filters apply to tombstones too"
+    )
     assert since(api, r2["last_modified"], ("has_n", "false")) == [deleted]
     assert since(api, 0, ("deleted", "true")) == [deleted]
 
@@ -103,7 +109,7 @@ def test_before_and_to_include_tombstones_and_to_sends_an_alert(api, records):
         "code": "soft-eol",
         "message": "_to is now deprecated, you should use _before instead",
         "url": "https://kinto.readthedocs.io/en/2.4.0/api/resource.html"
-               "#list-of-available-url-parameters",
+        "#list-of-available-url-parameters",
     }
     plain = assert_status(api.get(RECORDS), 200).json()["data"]
     assert plain == [r2], "no tombstones without a filter on last_modified"
@@ -112,8 +118,9 @@ def test_before_and_to_include_tombstones_and_to_sends_an_alert(api, records):
 def test_since_projection_drops_deleted_unless_asked(api, records):
     put(api, "r1", {"title": "x"})
     gone = assert_status(api.delete(f"{RECORDS}/r1"), 200).json()["data"]
-    assert since(api, 0, ("_fields", "title")) == [{"id": "r1",
-                                                    "last_modified": gone["last_modified"]}]
+    assert since(api, 0, ("_fields", "title")) == [
+        {"id": "r1", "last_modified": gone["last_modified"]}
+    ]
     assert since(api, 0, ("_fields", "deleted")) == [gone]
 
 
@@ -148,12 +155,15 @@ def test_since_sees_every_write_of_a_busy_list(api, records):
             state[oid] = response.json()["data"]
         stamps.append(state[oid]["last_modified"])
     for cut in (0, stamps[10], stamps[60], stamps[-2], stamps[-1]):
-        expected = sorted((obj for obj in state.values() if obj["last_modified"] > cut),
-                          key=lambda obj: -obj["last_modified"])
+        expected = sorted(
+            (obj for obj in state.values() if obj["last_modified"] > cut),
+            key=lambda obj: -obj["last_modified"],
+        )
         assert since(api, cut) == expected
 
 
 # -- preconditions on objects --------------------------------------------------
+
 
 def test_object_get_304_and_412(api, records):
     data = put(api, "r1", {"n": 1})["data"]
@@ -174,16 +184,24 @@ def test_put_preconditions(api, records):
     data = put(api, "r1", {"n": 1})["data"]
     ts = data["last_modified"]
     url = f"{RECORDS}/r1"
-    assert_412(api.put(url, json={"data": {"n": 2}}, headers={"If-Match": quoted(ts - 1)}),
-               existing=data, etag=ts)
-    assert_412(api.put(url, json={"data": {"n": 2}}, headers={"If-None-Match": "*"}),
-               existing=data, etag=ts)
+    assert_412(
+        api.put(url, json={"data": {"n": 2}}, headers={"If-Match": quoted(ts - 1)}),
+        existing=data,
+        etag=ts,
+    )
+    assert_412(
+        api.put(url, json={"data": {"n": 2}}, headers={"If-None-Match": "*"}),
+        existing=data,
+        etag=ts,
+    )
     assert api.get(url).json()["data"] == data, "a refused write changes nothing"
-    replaced = assert_status(api.put(url, json={"data": {"n": 2}},
-                                     headers={"If-Match": quoted(ts)}), 200).json()["data"]
+    replaced = assert_status(
+        api.put(url, json={"data": {"n": 2}}, headers={"If-Match": quoted(ts)}), 200
+    ).json()["data"]
     assert_status(api.put(url, json={"data": {"n": 3}}, headers={"If-Match": "*"}), 200)
-    ignored = api.put(url, json={"data": {"n": 4}},
-                      headers={"If-None-Match": quoted(replaced["last_modified"])})
+    ignored = api.put(
+        url, json={"data": {"n": 4}}, headers={"If-None-Match": quoted(replaced["last_modified"])}
+    )
     assert_status(ignored, 200)
 
 
@@ -191,8 +209,7 @@ def test_put_preconditions_on_a_missing_object(api, records):
     put(api, "r1", {})
     list_ts = list_etag(api)
     url = f"{RECORDS}/new"
-    assert_412(api.put(url, json={"data": {}}, headers={"If-Match": quoted(list_ts)}),
-               etag=list_ts)
+    assert_412(api.put(url, json={"data": {}}, headers={"If-Match": quoted(list_ts)}), etag=list_ts)
     assert_412(api.put(url, json={"data": {}}, headers={"If-Match": "*"}), etag=list_ts)
     assert_error(api.get(url), 404, 110)
     assert_status(api.put(url, json={"data": {}}, headers={"If-None-Match": "*"}), 201)
@@ -202,15 +219,20 @@ def test_patch_and_delete_preconditions(api, records):
     data = put(api, "r1", {"n": 1})["data"]
     ts = data["last_modified"]
     url = f"{RECORDS}/r1"
-    assert_412(api.patch(url, json={"data": {"n": 2}}, headers={"If-Match": quoted(ts + 1)}),
-               existing=data, etag=ts)
+    assert_412(
+        api.patch(url, json={"data": {"n": 2}}, headers={"If-Match": quoted(ts + 1)}),
+        existing=data,
+        etag=ts,
+    )
     assert_412(api.delete(url, headers={"If-Match": quoted(ts + 1)}), existing=data, etag=ts)
     assert_412(api.delete(url, headers={"If-None-Match": "*"}), existing=data, etag=ts)
-    assert_error(api.patch(f"{RECORDS}/nope", json={"data": {}},
-                           headers={"If-Match": quoted(ts)}), 404, 110)
+    assert_error(
+        api.patch(f"{RECORDS}/nope", json={"data": {}}, headers={"If-Match": quoted(ts)}), 404, 110
+    )
     assert_error(api.delete(f"{RECORDS}/nope", headers={"If-Match": quoted(ts)}), 404, 110)
-    patched = assert_status(api.patch(url, json={"data": {"n": 2}},
-                                      headers={"If-Match": quoted(ts)}), 200).json()["data"]
+    patched = assert_status(
+        api.patch(url, json={"data": {"n": 2}}, headers={"If-Match": quoted(ts)}), 200
+    ).json()["data"]
     assert_status(api.delete(url, headers={"If-Match": quoted(patched["last_modified"])}), 200)
 
 
@@ -218,12 +240,17 @@ def test_patch_and_delete_preconditions(api, records):
 def test_malformed_precondition_is_400(api, records, value):
     for header in ("If-Match", "If-None-Match"):
         body = assert_error(api.get(RECORDS, headers={header: value}), 400, 107)
-        assert body["details"] == [{
-            "location": "header", "name": header,
-            "description": "The value should be integer between double quotes."}]
+        assert body["details"] == [
+            {
+                "location": "header",
+                "name": header,
+                "description": "The value should be integer between double quotes.",
+            }
+        ]
 
 
 # -- preconditions on lists ----------------------------------------------------
+
 
 def test_list_get_and_head_304_and_412(api, records):
     put(api, "r1", {})
@@ -254,8 +281,10 @@ def test_post_preconditions_concern_the_posted_id(api, records):
     data = put(api, "r1", {"n": 1})["data"]
     ts = data["last_modified"]
     list_ts = list_etag(api)
+
     def post(body, **headers):
         return api.post(RECORDS, json={"data": body}, headers=headers)
+
     same = assert_status(post({"id": "r1", "n": 2}), 200).json()
     assert same["data"] == data, "an existing id returns the object unchanged"
     assert_412(post({"id": "r1"}, **{"If-None-Match": "*"}), existing=data, etag=ts)
@@ -268,6 +297,7 @@ def test_post_preconditions_concern_the_posted_id(api, records):
 
 # -- PATCH variants ------------------------------------------------------------
 
+
 @pytest.fixture
 def article(api, records):
     put(api, "a", {"title": "T", "meta": {"x": 1, "y": {"z": 2}}, "tags": ["a"]})
@@ -275,8 +305,9 @@ def article(api, records):
 
 
 def patch(api, url, body, content_type="application/json", **headers):
-    response = api.patch(url, data=json.dumps(body),
-                         headers={"Content-Type": content_type, **headers})
+    response = api.patch(
+        url, data=json.dumps(body), headers={"Content-Type": content_type, **headers}
+    )
     return assert_status(response, 200).json()
 
 
@@ -291,8 +322,12 @@ def test_plain_patch_replaces_top_level_fields(api, article):
 
 
 def test_merge_patch_merges_deep_and_null_removes(api, article):
-    patch(api, article, {"data": {"meta": {"y": {"z": None, "q": 3}}, "tags": None}},
-          "application/merge-patch+json")
+    patch(
+        api,
+        article,
+        {"data": {"meta": {"y": {"z": None, "q": 3}}, "tags": None}},
+        "application/merge-patch+json",
+    )
     assert stored_data(api, article) == {"title": "T", "meta": {"x": 1, "y": {"q": 3}}}
 
 
@@ -317,19 +352,33 @@ def test_json_patch_on_data_and_permissions(api, article):
     ]
     body = patch(api, article, operations, "application/json-patch+json")
     assert body["permissions"]["read"] == ["system.Everyone"]
-    assert stored_data(api, article) == {"title": "U", "tags": ["a", "b"], "copy": "U",
-                                         "moved": {"x": 1}}
-    body = patch(api, article, [{"op": "remove", "path": "/permissions/read/system.Everyone"}],
-                 "application/json-patch+json")
+    assert stored_data(api, article) == {
+        "title": "U",
+        "tags": ["a", "b"],
+        "copy": "U",
+        "moved": {"x": 1},
+    }
+    body = patch(
+        api,
+        article,
+        [{"op": "remove", "path": "/permissions/read/system.Everyone"}],
+        "application/json-patch+json",
+    )
     assert "read" not in body["permissions"] or body["permissions"]["read"] == []
 
 
 def test_json_patch_failure_changes_nothing(api, article):
     before = assert_status(api.get(article), 200).json()
-    response = api.patch(article, data=json.dumps([
-        {"op": "replace", "path": "/data/title", "value": "U"},
-        {"op": "test", "path": "/data/title", "value": "nope"}]),
-        headers={"Content-Type": "application/json-patch+json"})
+    response = api.patch(
+        article,
+        data=json.dumps(
+            [
+                {"op": "replace", "path": "/data/title", "value": "U"},
+                {"op": "test", "path": "/data/title", "value": "nope"},
+            ]
+        ),
+        headers={"Content-Type": "application/json-patch+json"},
+    )
     body = assert_error(response, 400, 107)
     assert body["details"][0]["location"] == "body"
     assert body["details"][0]["description"].startswith("JSON Patch operation failed")
@@ -341,35 +390,66 @@ NEW_TS = "new last_modified"
 
 # light: the applied fields that changed; diff: those whose stored value differs
 # from the applied one.  JSON Patch applies the whole document, last_modified too.
-@pytest.mark.parametrize("content_type, body, light, diff", [
-    ("application/json", {"data": {"title": "U", "tags": ["a"]}}, {"title": "U"}, {}),
-    ("application/json", {"data": {"new": 1}}, {"new": 1}, {}),
-    ("application/json", {"permissions": {"read": ["system.Everyone"]}}, {}, {}),
-    ("application/json", {"data": {"title": "U", "last_modified": 1}},
-     {"title": "U", "last_modified": NEW_TS}, {"last_modified": NEW_TS}),
-    ("application/merge-patch+json", {"data": {"meta": {"x": 1}}}, {}, {}),
-    ("application/merge-patch+json", {"data": {"title": "U", "new": {"a": 1}}},
-     {"title": "U", "new": {"a": 1}}, {}),
-    # Kinto merges into the object it compares with, so it never reports a merged
-    # nested object (and answers 500 to a removal): kintofs reports the change.
-    pytest.param("application/merge-patch+json", {"data": {"meta": {"x": 5}}},
-                 {"meta": {"x": 5, "y": {"z": 2}}}, {"meta": {"x": 5, "y": {"z": 2}}},
-                 marks=kintofs_only),
-    pytest.param("application/merge-patch+json", {"data": {"tags": None}}, {}, {},
-                 marks=kintofs_only),
-    ("application/json-patch+json", [{"op": "replace", "path": "/data/title", "value": "U"}],
-     {"title": "U", "last_modified": NEW_TS}, {"last_modified": NEW_TS}),
-    ("application/json-patch+json", [{"op": "remove", "path": "/data/tags"}],
-     {"last_modified": NEW_TS}, {"last_modified": NEW_TS}),
-    ("application/json-patch+json", [{"op": "add", "path": "/permissions/read/system.Everyone"}],
-     {"last_modified": NEW_TS}, {"last_modified": NEW_TS}),
-])
+@pytest.mark.parametrize(
+    "content_type, body, light, diff",
+    [
+        ("application/json", {"data": {"title": "U", "tags": ["a"]}}, {"title": "U"}, {}),
+        ("application/json", {"data": {"new": 1}}, {"new": 1}, {}),
+        ("application/json", {"permissions": {"read": ["system.Everyone"]}}, {}, {}),
+        (
+            "application/json",
+            {"data": {"title": "U", "last_modified": 1}},
+            {"title": "U", "last_modified": NEW_TS},
+            {"last_modified": NEW_TS},
+        ),
+        ("application/merge-patch+json", {"data": {"meta": {"x": 1}}}, {}, {}),
+        (
+            "application/merge-patch+json",
+            {"data": {"title": "U", "new": {"a": 1}}},
+            {"title": "U", "new": {"a": 1}},
+            {},
+        ),
+        # Kinto merges into the object it compares with, so it never reports a merged
+        # nested object (and answers 500 to a removal): kintofs reports the change.
+        pytest.param(
+            "application/merge-patch+json",
+            {"data": {"meta": {"x": 5}}},
+            {"meta": {"x": 5, "y": {"z": 2}}},
+            {"meta": {"x": 5, "y": {"z": 2}}},
+            marks=kintofs_only,
+        ),
+        pytest.param(
+            "application/merge-patch+json", {"data": {"tags": None}}, {}, {}, marks=kintofs_only
+        ),
+        (
+            "application/json-patch+json",
+            [{"op": "replace", "path": "/data/title", "value": "U"}],
+            {"title": "U", "last_modified": NEW_TS},
+            {"last_modified": NEW_TS},
+        ),
+        (
+            "application/json-patch+json",
+            [{"op": "remove", "path": "/data/tags"}],
+            {"last_modified": NEW_TS},
+            {"last_modified": NEW_TS},
+        ),
+        (
+            "application/json-patch+json",
+            [{"op": "add", "path": "/permissions/read/system.Everyone"}],
+            {"last_modified": NEW_TS},
+            {"last_modified": NEW_TS},
+        ),
+    ],
+)
 def test_response_behavior_light_and_diff(api, article, content_type, body, light, diff):
     for behavior, expected in (("light", light), ("diff", diff)):
         put(api, behavior, {"title": "T", "meta": {"x": 1, "y": {"z": 2}}, "tags": ["a"]})
         url = f"{RECORDS}/{behavior}"
-        response = api.patch(url, data=json.dumps(body),
-                             headers={"Content-Type": content_type, "Response-Behavior": behavior})
+        response = api.patch(
+            url,
+            data=json.dumps(body),
+            headers={"Content-Type": content_type, "Response-Behavior": behavior},
+        )
         got = assert_status(response, 200).json()
         new_ts = etag_of(response)
         assert got == {"data": {k: new_ts if v == NEW_TS else v for k, v in expected.items()}}
@@ -380,24 +460,36 @@ def test_response_behavior_full_and_invalid(api, article):
     body = patch(api, article, {"data": {"n": 1}}, **{"Response-Behavior": "full"})
     assert set(body) == {"data", "permissions"}
     assert body["data"]["n"] == 1
-    error = assert_error(api.patch(article, json={"data": {}},
-                                   headers={"Response-Behavior": "foo"}), 400, 107)
-    assert error["details"] == [{"location": "header", "name": "Response-Behavior",
-                                 "description": '"foo" is not one of full, light, diff'}]
+    error = assert_error(
+        api.patch(article, json={"data": {}}, headers={"Response-Behavior": "foo"}), 400, 107
+    )
+    assert error["details"] == [
+        {
+            "location": "header",
+            "name": "Response-Behavior",
+            "description": '"foo" is not one of full, light, diff',
+        }
+    ]
 
 
 # -- pagination while the list is being written to -----------------------------
+
 
 @kintofs_only
 @pytest.mark.parametrize("sort", [None, "title", "-rank"])
 def test_pagination_under_concurrent_writes_loses_and_repeats_nothing(api, records, sort):
     """Records present throughout appear exactly once, whatever happens around them."""
     stable = {f"s{i:03d}" for i in range(60)}
-    batch = [{"method": "PUT", "path": f"{RECORDS}/{oid}",
-              "body": {"data": {"title": f"t{oid}", "rank": i % 7}}}
-             for i, oid in enumerate(sorted(stable))]
+    batch = [
+        {
+            "method": "PUT",
+            "path": f"{RECORDS}/{oid}",
+            "body": {"data": {"title": f"t{oid}", "rank": i % 7}},
+        }
+        for i, oid in enumerate(sorted(stable))
+    ]
     for start in range(0, len(batch), 25):
-        assert_status(api.post("/batch", json={"requests": batch[start:start + 25]}), 200)
+        assert_status(api.post("/batch", json={"requests": batch[start : start + 25]}), 200)
     volatile = [f"v{i:03d}" for i in range(20)]
     for oid in volatile:
         put(api, oid, {"title": f"t{oid}", "rank": 3})
@@ -413,9 +505,10 @@ def test_pagination_under_concurrent_writes_loses_and_repeats_nothing(api, recor
             action = rng.choice(["create", "update", "delete"])
             if action == "create":
                 new_id = f"n{len(writes):04d}"
-                writer_api.put(f"{RECORDS}/{new_id}",
-                               json={"data": {"title": f"t{rng.random()}",
-                                              "rank": rng.randrange(7)}})
+                writer_api.put(
+                    f"{RECORDS}/{new_id}",
+                    json={"data": {"title": f"t{rng.random()}", "rank": rng.randrange(7)}},
+                )
             elif action == "update":
                 writer_api.patch(f"{RECORDS}/{oid}", json={"data": {"other": rng.random()}})
             else:
@@ -444,9 +537,11 @@ def test_pagination_under_concurrent_writes_loses_and_repeats_nothing(api, recor
 # -- the real kinto-http client --------------------------------------------------
 # kinto-http makes its own requests sessions, so these tests talk to a daemon.
 
+
 def make_client(api, auth):
-    return kinto_http.Client(server_url=api.daemon.url, auth=auth, bucket="b",
-                             collection="c", timeout=30)
+    return kinto_http.Client(
+        server_url=api.daemon.url, auth=auth, bucket="b", collection="c", timeout=30
+    )
 
 
 class Replica:
@@ -472,8 +567,7 @@ class Replica:
 @pytest.mark.daemon
 def test_two_kinto_http_clients_sync_with_since_and_conflicts(api, records):
     collection_acl = {"read": ["system.Authenticated"], "write": ["system.Authenticated"]}
-    assert_status(api.patch("/buckets/b/collections/c", json={"permissions": collection_acl}),
-                  200)
+    assert_status(api.patch("/buckets/b/collections/c", json={"permissions": collection_acl}), 200)
     alice, bob = Replica(make_client(api, ALICE)), Replica(make_client(api, BOB))
     assert alice.pull() == [] and bob.pull() == []
 
@@ -520,11 +614,14 @@ def test_two_kinto_http_clients_sync_with_since_and_conflicts(api, records):
 @pytest.mark.daemon
 def test_kinto_http_pages_through_since_changes(api, records):
     client = make_client(api, ALICE)
-    requests_batch = [{"method": "PUT", "path": f"{RECORDS}/r{i:03d}",
-                       "body": {"data": {"i": i}}} for i in range(60)]
+    requests_batch = [
+        {"method": "PUT", "path": f"{RECORDS}/r{i:03d}", "body": {"data": {"i": i}}}
+        for i in range(60)
+    ]
     for start in range(0, 60, 25):
-        assert_status(api.post("/batch", json={"requests": requests_batch[start:start + 25]}),
-                      200)
+        assert_status(
+            api.post("/batch", json={"requests": requests_batch[start : start + 25]}), 200
+        )
     cursor = client.get_records_timestamp()
     for i in range(0, 60, 3):
         client.delete_record(id=f"r{i:03d}")

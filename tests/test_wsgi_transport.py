@@ -11,7 +11,6 @@ import threading
 import pytest
 import requests
 from cheroot import wsgi
-
 from conftest import ALICE
 from wsgi_transport import wsgi_session
 

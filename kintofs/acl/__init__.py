@@ -3,6 +3,7 @@
 Knows nothing of HTTP, and of files only through the ACL documents the store
 keeps beside each object (``{"read": [...], "write": [...], ...}``).
 """
+
 from .membership import MembershipIndex
 from .principals import AUTHENTICATED, EVERYONE, group_uri, principals_of
 from .rules import (

@@ -6,6 +6,7 @@ with the permissions granted there plus those they imply on the same object
 grant: on every bucket, collection and group, and on the root (``/``) for
 ``bucket:create`` and ``account:create``.
 """
+
 from .. import kinds
 
 
@@ -41,8 +42,9 @@ def permission_entries(store, principals, settings, *, with_accounts=False):
             grant(kind, ids, from_settings.get(kind, set()))
     if from_settings.get("root"):
         granted["/"] = ("root", (), set(from_settings["root"]))
-    return [_entry(uri, kind, ids, permissions)
-            for uri, (kind, ids, permissions) in granted.items()]
+    return [
+        _entry(uri, kind, ids, permissions) for uri, (kind, ids, permissions) in granted.items()
+    ]
 
 
 def _own_permissions(stored_acl, principals):

@@ -24,6 +24,7 @@ Deleting a bucket removes the memberships of its groups.  Kinto keeps them
 (a user stays in a deleted bucket's group, and is in it again if a group of
 the same id is re-created); kintofs deliberately does not.
 """
+
 import threading
 
 from .principals import AUTHENTICATED, group_uri
@@ -36,10 +37,10 @@ class MembershipIndex:
         self.store = store
         self.generation = store.generation("memberships")
         self._guard = threading.Lock()
-        self._members = {}     # group URI -> frozenset of member principals
-        self._groups_of = {}   # principal -> frozenset of group URIs
+        self._members = {}  # group URI -> frozenset of member principals
+        self._groups_of = {}  # principal -> frozenset of group URIs
         self._built_from = NOT_LOADED
-        self._changes = 0      # own changes applied; a rebuild started before one is stale
+        self._changes = 0  # own changes applied; a rebuild started before one is stale
 
     # -- lookups ----------------------------------------------------------
 
@@ -50,7 +51,9 @@ class MembershipIndex:
         ``system.Authenticated`` as a member, too.
         """
         groups_of = self._current()
-        return sorted(groups_of.get(userid, frozenset()) | groups_of.get(AUTHENTICATED, frozenset()))
+        return sorted(
+            groups_of.get(userid, frozenset()) | groups_of.get(AUTHENTICATED, frozenset())
+        )
 
     def _current(self):
         token = self.generation.current()
@@ -118,8 +121,9 @@ class MembershipIndex:
 
     def _drop_bucket(self, bucket_uri):
         prefix = bucket_uri + "/groups/"
-        self._members = {uri: members for uri, members in self._members.items()
-                         if not uri.startswith(prefix)}
+        self._members = {
+            uri: members for uri, members in self._members.items() if not uri.startswith(prefix)
+        }
 
 
 def _members_of(data):

@@ -1,4 +1,5 @@
 """Principals: the names a request acts under."""
+
 from .. import kinds
 
 EVERYONE = "system.Everyone"

@@ -9,8 +9,11 @@ PERMISSIONS = {name: kind.permissions for name, kind in KINDS.items()}
 
 # (kind of the object, permission asked) -> the grants that satisfy it, as
 # {kind of the object or of an ancestor: permissions} (see kinds.py).
-INHERITANCE = {(name, asked): holders
-               for name, kind in KINDS.items() for asked, holders in kind.inheritance.items()}
+INHERITANCE = {
+    (name, asked): holders
+    for name, kind in KINDS.items()
+    for asked, holders in kind.inheritance.items()
+}
 
 
 # Kinto's global grants, ``<kind>_<perm>_principals`` settings, where <kind>
@@ -29,8 +32,12 @@ SETTINGS_GRANTS = {
 }
 # Top-level lists (buckets) have no parent object: only the setting named
 # after the operation counts, except for reading one object.
-TOP_LEVEL_SETTINGS_GRANTS = {**SETTINGS_GRANTS, "create": ("create",), "list": ("read",),
-                             "missing": ("write",)}
+TOP_LEVEL_SETTINGS_GRANTS = {
+    **SETTINGS_GRANTS,
+    "create": ("create",),
+    "list": ("read",),
+    "missing": ("write",),
+}
 
 
 def settings_principals(settings, kind, operation, top_level=False):

@@ -3,6 +3,7 @@
 Public names: :class:`FileSystemStore` and the contract in :mod:`.base`.
 This package imports nothing from the HTTP or ACL layers.
 """
+
 from .base import ParentNotFound, StorageBusy, StorageError, StorageFull, Stored, tombstone
 from .store import CONTAINERS, PLURALS, FileSystemStore
 

@@ -3,6 +3,7 @@
 Temp files start with ``.tmp-`` in the destination folder, so ``os.replace``
 never crosses a file system; leftovers after a crash are safe to delete.
 """
+
 import errno
 import json
 import logging
@@ -104,7 +105,7 @@ class FileSwap:
 
     def __init__(self, *, fsync=True):
         self.fsync = fsync
-        self._steps = []    # (path, temp file with the new content or None, backup or None)
+        self._steps = []  # (path, temp file with the new content or None, backup or None)
         self._applied = []
 
     def stage(self, path, content):

@@ -16,6 +16,7 @@ appears under its final name only once complete.  It includes
 backups as private as the data directory.  Lock files, temp files and trash
 are not copied.
 """
+
 import ctypes
 import os
 import shutil
@@ -54,6 +55,7 @@ class Stats:
 
 
 # -- backup --------------------------------------------------------------------
+
 
 def backup(root, dest, *, fsync=True):
     """Copy the data directory ``root`` to ``dest``; returns :class:`Stats`.
@@ -98,7 +100,9 @@ def _snapshot(folder, relative, stats, is_root):
                 path, name = entry.path, _join(relative, entry.name)
                 if entry.is_file(follow_symlinks=False):
                     files[name] = _read(path)
-                elif entry.is_dir(follow_symlinks=False) and is_root and entry.name in KIND_OF_PLURAL:
+                elif (
+                    entry.is_dir(follow_symlinks=False) and is_root and entry.name in KIND_OF_PLURAL
+                ):
                     children.append((path, name))
                 elif entry.is_dir(follow_symlinks=False):
                     # An object's folder (or, at the root, a folder of no list):
@@ -127,8 +131,10 @@ def _read_tree(folder, relative, files, children):
 def _entries(folder):
     """What a backup copies: no lock files, no temp files, no trash."""
     with os.scandir(folder) as entries:
-        return sorted((e for e in entries if e.name != LOCK_NAME and not is_dot_name(e.name)),
-                      key=lambda e: e.name)
+        return sorted(
+            (e for e in entries if e.name != LOCK_NAME and not is_dot_name(e.name)),
+            key=lambda e: e.name,
+        )
 
 
 def _read(path):
@@ -204,12 +210,13 @@ class _BytesReader:
 
     def read(self, size=-1):
         end = len(self.view) if size is None or size < 0 else self.offset + size
-        chunk = bytes(self.view[self.offset:end])
+        chunk = bytes(self.view[self.offset : end])
         self.offset += len(chunk)
         return chunk
 
 
 # -- restore -------------------------------------------------------------------
+
 
 def restore(src, data_dir, *, force=False, fsync=True):
     """Put the backup ``src`` (folder or tarball) in place as ``data_dir``.
@@ -223,8 +230,10 @@ def restore(src, data_dir, *, force=False, fsync=True):
         raise BackupError(f"{src} does not exist")
     occupied = os.path.exists(data_dir) and (not os.path.isdir(data_dir) or os.listdir(data_dir))
     if occupied and not force:
-        raise BackupError(f"{data_dir} is not empty; stop the daemon and pass --force "
-                          "to move it aside (it is kept, not deleted)")
+        raise BackupError(
+            f"{data_dir} is not empty; stop the daemon and pass --force "
+            "to move it aside (it is kept, not deleted)"
+        )
     staging = _sibling(data_dir, "restoring")
     try:
         if os.path.isdir(src):
@@ -277,8 +286,10 @@ def _extract(tarball, staging):
 def _check_member(member):
     parts = member.name.split("/")
     if member.name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
-        raise BackupError(f"refusing archive member {member.name!r}: not a plain file or folder "
-                          "inside the archive")
+        raise BackupError(
+            f"refusing archive member {member.name!r}: not a plain file or folder "
+            "inside the archive"
+        )
 
 
 def _check_restored_format(folder):
@@ -319,4 +330,3 @@ def _sibling(path, purpose):
     if not os.path.isdir(parent):
         raise BackupError(f"{parent} does not exist")
     return os.path.join(parent, f".{name}.{purpose}-{uuid.uuid4().hex[:8]}")
-

@@ -12,6 +12,7 @@ across processes, by :meth:`ObjectList.transaction`.
 
 Nothing here knows about HTTP.
 """
+
 from typing import NamedTuple
 
 

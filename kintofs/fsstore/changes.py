@@ -12,6 +12,7 @@ those pairs are inserted at their place.  A pair replaced by a newer change of
 the same id is not searched for and removed: it stays as a stale pair, skipped
 while walking, until stale pairs outnumber the live ones and the list is rebuilt.
 """
+
 import bisect
 import operator
 import threading
@@ -72,8 +73,11 @@ class ChangeOrder:
         with self._guard:
             pairs = self._pairs
             low = 0 if since is None else bisect.bisect_right(pairs, since, key=_timestamp_of)
-            high = len(pairs) if until is None else bisect.bisect_right(pairs, until,
-                                                                         key=_timestamp_of)
+            high = (
+                len(pairs)
+                if until is None
+                else bisect.bisect_right(pairs, until, key=_timestamp_of)
+            )
             window = pairs[low:high]
         latest = self._latest
         for ts, object_id in reversed(window):

@@ -9,6 +9,7 @@ Tokens are random rather than counters so that a deleted-then-recreated file
 can never bring an old value back (no ABA).  A missing file reads as None.
 Deleting the file is safe: every process then rebuilds its index once.
 """
+
 import os
 import uuid
 

@@ -14,6 +14,7 @@ is the largest ``ts`` in the file.
 Only holders of the list lock append.  A crash can leave a last line without
 its newline; readers skip it and the next writer cuts it off first.
 """
+
 import json
 import os
 
@@ -23,9 +24,7 @@ JOURNAL_NAME = "_journal.jsonl"
 
 
 def encode(entries):
-    return b"".join(
-        json.dumps(entry, separators=(",", ":")).encode() + b"\n" for entry in entries
-    )
+    return b"".join(json.dumps(entry, separators=(",", ":")).encode() + b"\n" for entry in entries)
 
 
 class Journal:

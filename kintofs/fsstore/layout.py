@@ -13,6 +13,7 @@ A list folder is named by the plural of its kind (``PLURALS``).  Names that
 start with ``.`` are never data: a write in progress (``.tmp-``), a deleted
 container being removed (``.trash-``), a heartbeat probe (``.heartbeat-``).
 """
+
 import os
 from typing import NamedTuple
 

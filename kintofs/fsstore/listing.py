@@ -11,6 +11,7 @@ current by our own writes.  Before each use it is checked against the
 journal's ``(inode, size)``: if another process appended, only the new lines
 are read; if the journal was replaced, the list is loaded again.
 """
+
 import json
 import logging
 import os
@@ -21,8 +22,15 @@ import time
 import uuid
 from contextlib import contextmanager
 
-from .atomic import (FileSwap, dump_json, fsync_folder, raise_if_disk_refused, read_json,
-                     remove_quietly, write_json)
+from .atomic import (
+    FileSwap,
+    dump_json,
+    fsync_folder,
+    raise_if_disk_refused,
+    read_json,
+    remove_quietly,
+    write_json,
+)
 from .base import ObjectList, ParentNotFound, StorageFull, Stored, tombstone
 from .changes import ChangeOrder
 from .journal import Journal
@@ -40,13 +48,13 @@ COMPACT_SLACK = 1000
 # (index_memory_mb).  Fitted to what bench/index_memory.py measures (with
 # tracemalloc, and the RSS a list adds in a fresh process); the table and the
 # error per shape of data are in "Memory" in docs/storage.md.
-LIST_BYTES = 1600       # a list with no object: the FileList, its locks and dicts, its folder
-OBJECT_BYTES = 580      # one live object besides its JSON: Stored, two dicts, index slots
-JSON_COMMA_BYTES = 40   # each "," of its compact JSON: one more value (pointer, int, str...)
+LIST_BYTES = 1600  # a list with no object: the FileList, its locks and dicts, its folder
+OBJECT_BYTES = 580  # one live object besides its JSON: Stored, two dicts, index slots
+JSON_COMMA_BYTES = 40  # each "," of its compact JSON: one more value (pointer, int, str...)
 JSON_BRACE_BYTES = 128  # each "{": one more dict
-PAIR_BYTES = 120        # one (ts, id) pair of the change order, live or stale
-TOMBSTONE_BYTES = 110   # one deleted id besides its pair
-SIGNATURE_BYTES = 100   # one object last written by this process (see _signature)
+PAIR_BYTES = 120  # one (ts, id) pair of the change order, live or stale
+TOMBSTONE_BYTES = 110  # one deleted id besides its pair
+SIGNATURE_BYTES = 100  # one object last written by this process (see _signature)
 
 
 def now_ms():
@@ -62,21 +70,58 @@ def object_cost(stored):
     """Estimated resident bytes of one indexed object: a fixed part plus its
     compact JSON, with extra for each value (``,``) and dict (``{``) in it.
     Deterministic, so adding and removing an object cancel exactly."""
-    text = json.dumps(stored.data, separators=(",", ":")) + json.dumps(stored.acl, separators=(",", ":"))
-    return (OBJECT_BYTES + len(text) + JSON_COMMA_BYTES * text.count(",")
-            + JSON_BRACE_BYTES * text.count("{"))
+    text = json.dumps(stored.data, separators=(",", ":")) + json.dumps(
+        stored.acl, separators=(",", ":")
+    )
+    return (
+        OBJECT_BYTES
+        + len(text)
+        + JSON_COMMA_BYTES * text.count(",")
+        + JSON_BRACE_BYTES * text.count("{")
+    )
 
 
 class FileList(ObjectList):
     # Slots: a daemon may hold thousands of lists, most of them small.
-    __slots__ = ("folder", "kind", "container", "valid_id", "fsync", "clock",
-                 "on_container_deleted", "on_cost", "journal", "_guard", "_write_guard",
-                 "_signatures", "_identity", "_offset", "_line_count", "_objects",
-                 "_tombstones", "_changes", "_timestamp", "_loaded", "_object_bytes",
-                 "_cost", "accounted", "used_at")
+    __slots__ = (
+        "folder",
+        "kind",
+        "container",
+        "valid_id",
+        "fsync",
+        "clock",
+        "on_container_deleted",
+        "on_cost",
+        "journal",
+        "_guard",
+        "_write_guard",
+        "_signatures",
+        "_identity",
+        "_offset",
+        "_line_count",
+        "_objects",
+        "_tombstones",
+        "_changes",
+        "_timestamp",
+        "_loaded",
+        "_object_bytes",
+        "_cost",
+        "accounted",
+        "used_at",
+    )
 
-    def __init__(self, folder, kind, *, container, valid_id, fsync=True, clock=now_ms,
-                 on_container_deleted=None, on_cost=None):
+    def __init__(
+        self,
+        folder,
+        kind,
+        *,
+        container,
+        valid_id,
+        fsync=True,
+        clock=now_ms,
+        on_container_deleted=None,
+        on_cost=None,
+    ):
         """``on_cost(list)`` is called (holding the list's guard) each time
         :attr:`memory_estimate` changes; the store keeps its budget with it."""
         self.folder = folder
@@ -91,7 +136,9 @@ class FileList(ObjectList):
         self._write_guard = threading.Lock()
         self._signatures = {}  # id -> _signature() after our own last write (the watcher skips those)
         self._cost = 0
-        self.accounted = 0  # what the store last counted for this list (the store's, under its lock)
+        self.accounted = (
+            0  # what the store last counted for this list (the store's, under its lock)
+        )
         self.used_at = 0.0  # time.monotonic() of its last use through the store (the store's)
         self._reset(identity=None)
         self._cost = self._estimate()
@@ -193,12 +240,16 @@ class FileList(ObjectList):
         """
         if not self.valid_id(object_id) or not os.path.isdir(self.folder):
             return False
-        if object_id in self._objects and self._signatures.get(object_id) == self._signature(object_id):
+        if object_id in self._objects and self._signatures.get(object_id) == self._signature(
+            object_id
+        ):
             return False  # the files are as our own last write left them: two stat() calls
         with self.transaction() as writer:
             known = self._objects.get(object_id)
             if not os.path.exists(self.data_path(object_id)):
-                if known is None or (self.container and os.path.isdir(self.child_folder(object_id))):
+                if known is None or (
+                    self.container and os.path.isdir(self.child_folder(object_id))
+                ):
                     return False  # a container counts as deleted only once its folder is gone
                 self._forget_deleted_by_hand(object_id)
                 return True
@@ -258,9 +309,13 @@ class FileList(ObjectList):
         return self._write_guard.locked()
 
     def _estimate(self):
-        return (LIST_BYTES + self._object_bytes + TOMBSTONE_BYTES * len(self._tombstones)
-                + PAIR_BYTES * self._changes.pair_count()
-                + SIGNATURE_BYTES * len(self._signatures))
+        return (
+            LIST_BYTES
+            + self._object_bytes
+            + TOMBSTONE_BYTES * len(self._tombstones)
+            + PAIR_BYTES * self._changes.pair_count()
+            + SIGNATURE_BYTES * len(self._signatures)
+        )
 
     def _recount(self):
         """Bring the estimate up to date after a change (caller holds the guard)."""
@@ -304,8 +359,11 @@ class FileList(ObjectList):
             if self._loaded and identity == self._identity:
                 return
             grown = (
-                self._loaded and identity and self._identity
-                and identity[0] == self._identity[0] and identity[1] > self._identity[1]
+                self._loaded
+                and identity
+                and self._identity
+                and identity[0] == self._identity[0]
+                and identity[1] > self._identity[1]
             )
             if grown:
                 self._read_new_lines(identity)
@@ -360,7 +418,9 @@ class FileList(ObjectList):
             self._line_count = len(entries)
             latest = {}
             for entry in entries:
-                self._timestamp = entry["ts"] if self._timestamp is None else max(self._timestamp, entry["ts"])
+                self._timestamp = (
+                    entry["ts"] if self._timestamp is None else max(self._timestamp, entry["ts"])
+                )
                 if entry["op"] in ("put", "delete") and isinstance(entry.get("id"), str):
                     latest[entry["id"]] = entry
             for object_id, entry in latest.items():
@@ -374,9 +434,15 @@ class FileList(ObjectList):
                     continue
                 on_disk.add(object_id)
                 entry = latest.get(object_id)
-                if entry is None or entry["op"] != "put" or entry["ts"] != stored.data.get("last_modified"):
+                if (
+                    entry is None
+                    or entry["op"] != "put"
+                    or entry["ts"] != stored.data.get("last_modified")
+                ):
                     stored = self._repair_unjournaled(object_id, stored)
-                    repairs.append({"ts": stored.data["last_modified"], "op": "put", "id": object_id})
+                    repairs.append(
+                        {"ts": stored.data["last_modified"], "op": "put", "id": object_id}
+                    )
                 self._store_object(object_id, stored)
                 self._tombstones.pop(object_id, None)
             for object_id, entry in latest.items():
@@ -473,7 +539,9 @@ class FileList(ObjectList):
 
     def _compact(self):
         """Keep one line per id (its latest) plus the list timestamp."""
-        entries = [{"ts": s.data["last_modified"], "op": "put", "id": i} for i, s in self._objects.items()]
+        entries = [
+            {"ts": s.data["last_modified"], "op": "put", "id": i} for i, s in self._objects.items()
+        ]
         entries += [{"ts": ts, "op": "delete", "id": i} for i, ts in self._tombstones.items()]
         entries.sort(key=lambda e: e["ts"])
         # The init line only when no kept line carries the list timestamp:
@@ -513,7 +581,9 @@ class Writer:
         lst = self._list
         with lst._guard:
             current = lst._objects.get(object_id)
-            ts = lst._next_timestamp(requested_ts, current.data.get("last_modified") if current else None)
+            ts = lst._next_timestamp(
+                requested_ts, current.data.get("last_modified") if current else None
+            )
             data = dict(data, id=object_id, last_modified=ts)
             entry = [{"ts": ts, "op": "put", "id": object_id}]
             new_folder = lst.child_folder(object_id) if lst.container and current is None else None
@@ -589,8 +659,12 @@ def _compact(stored):
     """Share the strings every object repeats (field names, principals) through
     Python's intern table: about a third less memory per indexed object."""
     data = {sys.intern(key): value for key, value in stored.data.items()}
-    acl = {sys.intern(name): [sys.intern(p) if isinstance(p, str) else p for p in members]
-           if isinstance(members, list) else members for name, members in stored.acl.items()}
+    acl = {
+        sys.intern(name): [sys.intern(p) if isinstance(p, str) else p for p in members]
+        if isinstance(members, list)
+        else members
+        for name, members in stored.acl.items()
+    }
     return Stored(data, acl)
 
 

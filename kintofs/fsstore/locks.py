@@ -11,6 +11,7 @@ deletion of a collection re-created the deleted folder (a zombie list).
 Plain ``flock(2)`` on a file in an existing folder is the same kernel lock,
 fails cleanly when the folder is gone, and needs no dependency.
 """
+
 import fcntl
 import os
 import time
@@ -37,8 +38,11 @@ def locked(folder, timeout=LOCK_TIMEOUT_SECONDS):
     folder that another process has just deleted.
     """
     try:
-        fd = os.open(os.path.join(folder, LOCK_NAME),
-                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        fd = os.open(
+            os.path.join(folder, LOCK_NAME),
+            os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+            0o600,
+        )
     except (FileNotFoundError, NotADirectoryError):
         raise ParentNotFound(folder) from None
     except OSError as error:

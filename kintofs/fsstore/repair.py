@@ -18,6 +18,7 @@ What each fix does to the data:
   permissions it inherits, until someone sets them again;
 * a damaged or missing journal is rebuilt from its valid lines and the files.
 """
+
 import os
 import shutil
 import time
@@ -47,8 +48,9 @@ def repair(report):
                         actions.append(f"{action}: {os.path.relpath(finding.path, report.root)}")
                 if kind and any(f.problem in JOURNAL_DAMAGE for f in findings):
                     count = rebuild_journal(ListFolder(guard, kind))
-                    actions.append(f"journal rebuilt with {count} lines: "
-                                   f"{os.path.relpath(guard, report.root)}")
+                    actions.append(
+                        f"journal rebuilt with {count} lines: {os.path.relpath(guard, report.root)}"
+                    )
                 elif kind:
                     renew_journal(ListFolder(guard, kind))
         except ParentNotFound:
@@ -70,6 +72,7 @@ def _by_guard(findings):
 
 # -- whole lists ---------------------------------------------------------------
 
+
 def rebuild_journal(lst):
     """Rewrite a list's journal from its valid lines and its files (lock held).
 
@@ -82,8 +85,9 @@ def rebuild_journal(lst):
     entries = read_journal_leniently(lst.path)[0] or []
     stamps = object_stamps(lst)
     kept = [{"ts": ts, "op": "put", "id": object_id} for object_id, ts in stamps.items()]
-    kept += [entry for object_id, entry in _latest_by_time(entries).items()
-             if object_id not in stamps]
+    kept += [
+        entry for object_id, entry in _latest_by_time(entries).items() if object_id not in stamps
+    ]
     kept.sort(key=lambda entry: entry["ts"])
     rebuilt = []
     for entry in kept:
@@ -120,11 +124,13 @@ def _latest_by_time(entries):
 def reload_list(lst):
     """Load the list as the daemon does: the journal gets a line for each
     file it is behind on, and for each file that vanished."""
-    FileList(lst.path, lst.kind, container=lst.container,
-             valid_id=valid_id_for(lst.kind), fsync=True).objects()
+    FileList(
+        lst.path, lst.kind, container=lst.container, valid_id=valid_id_for(lst.kind), fsync=True
+    ).objects()
 
 
 # -- single findings (lock held) -----------------------------------------------
+
 
 def _remove(finding, root):
     path = finding.path
@@ -210,4 +216,3 @@ def quarantine(path, root):
     os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
     os.replace(path, target)
     return target
-

@@ -4,6 +4,7 @@
 ``<data>/buckets/blog/collections/articles/records/r1.json``.  See
 docs/storage.md for the whole layout.
 """
+
 import collections
 import json
 import os
@@ -76,7 +77,8 @@ class FileSystemStore:
             found = self._lists.get(folder)
             if found is None:
                 found = FileList(
-                    folder, kind,
+                    folder,
+                    kind,
                     container=kind in CONTAINERS,
                     valid_id=valid_id_for(kind),
                     fsync=self.fsync,
@@ -91,7 +93,9 @@ class FileSystemStore:
                 found.used_at = now
                 self._lists.move_to_end(folder)
                 if self.memory_budget and self._memory > self.memory_budget:
-                    self._drop_over_budget(keep=found)  # lists that were in use then may be idle now
+                    self._drop_over_budget(
+                        keep=found
+                    )  # lists that were in use then may be idle now
             return found
 
     @property

@@ -19,6 +19,7 @@ holding process dies, however it dies, so a ``_lock`` file left by a killed
 daemon blocks nobody.  What can block is a live process that holds a lock
 and does not let go; check names it (from ``/proc/locks``) as ``lock-busy``.
 """
+
 import errno
 import json
 import os
@@ -67,11 +68,11 @@ DAMAGE = {
 
 @dataclass
 class Finding:
-    problem: str     # a key of LEFTOVERS or DAMAGE
-    path: str        # the file or folder concerned
+    problem: str  # a key of LEFTOVERS or DAMAGE
+    path: str  # the file or folder concerned
     detail: str = ""
     guard: str = ""  # the folder whose lock guards a fix: a list folder or the root
-    kind: str = ""   # the kind of that list ("" for the root)
+    kind: str = ""  # the kind of that list ("" for the root)
     object_id: str = ""
 
     @property
@@ -108,12 +109,15 @@ class Report:
 
     def summary(self):
         damaged = len(self.damaged())
-        return (f"checked {self.lists} lists, {self.objects} objects, {self.acl_files} ACL files, "
-                f"{self.journal_lines} journal lines: {damaged} damaged, "
-                f"{len(self.findings) - damaged} leftovers")
+        return (
+            f"checked {self.lists} lists, {self.objects} objects, {self.acl_files} ACL files, "
+            f"{self.journal_lines} journal lines: {damaged} damaged, "
+            f"{len(self.findings) - damaged} leftovers"
+        )
 
 
 # -- the walk ----------------------------------------------------------------
+
 
 def verify(root, *, lock_wait=LOCK_WAIT_SECONDS):
     """Check the whole data directory at ``root``; returns a :class:`Report`."""
@@ -153,8 +157,12 @@ def _held(folder, lock_wait, report, lst):
             yield False  # deleted meanwhile by a daemon
             return
         except StorageBusy:
-            report.add("lock-busy", os.path.join(folder, LOCK_NAME),
-                       lock_holders(os.path.join(folder, LOCK_NAME)), where=lst)
+            report.add(
+                "lock-busy",
+                os.path.join(folder, LOCK_NAME),
+                lock_holders(os.path.join(folder, LOCK_NAME)),
+                where=lst,
+            )
             yield False
             return
         except StorageFull:
@@ -170,6 +178,7 @@ def _check_format(report):
 
 
 # -- journal -------------------------------------------------------------------
+
 
 def read_journal_leniently(folder):
     """``(entries, problems, torn)``: the valid entries of a journal and what is wrong.
@@ -192,8 +201,9 @@ def read_journal_leniently(folder):
         if entry is None:
             problems.append(("bad-journal-line", f"line {number}: {line[:80]!r}"))
         elif entries and entry["ts"] <= entries[-1]["ts"]:
-            problems.append(("journal-order", f"line {number}: ts {entry['ts']} "
-                                              f"after {entries[-1]['ts']}"))
+            problems.append(
+                ("journal-order", f"line {number}: ts {entry['ts']} after {entries[-1]['ts']}")
+            )
             entries.append(entry)
         else:
             entries.append(entry)
@@ -237,6 +247,7 @@ def latest_entries(entries):
 
 # -- objects -------------------------------------------------------------------
 
+
 def _check_objects(lst, report):
     """``({id: data}, child lists)`` of a list's readable objects."""
     files, children = {}, []
@@ -249,8 +260,12 @@ def _check_objects(lst, report):
     else:
         for object_id in _leaf_ids(lst):
             data = _check_object_files(
-                lst, object_id, os.path.join(lst.path, f"{object_id}.json"),
-                os.path.join(lst.path, f"{object_id}.acl"), report)
+                lst,
+                object_id,
+                os.path.join(lst.path, f"{object_id}.json"),
+                os.path.join(lst.path, f"{object_id}.acl"),
+                report,
+            )
             if data is not None:
                 files[object_id] = data
     return files, children
@@ -265,8 +280,9 @@ def _check_container(lst, object_id, folder, report):
             report.add("empty-object-folder", folder, where=lst, object_id=object_id)
         return None
     _check_leftovers(folder, report, lst)
-    return _check_object_files(lst, object_id, data_path,
-                               os.path.join(folder, lst.acl_name()), report)
+    return _check_object_files(
+        lst, object_id, data_path, os.path.join(folder, lst.acl_name()), report
+    )
 
 
 def _check_object_files(lst, object_id, data_path, acl_path, report):
@@ -274,27 +290,37 @@ def _check_object_files(lst, object_id, data_path, acl_path, report):
     report.objects += 1
     data, problem = _read_json_file(data_path)
     if problem or not isinstance(data, dict):
-        report.add("unreadable-data", data_path, problem or "not an object",
-                   where=lst, object_id=object_id)
+        report.add(
+            "unreadable-data", data_path, problem or "not an object", where=lst, object_id=object_id
+        )
         data = None
     elif data.get("id") != object_id:
         report.add("wrong-id", data_path, f"id {data.get('id')!r}", where=lst, object_id=object_id)
     elif not is_timestamp(data.get("last_modified")):
-        report.add("bad-timestamp", data_path, f"{data.get('last_modified')!r}",
-                   where=lst, object_id=object_id)
+        report.add(
+            "bad-timestamp",
+            data_path,
+            f"{data.get('last_modified')!r}",
+            where=lst,
+            object_id=object_id,
+        )
     if os.path.exists(acl_path):
         report.acl_files += 1
         acl, problem = _read_json_file(acl_path)
         if problem or not _is_acl(acl):
-            report.add("unreadable-acl", acl_path, problem or "not an ACL",
-                       where=lst, object_id=object_id)
+            report.add(
+                "unreadable-acl", acl_path, problem or "not an ACL", where=lst, object_id=object_id
+            )
     return data
 
 
 def _leaf_ids(lst):
     """Ids that have a data file in a leaf list."""
-    return [name[: -len(".json")] for name in _names(lst.path)
-            if name.endswith(".json") and lst.valid_id(name[: -len(".json")])]
+    return [
+        name[: -len(".json")]
+        for name in _names(lst.path)
+        if name.endswith(".json") and lst.valid_id(name[: -len(".json")])
+    ]
 
 
 def _compare(lst, entries, files, report):
@@ -311,25 +337,48 @@ def _compare(lst, entries, files, report):
         if not is_timestamp(stamp):
             continue  # reported as bad-timestamp
         if entry is None or entry["op"] != "put" or stamp > entry["ts"]:
-            report.add("unjournaled", path, f"file at {stamp}, journal "
-                       f"{entry and (entry['op'], entry['ts'])}", where=lst, object_id=object_id)
+            report.add(
+                "unjournaled",
+                path,
+                f"file at {stamp}, journal {entry and (entry['op'], entry['ts'])}",
+                where=lst,
+                object_id=object_id,
+            )
         elif stamp < entry["ts"]:
-            report.add("stale-file", path, f"file at {stamp}, journal put at {entry['ts']}",
-                       where=lst, object_id=object_id)
+            report.add(
+                "stale-file",
+                path,
+                f"file at {stamp}, journal put at {entry['ts']}",
+                where=lst,
+                object_id=object_id,
+            )
     for object_id, entry in latest.items():
         if entry["op"] == "put" and object_id not in files and lst.valid_id(object_id):
             if os.path.exists(_data_path(lst, object_id)):
                 continue  # the file exists but is unreadable: reported already
-            report.add("missing-file", _data_path(lst, object_id), f"journal put at {entry['ts']}",
-                       where=lst, object_id=object_id)
+            report.add(
+                "missing-file",
+                _data_path(lst, object_id),
+                f"journal put at {entry['ts']}",
+                where=lst,
+                object_id=object_id,
+            )
     if not lst.container:
         for name in _names(lst.path):
-            for suffix, problem in ((".acl", "orphan-acl"), (ATTACHMENT_SUFFIX, "orphan-attachment")):
+            for suffix, problem in (
+                (".acl", "orphan-acl"),
+                (ATTACHMENT_SUFFIX, "orphan-attachment"),
+            ):
                 object_id = name[: -len(suffix)]
-                if name.endswith(suffix) and lst.valid_id(object_id) and object_id not in files \
-                        and not os.path.exists(_data_path(lst, object_id)):
-                    report.add(problem, os.path.join(lst.path, name), where=lst,
-                               object_id=object_id)
+                if (
+                    name.endswith(suffix)
+                    and lst.valid_id(object_id)
+                    and object_id not in files
+                    and not os.path.exists(_data_path(lst, object_id))
+                ):
+                    report.add(
+                        problem, os.path.join(lst.path, name), where=lst, object_id=object_id
+                    )
 
 
 def object_stamps(lst):
@@ -371,6 +420,7 @@ def _holds_objects(folder):
 
 # -- small readers -------------------------------------------------------------
 
+
 def _read_json_file(path):
     """``(document, problem)``: problem is None when the file parsed."""
     try:
@@ -384,9 +434,11 @@ def _read_json_file(path):
 
 def _is_acl(document):
     return isinstance(document, dict) and all(
-        isinstance(key, str) and isinstance(value, list)
+        isinstance(key, str)
+        and isinstance(value, list)
         and all(isinstance(item, str) for item in value)
-        for key, value in document.items())
+        for key, value in document.items()
+    )
 
 
 def _names(folder):

@@ -8,6 +8,7 @@ an index that agrees.  Events are gathered for a moment first, because
 editors write a file in several steps and our own atomic writes also
 produce events (those are recognised as already known and cost one read).
 """
+
 import logging
 import os
 import threading
@@ -70,13 +71,16 @@ def _can_register_once(observer):
     if InotifyWatchGroup is None or not isinstance(observer, InotifyObserver):
         return False
     fields = getattr(InotifyWatchGroup, "__dataclass_fields__", {})
-    return (callable(getattr(InotifyWatchGroup, "_add_callback", None))
-            and "_active_callbacks_by_path" in fields
-            and callable(getattr(InotifyEmitter, "get_event_mask_from_filter", None))
-            and getattr(observer, "_emitter_class", None) is InotifyEmitter)
+    return (
+        callable(getattr(InotifyWatchGroup, "_add_callback", None))
+        and "_active_callbacks_by_path" in fields
+        and callable(getattr(InotifyEmitter, "get_event_mask_from_filter", None))
+        and getattr(observer, "_emitter_class", None) is InotifyEmitter
+    )
 
 
 if InotifyWatchGroup is not None:
+
     class _OnceWatchGroup(InotifyWatchGroup):
         def _add_callback(self, path):
             if path not in self._active_callbacks_by_path:  # already watched: nothing to add
@@ -198,7 +202,9 @@ class FileWatcher(FileSystemEventHandler):
         try:
             if parent and not self.store.exists(parent):
                 return
-            known = self.store.holds(parent, kind)  # else dropped by the memory budget, or never read
+            known = self.store.holds(
+                parent, kind
+            )  # else dropped by the memory budget, or never read
             if self.store.list(parent, kind).adopt_edit(object_id):
                 logger.info("adopted a change made by hand to %s %r", kind, object_id)
                 self.on_adopted(parent, kind, object_id)

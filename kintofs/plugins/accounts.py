@@ -18,6 +18,7 @@ treats accounts differently, :class:`AccountHooks` says so:
 * Whoever writes an account for its owner (anonymous sign-up, administrator)
   makes the account, not themselves, its writer.
 """
+
 import json
 import logging
 
@@ -36,6 +37,7 @@ POLICY_NAME = "account"
 
 # -- who is asking ---------------------------------------------------------
 
+
 def is_administrator(state):
     return bool(set(state.principals) & set(state.settings["account_write_principals"]))
 
@@ -51,6 +53,7 @@ def acts_for_others(state):
 
 
 # -- the resource ----------------------------------------------------------
+
 
 class AccountHooks(KindHooks):
     def before_create(self, view):
@@ -132,6 +135,7 @@ def _check_password(value, name):
 
 # -- authentication ----------------------------------------------------------
 
+
 class AccountPolicy:
     """The ``account`` auth policy: Basic credentials of an existing account.
 
@@ -152,8 +156,9 @@ class AccountPolicy:
             return None
         # The account's last_modified tells the cache whether a verified
         # password still holds, whoever changed the account (even another process).
-        if self.verified.check(username, password, stored.data.get("last_modified"),
-                               stored.data.get("password")):
+        if self.verified.check(
+            username, password, stored.data.get("last_modified"), stored.data.get("password")
+        ):
             return f"{POLICY_NAME}:{username}"
         self.on_failure()
         return None
@@ -161,14 +166,20 @@ class AccountPolicy:
 
 # -- setup -----------------------------------------------------------------
 
+
 def check_settings(settings):
     """Refuse the configurations Kinto refuses to start with."""
     policies = settings["auth_policies"]
-    if "basicauth" in policies and POLICY_NAME in policies and (
-            policies.index("basicauth") < policies.index(POLICY_NAME)):
-        raise ConfigError("auth_policies: 'basicauth' should not be mentioned before 'account' "
-                          "(a wrong account password falls back to basicauth, not the reverse)",
-                          key="auth_policies")
+    if (
+        "basicauth" in policies
+        and POLICY_NAME in policies
+        and (policies.index("basicauth") < policies.index(POLICY_NAME))
+    ):
+        raise ConfigError(
+            "auth_policies: 'basicauth' should not be mentioned before 'account' "
+            "(a wrong account password falls back to basicauth, not the reverse)",
+            key="auth_policies",
+        )
     creators = set(settings["account_create_principals"]) - {EVERYONE}
     unable = sorted(creators - set(settings["account_write_principals"]))
     if unable:
@@ -177,22 +188,33 @@ def check_settings(settings):
             "so they could only create their own account, which is not what the setting says: "
             f"{', '.join(unable)}. Add them to account_write_principals (administrators) "
             "or remove them from account_create_principals.",
-            key="account_create_principals")
+            key="account_create_principals",
+        )
     if POLICY_NAME not in policies:
-        logger.warning("the accounts plugin is enabled but auth_policies does not list "
-                       "'account': nobody can log in with an account")
+        logger.warning(
+            "the accounts plugin is enabled but auth_policies does not list "
+            "'account': nobody can log in with an account"
+        )
 
 
 def setup(service):
     check_settings(service.settings)
-    service.add_capability("accounts", {
-        "description": "Manage user accounts.",
-        "url": "https://kinto.readthedocs.io/en/latest/api/1.x/accounts.html",
-        "validation_enabled": False,
-    })
-    service.add_auth_policy(POLICY_NAME, AccountPolicy(
-        service.store, service.settings["account_cache_ttl_seconds"],
-        on_failure=getattr(service, "record_failed_login", None)))
+    service.add_capability(
+        "accounts",
+        {
+            "description": "Manage user accounts.",
+            "url": "https://kinto.readthedocs.io/en/latest/api/1.x/accounts.html",
+            "validation_enabled": False,
+        },
+    )
+    service.add_auth_policy(
+        POLICY_NAME,
+        AccountPolicy(
+            service.store,
+            service.settings["account_cache_ttl_seconds"],
+            on_failure=getattr(service, "record_failed_login", None),
+        ),
+    )
 
     def accounts(state, account_id=None):
         view = ResourceView(state, ACCOUNT, ())

@@ -12,6 +12,7 @@ record write, so a record never names a file that is not there.  Deleting a
 collection or bucket deletes the files with its folder; deleting a record
 deletes its file (a change listener).  See docs/storage.md.
 """
+
 import hashlib
 import json
 import mimetypes
@@ -24,7 +25,8 @@ import bottle
 from .. import __version__, acl
 from ..fsstore.atomic import TEMP_PREFIX, fsync_folder, raise_if_disk_refused, remove_quietly
 from ..fsstore.layout import ATTACHMENT_SUFFIX, attachment_path, kept_attachment_path
-from ..web import errors, request as req
+from ..web import errors
+from ..web import request as req
 from ..web.multipart import LengthReached, MultipartError, boundary_of, read_parts
 from ..web.patching import shallow_merge
 from ..web.resource import KINDS, ResourceView
@@ -39,8 +41,12 @@ def upload_limit(settings):
     """The largest upload body accepted: the file, the form fields, the multipart framing."""
     if not settings["attachment_max_size_bytes"]:
         return float("inf")
-    return (settings["attachment_max_size_bytes"] + settings["max_request_body_bytes"]
-            + FORM_OVERHEAD_BYTES)
+    return (
+        settings["attachment_max_size_bytes"]
+        + settings["max_request_body_bytes"]
+        + FORM_OVERHEAD_BYTES
+    )
+
 
 # Kinto's per-extension overrides of the client's content type.
 MIMETYPE_OVERRIDES = {"pem": "application/x-pem-file", "geojson": "application/geojson"}
@@ -52,12 +58,15 @@ FILES_ROUTE = "/v1/attachments/<bucket>/<collection>/<record>"
 
 
 def setup(service):
-    service.add_capability("attachments", lambda state: {
-        "version": __version__,
-        "description": "Add file attachments to records",
-        "url": "https://github.com/Kinto/kinto-attachment/",
-        "base_url": files_base_url(state),
-    })
+    service.add_capability(
+        "attachments",
+        lambda state: {
+            "version": __version__,
+            "description": "Add file attachments to records",
+            "url": "https://github.com/Kinto/kinto-attachment/",
+            "base_url": files_base_url(state),
+        },
+    )
     service.add_validator(refuse_metadata_change)
     # After the commit: removing the file takes the records' lock again.
     service.feed.subscribe(lambda change: remove_file_of_deleted(service, change))
@@ -94,6 +103,7 @@ def location_of(view, record_id):
 
 
 # -- upload ---------------------------------------------------------------------
+
 
 class Upload:
     """One ``POST .../attachment``: authorize, stream the form, write the record."""
@@ -132,28 +142,30 @@ class Upload:
         environ = self.state.environ
         boundary = boundary_of(environ.get("CONTENT_TYPE"))
         if boundary is None:
-            raise errors.invalid_param("header", "Content-Type",
-                                       "Content-Type should be multipart/form-data")
+            raise errors.invalid_param(
+                "header", "Content-Type", "Content-Type should be multipart/form-data"
+            )
         limit = self._body_limit()
         length = self._declared_length(limit)
         stream = environ["wsgi.input"]
         if length is None and self.max_size and hasattr(stream, "maxlen"):
             stream.maxlen = 2 * limit + 1024  # cheroot's cap on one chunk, as in read_body
         try:
-            read_parts(stream, boundary, length if length is not None else limit + 1,
-                       self._sink_for)
+            read_parts(
+                stream, boundary, length if length is not None else limit + 1, self._sink_for
+            )
         except LengthReached:
             if length is None:  # a chunked body going on past the room we gave it
                 raise errors.too_large(limit) from None
-            raise errors.invalid_param("body", None, "Invalid multipart body: truncated") \
-                from None
+            raise errors.invalid_param("body", None, "Invalid multipart body: truncated") from None
         except MultipartError as error:
             raise errors.invalid_param("body", None, f"Invalid multipart body: {error}") from None
         except _TooLarge:
             raise errors.too_large(limit) from None
         except TimeoutError:
-            raise errors.invalid_param("body", None, "The request body was not sent in time") \
-                from None
+            raise errors.invalid_param(
+                "body", None, "The request body was not sent in time"
+            ) from None
         except OSError as error:
             raise_if_disk_refused(error)
             raise
@@ -169,8 +181,9 @@ class Upload:
         try:
             length = int(text)
         except ValueError:
-            raise errors.invalid_param("header", "Content-Length", "Invalid Content-Length") \
-                from None
+            raise errors.invalid_param(
+                "header", "Content-Length", "Invalid Content-Length"
+            ) from None
         if length > limit:
             raise errors.too_large(limit)
         return length
@@ -186,8 +199,9 @@ class Upload:
             self.fields[part.name] = sink
             return sink
         if part.name in ("data", "permissions"):
-            raise _posted_data_error(f"body: {part.name!r} field should be passed as form "
-                                     "data, not files")
+            raise _posted_data_error(
+                f"body: {part.name!r} field should be passed as form data, not files"
+            )
         raise _posted_data_error(f"body: {part.name!r} not in ('data', 'permissions')")
 
     def _temp_folder(self):
@@ -205,8 +219,11 @@ class Upload:
         if extension not in {e.lower() for e in self.settings["attachment_extensions"]}:
             raise errors.invalid_param("body", None, "File extension is not allowed.")
         if upload.too_large:
-            raise errors.invalid_param("body", None, f"File size ({upload.size} bytes) exceeds "
-                                       f"the limit ({self.max_size} bytes).")
+            raise errors.invalid_param(
+                "body",
+                None,
+                f"File size ({upload.size} bytes) exceeds the limit ({self.max_size} bytes).",
+            )
         return {
             "filename": upload.filename,
             "hash": upload.sha256.hexdigest(),
@@ -242,16 +259,23 @@ class Upload:
                 if existing is None:
                     view.write(writer, 201, record_id, data, permissions or {}, {})
                 else:
-                    view.write(writer, 200, record_id, shallow_merge(existing.data, data), {},
-                                acl.merge_acl(existing.acl, permissions or {}),
-                                current=existing)
+                    view.write(
+                        writer,
+                        200,
+                        record_id,
+                        shallow_merge(existing.data, data),
+                        {},
+                        acl.merge_acl(existing.acl, permissions or {}),
+                        current=existing,
+                    )
             except BaseException:
                 previous.undo()
                 raise
             previous.commit()
         record_url = f"{self.state.base_url()}/v1{view.uri(record_id)}"
-        return errors.json_response(201 if existing is None else 200, metadata,
-                                    {"Location": record_url})
+        return errors.json_response(
+            201 if existing is None else 200, metadata, {"Location": record_url}
+        )
 
 
 class _TooLarge(Exception):
@@ -373,8 +397,8 @@ def _posted_data_error(message):
     return errors.http_error(400, INVALID_POSTED_DATA, message=message)
 
 
-
 # -- removal ------------------------------------------------------------------
+
 
 def remove(view, record_id):
     """``DELETE .../attachment``: the record keeps ``"attachment": null``."""
@@ -387,8 +411,15 @@ def remove(view, record_id):
         previous = _set_aside(target, keep)
         remove_quietly(target)
         try:
-            view.write(writer, 200, record_id, dict(existing.data, attachment=None), {},
-                        existing.acl, current=existing)
+            view.write(
+                writer,
+                200,
+                record_id,
+                dict(existing.data, attachment=None),
+                {},
+                existing.acl,
+                current=existing,
+            )
         except BaseException:
             previous.undo()
             raise
@@ -415,17 +446,23 @@ def remove_file_of_deleted(service, change):
 def refuse_metadata_change(state, kind, parent, data, object_id=None):
     """A normal record write may set ``attachment`` to null, not change it."""
     new = data.get("attachment")
-    if kind != "record" or new is None or object_id is None \
-            or state.extras.get("attachment.upload"):
+    if (
+        kind != "record"
+        or new is None
+        or object_id is None
+        or state.extras.get("attachment.upload")
+    ):
         return
     current = state.store.list(parent, "record").get(object_id)
     old = current.data.get("attachment") if current else None
     if old is not None and old != new:
-        raise errors.http_error(400, errors.UNDEFINED,
-                                message="Attachment metadata cannot be modified.")
+        raise errors.http_error(
+            400, errors.UNDEFINED, message="Attachment metadata cannot be modified."
+        )
 
 
 # -- serving --------------------------------------------------------------------
+
 
 def serve(view, record_id):
     """The attached file, to whoever may read the record."""
@@ -440,10 +477,14 @@ def serve(view, record_id):
     if not os.path.isfile(os.path.join(folder, name)):
         raise errors.object_not_found("attachment", record_id)
     mimetype = metadata.get("mimetype")
-    mimetype = mimetype if isinstance(mimetype, str) and _MEDIA_TYPE.match(mimetype) \
+    mimetype = (
+        mimetype
+        if isinstance(mimetype, str) and _MEDIA_TYPE.match(mimetype)
         else "application/octet-stream"
-    response = bottle.static_file(name, root=folder, mimetype=mimetype,
-                                  etag=f'"{metadata.get("hash", "")}"', charset=None)
+    )
+    response = bottle.static_file(
+        name, root=folder, mimetype=mimetype, etag=f'"{metadata.get("hash", "")}"', charset=None
+    )
     # Never let a browser run an uploaded page on this origin.
     response.set_header("Content-Disposition", "attachment")
     return response

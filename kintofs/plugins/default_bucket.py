@@ -7,13 +7,15 @@ hands the request to the route that serves the real path.  Responses,
 ``ETag`` and ``Next-Page`` therefore show the real id.  The id is
 ``UUID(HMAC-SHA256(default_bucket_hmac_secret, user id)[:32 hex])``.
 """
+
 import hashlib
 import hmac
 import io
 import json
 import uuid
 
-from ..web import errors, request as req
+from ..web import errors
+from ..web import request as req
 from ..web.resource import KINDS, ResourceView
 
 PREFIX = "/v1/buckets/default"
@@ -21,14 +23,18 @@ PREFIX = "/v1/buckets/default"
 
 def setup(service):
     secret = service.settings["default_bucket_hmac_secret"]
-    service.add_capability("default_bucket", {
-        "description": "The default bucket is an alias for a personal bucket where "
-                       "collections are created implicitly.",
-        "url": "https://kinto.readthedocs.io/en/latest/api/1.x/buckets.html"
-               "#personal-bucket-default",
-    })
+    service.add_capability(
+        "default_bucket",
+        {
+            "description": "The default bucket is an alias for a personal bucket where "
+            "collections are created implicitly.",
+            "url": "https://kinto.readthedocs.io/en/latest/api/1.x/buckets.html"
+            "#personal-bucket-default",
+        },
+    )
     service.add_user_info(
-        lambda state, user: user.update(bucket=personal_bucket_id(secret, state.userid)))
+        lambda state, user: user.update(bucket=personal_bucket_id(secret, state.userid))
+    )
 
     def default_bucket(state, subpath=None):
         if state.userid is None:
@@ -69,7 +75,7 @@ def create_implicitly(state, bucket_id, subpath):
 
 def forward(service, environ, bucket_id):
     """Point ``environ`` at the personal bucket; a ``data.id`` saying "default" too."""
-    environ["PATH_INFO"] = f"/v1/buckets/{bucket_id}" + environ["PATH_INFO"][len(PREFIX):]
+    environ["PATH_INFO"] = f"/v1/buckets/{bucket_id}" + environ["PATH_INFO"][len(PREFIX) :]
     raw = req.read_body(environ, service.settings["max_request_body_bytes"])
     body = _with_real_id(raw, bucket_id)
     if body is not None:

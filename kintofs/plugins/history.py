@@ -9,6 +9,7 @@ docs/storage.md).  ``GET/HEAD/DELETE /buckets/<bid>/history`` is the generic
 list view over it, in strict-field mode.  Deleting a bucket deletes its folder,
 history included.
 """
+
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -16,18 +17,28 @@ from datetime import UTC, datetime
 from .. import acl, ids, kinds, query
 from ..feed import IN_COMMIT
 from ..fsstore import ParentNotFound
-from ..web import errors, request as req
+from ..web import errors
+from ..web import request as req
 from ..web.resource import Kind, ResourceView
 
 # The top-level fields of an entry (with id, last_modified and deleted):
 # filtering, sorting or projecting anything else is a 400, as in Kinto.
-ENTRY_FIELDS = ("user_id", "uri", "action", "date", "resource_name", "bucket_id",
-                "collection_id", "group_id", "record_id", "target")
+ENTRY_FIELDS = (
+    "user_id",
+    "uri",
+    "action",
+    "date",
+    "resource_name",
+    "bucket_id",
+    "collection_id",
+    "group_id",
+    "record_id",
+    "target",
+)
 
 # Kinto compares these with strings even when the querystring value looks
 # like a number (record_id=123 finds the record "123").
 STRING_ID_FIELDS = ("bucket_id", "collection_id", "record_id")
-
 
 
 def setup(service):
@@ -41,8 +52,10 @@ def setup(service):
 
 def capability(settings):
     """The hello ``history`` capability, with the trimming/exclusion settings in use."""
-    found = {"description": "Track changes on data.",
-             "url": "http://kinto.readthedocs.io/en/latest/api/1.x/history.html"}
+    found = {
+        "description": "Track changes on data.",
+        "url": "http://kinto.readthedocs.io/en/latest/api/1.x/history.html",
+    }
     if settings["history_auto_trim_max_count"] > 0:
         found["auto_trim_max_count"] = settings["history_auto_trim_max_count"]
     if settings["history_auto_trim_user_ids"]:
@@ -50,7 +63,8 @@ def capability(settings):
     if settings["history_exclude_resources"]:
         found["excluded_resources"] = [
             {kind: object_id for kind, object_id in path_of_uri(uri, strict=True)}
-            for uri in settings["history_exclude_resources"]]
+            for uri in settings["history_exclude_resources"]
+        ]
     return found
 
 
@@ -58,12 +72,15 @@ def path_of_uri(uri, strict=False):
     """``/buckets/b/collections/c`` -> ``(("bucket", "b"), ("collection", "c"))``."""
     path = kinds.parse_uri(uri)
     if strict and (path is None or not kinds.KINDS[path[-1][0]].in_history):
-        raise ValueError(f"history_exclude_resources: {uri!r} is not the URI of a bucket, "
-                         "group, collection or record (e.g. /buckets/b/collections/c)")
+        raise ValueError(
+            f"history_exclude_resources: {uri!r} is not the URI of a bucket, "
+            "group, collection or record (e.g. /buckets/b/collections/c)"
+        )
     return path
 
 
 # -- recording ----------------------------------------------------------------
+
 
 class HistoryRecorder:
     """The change listener that writes entries (Kinto's history listener)."""
@@ -86,8 +103,9 @@ class HistoryRecorder:
         if self._excluded(path):
             return
         bucket_id = path[0][1]
-        entry = history_entry(change.action, kind, change.uri, path, userid, change.data,
-                              change.acl)
+        entry = history_entry(
+            change.action, kind, change.uri, path, userid, change.data, change.acl
+        )
         readers = self._readers(path, change.acl)
         self._append(bucket_id, entry, readers, kind, userid)
 
@@ -103,9 +121,14 @@ class HistoryRecorder:
             if kind in ("bucket", "collection"):
                 stored = self.store.get(path[:depth], kind, object_id)
                 acls.append(stored.acl if stored else {})
-        return sorted({principal for found in acls
-                       for permission in ("read", "write")
-                       for principal in found.get(permission, ())})
+        return sorted(
+            {
+                principal
+                for found in acls
+                for permission in ("read", "write")
+                for principal in found.get(permission, ())
+            }
+        )
 
     def _append(self, bucket_id, entry, readers, kind, userid):
         history = self.store.list((("bucket", bucket_id),), "history")
@@ -123,14 +146,17 @@ class HistoryRecorder:
     def _trim(self, history, writer, kind, userid):
         """Keep the newest ``trim_max`` entries of this kind (and of this user when
         trimming by user), once the excess passes the threshold (Kinto's rule)."""
+
         def same(entry):
             return entry.get("resource_name") == kind and (
-                not self.trim_user_ids or entry.get("user_id") == userid)
+                not self.trim_user_ids or entry.get("user_id") == userid
+            )
+
         entries = [stored.data for stored in history.objects().values() if same(stored.data)]
         if len(entries) <= self.trim_max + self.trim_threshold:
             return
         entries.sort(key=lambda entry: entry["last_modified"], reverse=True)
-        for old in entries[self.trim_max:]:
+        for old in entries[self.trim_max :]:
             writer.delete(old["id"])
 
 
@@ -154,17 +180,27 @@ def history_entry(action, kind, uri, path, userid, data, object_acl):
 
 # -- the HTTP side --------------------------------------------------------------
 
+
 def ids_as_strings(parsed):
     """Kinto's history compares integer-looking id filters as strings."""
-    filters = [replace(flt, value=str(flt.value))
-               if flt.field in STRING_ID_FIELDS and isinstance(flt.value, int) else flt
-               for flt in parsed.filters]
+    filters = [
+        replace(flt, value=str(flt.value))
+        if flt.field in STRING_ID_FIELDS and isinstance(flt.value, int)
+        else flt
+        for flt in parsed.filters
+    ]
     return replace(parsed, filters=filters)
 
 
-HISTORY = Kind("history", generate_id=ids.generate_uuid,
-               plural_methods=("HEAD", "GET", "DELETE"), object_methods=(),
-               query_fields=ENTRY_FIELDS, adjust_query=ids_as_strings, count_headers=False)
+HISTORY = Kind(
+    "history",
+    generate_id=ids.generate_uuid,
+    plural_methods=("HEAD", "GET", "DELETE"),
+    object_methods=(),
+    query_fields=ENTRY_FIELDS,
+    adjust_query=ids_as_strings,
+    count_headers=False,
+)
 
 
 def add_routes(service):
@@ -178,13 +214,24 @@ def add_routes(service):
         if state.method not in ("GET", "HEAD"):
             raise errors.method_not_allowed(["GET", "HEAD", "OPTIONS"])
         req.check_accept(state.environ.get("HTTP_ACCEPT"))
-        return errors.json_response(200, {"data": collection_snapshot(
-            state, bucket, collection_id, parse_snapshot_timestamp(timestamp))})
+        return errors.json_response(
+            200,
+            {
+                "data": collection_snapshot(
+                    state, bucket, collection_id, parse_snapshot_timestamp(timestamp)
+                )
+            },
+        )
 
-    service.add_route("/v1/buckets/<bucket>/history", "ANY", history,
-                      preflight="GET,HEAD,DELETE,OPTIONS")
-    service.add_route("/v1/buckets/<bucket>/snapshot/collections/<spec>", "ANY", snapshot,
-                      preflight="GET,HEAD,OPTIONS")
+    service.add_route(
+        "/v1/buckets/<bucket>/history", "ANY", history, preflight="GET,HEAD,DELETE,OPTIONS"
+    )
+    service.add_route(
+        "/v1/buckets/<bucket>/snapshot/collections/<spec>",
+        "ANY",
+        snapshot,
+        preflight="GET,HEAD,OPTIONS",
+    )
 
 
 def parse_snapshot_timestamp(text):
@@ -206,22 +253,31 @@ def collection_snapshot(state, bucket_id, collection_id, timestamp):
             raise errors.parent_not_found(kind, object_id)
     store = state.store
     bucket_path = (("bucket", bucket_id),)
-    acls = [stored.acl for stored in (store.get((), "bucket", bucket_id),
-                                      store.get(bucket_path, "collection", collection_id))
-            if stored is not None]
-    if not any(set(state.principals) & set(found.get(permission, ()))
-               for found in acls for permission in ("read", "write")):
+    acls = [
+        stored.acl
+        for stored in (
+            store.get((), "bucket", bucket_id),
+            store.get(bucket_path, "collection", collection_id),
+        )
+        if stored is not None
+    ]
+    if not any(
+        set(state.principals) & set(found.get(permission, ()))
+        for found in acls
+        for permission in ("read", "write")
+    ):
         raise state.denied()
     records = store.list((*bucket_path, ("collection", collection_id)), "record")
     live = records.objects()
-    result = [stored.data for stored in live.values()
-              if stored.data["last_modified"] <= timestamp]
-    changed = {object_id for object_id, stored in live.items()
-               if stored.data["last_modified"] > timestamp}
+    result = [stored.data for stored in live.values() if stored.data["last_modified"] <= timestamp]
+    changed = {
+        object_id for object_id, stored in live.items() if stored.data["last_modified"] > timestamp
+    }
     changed |= {object_id for object_id, ts in records.tombstones().items() if ts > timestamp}
     if changed:
-        result += _versions_at(store.list(bucket_path, "history"), collection_id, changed,
-                               timestamp)
+        result += _versions_at(
+            store.list(bucket_path, "history"), collection_id, changed, timestamp
+        )
     return query.sort_objects(result, [("last_modified", -1)])
 
 
@@ -231,9 +287,12 @@ def _versions_at(history, collection_id, record_ids, timestamp):
     for stored in history.objects().values():
         entry = stored.data
         target = entry.get("target", {}).get("data", {})
-        if (entry.get("resource_name") == "record" and entry.get("collection_id") == collection_id
-                and entry.get("record_id") in record_ids
-                and _at_or_before(target.get("last_modified"), timestamp)):
+        if (
+            entry.get("resource_name") == "record"
+            and entry.get("collection_id") == collection_id
+            and entry.get("record_id") in record_ids
+            and _at_or_before(target.get("last_modified"), timestamp)
+        ):
             current = latest.get(entry["record_id"])
             if current is None or entry["last_modified"] > current["last_modified"]:
                 latest[entry["record_id"]] = entry

@@ -17,6 +17,7 @@ The ``access_log`` setting: ``"-"`` writes to stderr (the default), ``""``
 turns the log off, anything else is a file appended to, reopened when
 logrotate moves it away.
 """
+
 import json
 import logging
 import logging.handlers
@@ -87,21 +88,29 @@ class AccessLog:
         except BaseException:
             self._write(environ, 500, started, 0, noted)
             raise
-        return _LoggedBody(body, lambda sent: self._write(
-            environ, status[0] if status else 500, started, sent, noted))
+        return _LoggedBody(
+            body,
+            lambda sent: self._write(environ, status[0] if status else 500, started, sent, noted),
+        )
 
     def _write(self, environ, status, started, sent, noted):
-        self.logger.info(json.dumps({
-            "time": datetime.now(UTC).isoformat(timespec="milliseconds")
-                            .replace("+00:00", "Z"),
-            "method": environ.get("REQUEST_METHOD", ""),
-            "path": _path_of(environ),
-            "status": status,
-            "duration_ms": round((time.monotonic() - started) * 1000, 1),
-            "bytes": sent,
-            "user": shorten_userid(noted.get("userid")),
-            "remote": environ.get("REMOTE_ADDR"),
-        }, ensure_ascii=False))
+        self.logger.info(
+            json.dumps(
+                {
+                    "time": datetime.now(UTC)
+                    .isoformat(timespec="milliseconds")
+                    .replace("+00:00", "Z"),
+                    "method": environ.get("REQUEST_METHOD", ""),
+                    "path": _path_of(environ),
+                    "status": status,
+                    "duration_ms": round((time.monotonic() - started) * 1000, 1),
+                    "bytes": sent,
+                    "user": shorten_userid(noted.get("userid")),
+                    "remote": environ.get("REMOTE_ADDR"),
+                },
+                ensure_ascii=False,
+            )
+        )
 
 
 def _path_of(environ):

@@ -8,6 +8,7 @@ Layers, outermost first:
 * the bottle app — routes to :class:`~kintofs.web.resource.ResourceView`
   and the utility views, and turns unexpected errors into Kinto JSON.
 """
+
 import json
 import logging
 import re
@@ -33,9 +34,21 @@ logger = logging.getLogger("kintofs")
 
 API_VERSION = "1.23"
 
-EXPOSED_HEADERS = ("Backoff", "Retry-After", "Alert", "Content-Length", "Content-Type", "ETag",
-                   "Last-Modified", "Next-Page", "Total-Objects", "Total-Records",
-                   "Cache-Control", "Expires", "Pragma")
+EXPOSED_HEADERS = (
+    "Backoff",
+    "Retry-After",
+    "Alert",
+    "Content-Length",
+    "Content-Type",
+    "ETag",
+    "Last-Modified",
+    "Next-Page",
+    "Total-Objects",
+    "Total-Records",
+    "Cache-Control",
+    "Expires",
+    "Pragma",
+)
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; ",
@@ -59,7 +72,7 @@ class Service:
         self.memberships = MembershipIndex(store)
         self.feed = ChangeFeed()  # every change the API makes (feed.py)
         self.feed.subscribe(self._track_memberships, IN_COMMIT)
-        self.validators = []         # callables(state, kind, parent, data, object_id=None)
+        self.validators = []  # callables(state, kind, parent, data, object_id=None)
         # A read-only server may sit on a read-only disk: it only needs to read.
         self.storage_check = store.readable if settings["readonly"] else store.healthy
         self.heartbeat_checks = {"storage": self.storage_check}
@@ -101,8 +114,10 @@ class Service:
         """Serve ``path`` (a bottle pattern such as ``/v1/buckets/<bucket>/history``)
         for ``methods`` (a list, or "ANY") with ``view(state, **ids)``; ``preflight``
         is the ``Allow`` list a CORS preflight of the path announces."""
+
         def callback(**ids):
             return view(RequestState(self, bottle.request.environ), **ids)
+
         self.app.route(path, methods, callback)
         if preflight:
             pattern = re.sub(r"<[^>:]+:path>", ".+", re.sub(r"<[^>:]+>", "[^/]+", path))
@@ -116,8 +131,11 @@ class Service:
     # -- for the web layer --------------------------------------------------
 
     def policies(self):
-        return [self.auth_policies[name] for name in self.settings["auth_policies"]
-                if name in self.auth_policies]
+        return [
+            self.auth_policies[name]
+            for name in self.settings["auth_policies"]
+            if name in self.auth_policies
+        ]
 
     def groups_of(self, userid):
         """Group URIs whose members include ``userid`` (acl.MembershipIndex)."""
@@ -138,8 +156,10 @@ class RequestState:
         self.method = environ["REQUEST_METHOD"].upper()
         self.extras = {}  # what plugins keep for the rest of the request ("plugin.name" keys)
         self._stored = {}  # path -> stored object or None: see stored()
-        self.query_params = [(name.strip(), value) for name, value in
-                             parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)]
+        self.query_params = [
+            (name.strip(), value)
+            for name, value in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        ]
         ratelimit.refuse_if_blocked(service, environ)
         self.userid = authenticate(environ, service.policies())
         note_userid(environ, self.userid)  # for the access log
@@ -164,7 +184,9 @@ class RequestState:
 
     def denied(self):
         if self.userid is None:
-            realms = sum(1 for name in self.settings["auth_policies"] if name in ("basicauth", "account"))
+            realms = sum(
+                1 for name in self.settings["auth_policies"] if name in ("basicauth", "account")
+            )
             return errors.unauthorized(realms)
         return errors.forbidden()
 
@@ -175,28 +197,36 @@ class RequestState:
 
     def json_patch(self, body, existing, permission_names, principals):
         from .jsonpatch import apply_json_patch
+
         return apply_json_patch(body, existing, permission_names, principals)
 
     def base_url(self):
         return base_url(self.environ, self.settings)
 
     def to_deprecation_alert(self):
-        return json.dumps({
-            "code": "soft-eol",
-            "message": "_to is now deprecated, you should use _before instead",
-            "url": "https://kinto.readthedocs.io/en/2.4.0/api/resource.html"
-                   "#list-of-available-url-parameters",
-        }, separators=(",", ":"))
+        return json.dumps(
+            {
+                "code": "soft-eol",
+                "message": "_to is now deprecated, you should use _before instead",
+                "url": "https://kinto.readthedocs.io/en/2.4.0/api/resource.html"
+                "#list-of-available-url-parameters",
+            },
+            separators=(",", ":"),
+        )
 
 
 def base_url(environ, settings):
     scheme = settings.get("http_scheme") or environ.get("wsgi.url_scheme", "http")
-    host = settings.get("http_host") or environ.get("HTTP_HOST") or (
-        f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}")
+    host = (
+        settings.get("http_host")
+        or environ.get("HTTP_HOST")
+        or (f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}")
+    )
     return f"{scheme}://{host}"
 
 
 # -- bottle app --------------------------------------------------------------
+
 
 def create_app(service):
     """The WSGI application for ``service`` (plugins already set up)."""
@@ -212,6 +242,7 @@ def create_app(service):
             if plural:
                 return resource.plural(current.method)
             return resource.object(current.method, ids[kind])
+
         app.route(path, "ANY", view)
 
     resource_route("/v1/buckets", "bucket", (), True)
@@ -219,18 +250,30 @@ def create_app(service):
     resource_route("/v1/buckets/<bucket>/groups", "group", ("bucket",), True)
     resource_route("/v1/buckets/<bucket>/groups/<group>", "group", ("bucket",), False)
     resource_route("/v1/buckets/<bucket>/collections", "collection", ("bucket",), True)
-    resource_route("/v1/buckets/<bucket>/collections/<collection>", "collection",
-                   ("bucket",), False)
-    resource_route("/v1/buckets/<bucket>/collections/<collection>/records", "record",
-                   ("bucket", "collection"), True)
-    resource_route("/v1/buckets/<bucket>/collections/<collection>/records/<record>", "record",
-                   ("bucket", "collection"), False)
+    resource_route(
+        "/v1/buckets/<bucket>/collections/<collection>", "collection", ("bucket",), False
+    )
+    resource_route(
+        "/v1/buckets/<bucket>/collections/<collection>/records",
+        "record",
+        ("bucket", "collection"),
+        True,
+    )
+    resource_route(
+        "/v1/buckets/<bucket>/collections/<collection>/records/<record>",
+        "record",
+        ("bucket", "collection"),
+        False,
+    )
 
     from . import utility
+
     utility.add_routes(service, state)
     from . import permissions
+
     permissions.add_routes(service)
     from .batch import add_batch_route
+
     add_batch_route(service)
 
     app.default_error_handler = _unrouted
@@ -271,9 +314,11 @@ def _kinto_errors(service):
                 logger.warning("storage busy", exc_info=True)
                 return errors.service_unavailable(retry_after)
             except Exception:
-                logger.exception("unexpected error on %s %s", bottle.request.method,
-                                 bottle.request.path)
+                logger.exception(
+                    "unexpected error on %s %s", bottle.request.method, bottle.request.path
+                )
                 return errors.internal_error()
+
         return wrapper
 
     return decorator
@@ -304,9 +349,11 @@ def refused_origin(environ, settings):
 
 _OTHER_VERSION = re.compile(r"^/v\d+(/|$)")
 _OBJECT_PATH = re.compile(
-    r"^/v1/(accounts/[^/]+|buckets/[^/]+((/groups|/collections)/[^/]+(/records/[^/]+)?)?)$")
+    r"^/v1/(accounts/[^/]+|buckets/[^/]+((/groups|/collections)/[^/]+(/records/[^/]+)?)?)$"
+)
 _PLURAL_PATH = re.compile(
-    r"^/v1/(accounts|buckets(/[^/]+/(groups|collections)(/[^/]+/records)?)?)$")
+    r"^/v1/(accounts|buckets(/[^/]+/(groups|collections)(/[^/]+/records)?)?)$"
+)
 
 
 class EdgeMiddleware:
@@ -329,11 +376,14 @@ class EdgeMiddleware:
         except Exception:
             # Last resort for a bug outside any view: Kinto JSON, never
             # cheroot's bare 500 or a traceback.
-            logger.exception("unexpected error on %s %s", environ.get("REQUEST_METHOD"),
-                             environ.get("PATH_INFO"))
+            logger.exception(
+                "unexpected error on %s %s", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+            )
             error_info = sys.exc_info()
-            return self._send(errors.internal_error(),
-                              lambda status, headers: start_with_headers(status, headers, error_info))
+            return self._send(
+                errors.internal_error(),
+                lambda status, headers: start_with_headers(status, headers, error_info),
+            )
 
     def _early_response(self, environ):
         path = environ.get("PATH_INFO", "") or "/"
@@ -345,8 +395,10 @@ class EdgeMiddleware:
         if not (path == "/v1" or path.startswith("/v1/")):
             if _OTHER_VERSION.match(path):
                 return errors.http_error(
-                    404, errors.VERSION_NOT_AVAILABLE,
-                    message="The requested API version is not available on this server.")
+                    404,
+                    errors.VERSION_NOT_AVAILABLE,
+                    message="The requested API version is not available on this server.",
+                )
             if self.settings["version_prefix_redirect_enabled"]:
                 return self._redirect(environ, "/v1" + path, cache=False)
             return errors.unknown_url()
@@ -369,19 +421,27 @@ class EdgeMiddleware:
         return bottle.HTTPResponse(f"307 Temporary Redirect: {location}", 307, headers)
 
     def _preflight(self, environ, path):
-        missing = [name for name, key in (("Origin", "HTTP_ORIGIN"),
-                                          ("Access-Control-Request-Method",
-                                           "HTTP_ACCESS_CONTROL_REQUEST_METHOD"))
-                   if not environ.get(key)]
+        missing = [
+            name
+            for name, key in (
+                ("Origin", "HTTP_ORIGIN"),
+                ("Access-Control-Request-Method", "HTTP_ACCESS_CONTROL_REQUEST_METHOD"),
+            )
+            if not environ.get(key)
+        ]
         if missing:
-            return errors.invalid([{"location": "header", "name": name,
-                                    "description": "this header is mandatory"}
-                                   for name in missing])
+            return errors.invalid(
+                [
+                    {"location": "header", "name": name, "description": "this header is mandatory"}
+                    for name in missing
+                ]
+            )
         refused = refused_origin(environ, self.settings)
         if refused is not None:
             return refused
-        from_plugins = [allowed for pattern, allowed in self.preflight_methods
-                        if pattern.match(path)]
+        from_plugins = [
+            allowed for pattern, allowed in self.preflight_methods if pattern.match(path)
+        ]
         if from_plugins:
             methods = from_plugins[0]
         elif _PLURAL_PATH.match(path):
@@ -393,17 +453,23 @@ class EdgeMiddleware:
         if self.settings["readonly"]:
             methods = ",".join(m for m in methods.split(",") if m in ("GET", "HEAD", "OPTIONS"))
         if environ["HTTP_ACCESS_CONTROL_REQUEST_METHOD"].upper() not in methods.split(","):
-            return errors.invalid_param("header", "Access-Control-Request-Method",
-                                        "Method not allowed")
+            return errors.invalid_param(
+                "header", "Access-Control-Request-Method", "Method not allowed"
+            )
         requested = environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS", "")
         allow_headers = list(EXPOSED_HEADERS) + [
-            h.strip() for h in requested.split(",") if h.strip()]
-        return bottle.HTTPResponse("null", 200, {
-            "Content-Type": "application/json",
-            "Access-Control-Allow-Methods": methods,
-            "Access-Control-Allow-Headers": ", ".join(dict.fromkeys(allow_headers)),
-            "Access-Control-Max-Age": str(self.settings["cors_max_age_seconds"]),
-        })
+            h.strip() for h in requested.split(",") if h.strip()
+        ]
+        return bottle.HTTPResponse(
+            "null",
+            200,
+            {
+                "Content-Type": "application/json",
+                "Access-Control-Allow-Methods": methods,
+                "Access-Control-Allow-Headers": ", ".join(dict.fromkeys(allow_headers)),
+                "Access-Control-Max-Age": str(self.settings["cors_max_age_seconds"]),
+            },
+        )
 
     def _with_common_headers(self, environ, headers):
         # Bottle title-cases names ("Etag"); send them as Kinto spells them,

@@ -4,6 +4,7 @@ A policy is a callable ``(username, password) -> user id or None``; the first
 that answers wins (Kinto's multiauth).  Bad or unknown credentials are not an
 error: the request is simply anonymous.
 """
+
 import base64
 import binascii
 import hashlib

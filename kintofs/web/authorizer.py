@@ -5,6 +5,7 @@ The ancestors' ACLs come from the request's own lookup
 (:meth:`RequestState.stored`), so a request reads each of them once however
 many checks it makes.
 """
+
 from .. import acl
 
 
@@ -18,7 +19,7 @@ class Authorizer:
         """ACLs along the path: {kind: acl} for the ancestors and the object."""
         acls = {}
         for depth, (parent_kind, _) in enumerate(self.parent):
-            stored = self.state.stored(self.parent[:depth + 1])
+            stored = self.state.stored(self.parent[: depth + 1])
             acls[parent_kind] = stored.acl if stored else {}
         if own_acl is not None:
             acls[self.kind] = own_acl
@@ -26,14 +27,16 @@ class Authorizer:
 
     def settings_allow(self, operation):
         """Do ``<kind>_<perm>_principals`` settings grant ``operation`` (acl.rules)?"""
-        granted = acl.settings_principals(self.state.settings, self.kind, operation,
-                                          top_level=not self.parent)
+        granted = acl.settings_principals(
+            self.state.settings, self.kind, operation, top_level=not self.parent
+        )
         return bool(granted & set(self.state.principals))
 
     def allowed(self, permission, own_acl):
         """May the caller use ``permission`` on an object whose ACL is ``own_acl``?"""
         return self.settings_allow(permission) or acl.allowed(
-            self.state.principals, self.kind, permission, self.path_acls(own_acl))
+            self.state.principals, self.kind, permission, self.path_acls(own_acl)
+        )
 
     def require(self, permission, own_acl):
         """Raise the caller's denial (401 or 403) unless :meth:`allowed`."""
@@ -47,8 +50,9 @@ class Authorizer:
         if not self.parent:
             return False
         parent_kind = self.parent[-1][0]
-        return acl.allowed(self.state.principals, parent_kind, f"{self.kind}:create",
-                           self.path_acls())
+        return acl.allowed(
+            self.state.principals, parent_kind, f"{self.kind}:create", self.path_acls()
+        )
 
     def require_create(self):
         if not self.create_allowed():
@@ -74,8 +78,11 @@ class Authorizer:
         if self.list_allowed(permission):
             return None
         principals = self.state.principals
-        own = {object_id for object_id, stored in objects().items()
-               if acl.grants_by_own_acl(principals, self.kind, permission, stored.acl)}
+        own = {
+            object_id
+            for object_id, stored in objects().items()
+            if acl.grants_by_own_acl(principals, self.kind, permission, stored.acl)
+        }
         if own or self.create_allowed():
             return own
         raise self.state.denied()

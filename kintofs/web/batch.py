@@ -3,13 +3,15 @@
 Each sub-request runs through the whole WSGI stack (edge rules, auth,
 routing) exactly like a standalone request, one after the other.
 """
+
 import io
 import json
 from urllib.parse import unquote, urlsplit
 
 import bottle
 
-from . import errors, request as req
+from . import errors
+from . import request as req
 from .accesslog import REQUEST_LOG_KEY
 
 METHODS = ("GET", "HEAD", "DELETE", "TRACE", "POST", "PUT", "PATCH")
@@ -31,8 +33,9 @@ def add_batch_route(service):
             raise _fail("requests", RECURSIVE)
         settings = service.settings
         req.content_type_of(outer.get("CONTENT_TYPE"), ("application/json",))
-        body = req.parse_json(req.read_body(outer, settings["max_request_body_bytes"]),
-                              settings["max_json_depth"])
+        body = req.parse_json(
+            req.read_body(outer, settings["max_request_body_bytes"]), settings["max_json_depth"]
+        )
         requests = parse_batch(body, settings["batch_max_requests"])
         responses = []
         try:
@@ -166,21 +169,26 @@ def run_subrequest(wsgi, outer, sub):
 
 
 def _sub_environ(outer, method, path, query, headers, body):
-    environ = {key: value for key, value in outer.items()
-               if key.startswith(("HTTP_", "wsgi.", "SERVER_", "REMOTE_"))}
+    environ = {
+        key: value
+        for key, value in outer.items()
+        if key.startswith(("HTTP_", "wsgi.", "SERVER_", "REMOTE_"))
+    }
     environ.pop("HTTP_CONTENT_LENGTH", None)
     if REQUEST_LOG_KEY in outer:  # the access log names the batch's user
         environ[REQUEST_LOG_KEY] = outer[REQUEST_LOG_KEY]
     environ[SUBREQUEST_KEY] = True  # no header can set it: theirs all start with HTTP_
-    environ.update({
-        "REQUEST_METHOD": method,
-        "SCRIPT_NAME": "",
-        "PATH_INFO": unquote(path).encode("utf-8").decode("latin-1"),  # WSGI's str-of-bytes
-        "QUERY_STRING": query,
-        "CONTENT_LENGTH": str(len(body)),
-        "CONTENT_TYPE": "application/json; charset=utf-8" if body else "",
-        "wsgi.input": io.BytesIO(body),
-    })
+    environ.update(
+        {
+            "REQUEST_METHOD": method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": unquote(path).encode("utf-8").decode("latin-1"),  # WSGI's str-of-bytes
+            "QUERY_STRING": query,
+            "CONTENT_LENGTH": str(len(body)),
+            "CONTENT_TYPE": "application/json; charset=utf-8" if body else "",
+            "wsgi.input": io.BytesIO(body),
+        }
+    )
     for name, value in headers.items():
         key = name.upper().replace("-", "_")
         if key == "CONTENT_TYPE":

@@ -2,15 +2,26 @@
 
 Views raise these; bottle turns a raised HTTPResponse into the reply.
 """
+
 import json
 
 from bottle import HTTPResponse
 
 REASONS = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 406: "Not Acceptable", 409: "Conflict",
-    411: "Length Required", 412: "Precondition Failed", 413: "Request Entity Too Large",
-    415: "Unsupported Media Type", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    409: "Conflict",
+    411: "Length Required",
+    412: "Precondition Failed",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
     507: "Insufficient Storage",
 }
 
@@ -49,8 +60,13 @@ def http_error(status, errno, *, message=None, details=None, error=None, headers
 def invalid(details, status=400):
     """A validation error (errno 107) from ``[{location, name, description}]``."""
     details = sorted(details, key=lambda d: (d["name"] is not None, str(d["name"] or "")))
-    return http_error(status, INVALID_PARAMETERS, error="Invalid parameters",
-                      message=_message_of(details[0]), details=details)
+    return http_error(
+        status,
+        INVALID_PARAMETERS,
+        error="Invalid parameters",
+        message=_message_of(details[0]),
+        details=details,
+    )
 
 
 def invalid_param(location, name, description, status=400):
@@ -72,8 +88,9 @@ def invalid_object_id():
 
 
 def unauthorized(realms=1):
-    response = http_error(401, MISSING_AUTH_TOKEN,
-                          message="Please authenticate yourself to use this endpoint.")
+    response = http_error(
+        401, MISSING_AUTH_TOKEN, message="Please authenticate yourself to use this endpoint."
+    )
     # One challenge per Basic-based auth policy, as Kinto sends.
     for _ in range(realms):
         response.add_header("WWW-Authenticate", 'Basic realm="Realm"')
@@ -93,46 +110,70 @@ def parent_not_found(kind, object_id):
 
 
 def unknown_url():
-    return http_error(404, MISSING_RESOURCE,
-                      message="The resource you are looking for could not be found.")
+    return http_error(
+        404, MISSING_RESOURCE, message="The resource you are looking for could not be found."
+    )
 
 
 def method_not_allowed(allow):
-    return http_error(405, METHOD_NOT_ALLOWED, message="Method not allowed on this endpoint.",
-                      headers={"Allow": ", ".join(allow)} if allow else None)
+    return http_error(
+        405,
+        METHOD_NOT_ALLOWED,
+        message="Method not allowed on this endpoint.",
+        headers={"Allow": ", ".join(allow)} if allow else None,
+    )
 
 
 def precondition_failed(existing=None, headers=None):
     details = {"existing": existing} if existing is not None else None
-    return http_error(412, MODIFIED_MEANWHILE, message="Resource was modified meanwhile",
-                      details=details, headers=headers)
+    return http_error(
+        412,
+        MODIFIED_MEANWHILE,
+        message="Resource was modified meanwhile",
+        details=details,
+        headers=headers,
+    )
 
 
 def too_large(limit):
-    return http_error(413, REQUEST_TOO_LARGE,
-                      message=f"Request body is larger than {limit} bytes.")
+    return http_error(413, REQUEST_TOO_LARGE, message=f"Request body is larger than {limit} bytes.")
 
 
 def too_many_requests(retry_after):
-    return http_error(429, TOO_MANY_REQUESTS, headers={"Retry-After": str(retry_after)},
-                      message="Too many failed logins from this address, retry later.")
+    return http_error(
+        429,
+        TOO_MANY_REQUESTS,
+        headers={"Retry-After": str(retry_after)},
+        message="Too many failed logins from this address, retry later.",
+    )
 
 
 def service_unavailable(retry_after, message=None):
     return http_error(
-        503, BACKEND, headers={"Retry-After": str(retry_after)},
-        message=message or "Service temporary unavailable due to overloading or maintenance, "
-                           "please retry later.")
+        503,
+        BACKEND,
+        headers={"Retry-After": str(retry_after)},
+        message=message
+        or "Service temporary unavailable due to overloading or maintenance, please retry later.",
+    )
 
 
 def insufficient_storage(retry_after):
-    return http_error(507, BACKEND, headers={"Retry-After": str(retry_after)},
-                      message="The server's disk refused the write; nothing was changed. "
-                              "Retry once space is freed.")
+    return http_error(
+        507,
+        BACKEND,
+        headers={"Retry-After": str(retry_after)},
+        message="The server's disk refused the write; nothing was changed. "
+        "Retry once space is freed.",
+    )
 
 
 def internal_error(info="https://github.com/Kinto/kinto/issues/"):
-    body = {"code": 500, "errno": UNDEFINED, "error": "Internal Server Error",
-            "message": "A programmatic error occurred, developers have been informed.",
-            "info": info}
+    body = {
+        "code": 500,
+        "errno": UNDEFINED,
+        "error": "Internal Server Error",
+        "message": "A programmatic error occurred, developers have been informed.",
+        "info": info,
+    }
     return json_response(500, body)

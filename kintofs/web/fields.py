@@ -1,4 +1,5 @@
 """Validation of the fields Kinto gives a meaning to (protocol 2.1 and 15)."""
+
 import jsonschema
 
 from ..kinds import KINDS
@@ -22,8 +23,11 @@ def check_schema(name, schema):
     """Kinto's checks of a schema field: a mapping, valid against Draft 7."""
     if not isinstance(schema, dict):
         # Kinto's words (colander's), with Python's spelling of the value.
-        raise invalid_param("body", name, f'"{schema}" is not a mapping type: '
-                                          "Does not implement dict-like functionality.")
+        raise invalid_param(
+            "body",
+            name,
+            f'"{schema}" is not a mapping type: Does not implement dict-like functionality.',
+        )
     try:
         jsonschema.Draft7Validator.check_schema(schema)
     except jsonschema.SchemaError as error:
@@ -39,5 +43,6 @@ def check_members(members):
         if not isinstance(member, str):
             raise invalid_param("body", f"data.members.{index}", f"{member!r} is not a string")
         if member == "system.Everyone" or member.startswith("/buckets/"):
-            raise invalid_param("body", f"data.members.{index}",
-                                f"'{member}' is not a valid user ID.")
+            raise invalid_param(
+                "body", f"data.members.{index}", f"'{member}' is not a valid user ID."
+            )

@@ -20,6 +20,8 @@ The gate only frames requests (where the head ends, how long the body is);
 cheroot still parses them, from the replayed bytes.  Where the gate refuses
 a request it answers with Kinto's JSON error and closes the connection.
 """
+
+import _pyio  # what cheroot's socket files are built on
 import io
 import json
 import logging
@@ -31,7 +33,6 @@ import threading
 import time
 from collections import deque
 
-import _pyio  # what cheroot's socket files are built on
 from cheroot import wsgi
 from cheroot.makefile import StreamReader
 
@@ -40,12 +41,12 @@ from .app import SECURITY_HEADERS
 
 logger = logging.getLogger(__name__)
 
-MAX_REQUEST_LINE_BYTES = 8 * 1024   # longer: 414
-MAX_HEADER_BYTES = 64 * 1024        # all header lines together, longer: 431
-MAX_CHUNK_LINE_BYTES = 4 * 1024     # a chunk-size line with its extensions
-SPOOL_IN_MEMORY_BYTES = 64 * 1024   # a body beyond this waits in a temp file
+MAX_REQUEST_LINE_BYTES = 8 * 1024  # longer: 414
+MAX_HEADER_BYTES = 64 * 1024  # all header lines together, longer: 431
+MAX_CHUNK_LINE_BYTES = 4 * 1024  # a chunk-size line with its extensions
+SPOOL_IN_MEMORY_BYTES = 64 * 1024  # a body beyond this waits in a temp file
 RECV_BYTES = 64 * 1024
-SWEEP_SECONDS = 0.25                # how often deadlines are checked
+SWEEP_SECONDS = 0.25  # how often deadlines are checked
 
 CRLF = b"\r\n"
 HTTP_VERSION = re.compile(rb"HTTP/(\d)\.(\d)")
@@ -62,9 +63,12 @@ class Limits:
 
     @classmethod
     def from_settings(cls, settings, max_body_bytes):
-        return cls(settings["request_header_timeout_seconds"],
-                   settings["request_body_timeout_seconds"],
-                   settings["request_body_min_rate_bytes"], max_body_bytes)
+        return cls(
+            settings["request_header_timeout_seconds"],
+            settings["request_body_timeout_seconds"],
+            settings["request_body_min_rate_bytes"],
+            max_body_bytes,
+        )
 
 
 class Refused(Exception):
@@ -77,16 +81,26 @@ class Refused(Exception):
 
 def error_bytes(status, errno, message):
     """A complete ``Connection: close`` response carrying Kinto's JSON error."""
-    body = json.dumps({"code": status, "errno": errno, "error": REASONS[status],
-                       "message": message}, separators=(",", ":")).encode()
-    head = [f"HTTP/1.1 {status} {REASONS[status]}", "Content-Type: application/json",
-            f"Content-Length: {len(body)}", "Connection: close"]
+    body = json.dumps(
+        {"code": status, "errno": errno, "error": REASONS[status], "message": message},
+        separators=(",", ":"),
+    ).encode()
+    head = [
+        f"HTTP/1.1 {status} {REASONS[status]}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        "Connection: close",
+    ]
     head += [f"{name}: {value}" for name, value in SECURITY_HEADERS.items()]
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
-REASONS = {**errors.REASONS, 408: "Request Timeout", 414: "Request-URI Too Long",
-           431: "Request Header Fields Too Large"}
+REASONS = {
+    **errors.REASONS,
+    408: "Request Timeout",
+    414: "Request-URI Too Long",
+    431: "Request Header Fields Too Large",
+}
 
 
 # ---------------------------------------------------------------- framing
@@ -106,14 +120,14 @@ class Framing:
         self.head = None
         self.complete = False
         self.expects_continue = False
-        self.body_received = 0   # bytes of the body as sent (chunk framing included)
+        self.body_received = 0  # bytes of the body as sent (chunk framing included)
         self._pending = bytearray()  # the head so far, then a partial chunk line
-        self._scanned = 0        # bytes of the head checked for bare LFs
-        self._line_end = None    # where the request line ends, once seen
-        self._remaining = 0      # body bytes still to come (length) or of this chunk
-        self._state = "head"     # head, length, size, data, data-crlf, trailer
+        self._scanned = 0  # bytes of the head checked for bare LFs
+        self._line_end = None  # where the request line ends, once seen
+        self._remaining = 0  # body bytes still to come (length) or of this chunk
+        self._state = "head"  # head, length, size, data, data-crlf, trailer
         self._chunked_total = 0
-        self.trailer_bytes = 0   # trailer lines, which cheroot would leave unread
+        self.trailer_bytes = 0  # trailer lines, which cheroot would leave unread
 
     def feed(self, data):
         if self._state == "head":
@@ -133,15 +147,22 @@ class Framing:
         self._scan_line_ends(pending, len(pending) if end < 0 else end + 4)
         if end < 0:
             line_end = self._line_end
-            if (line_end is None and len(pending) > MAX_REQUEST_LINE_BYTES + 1) or \
-                    (line_end is not None and line_end > MAX_REQUEST_LINE_BYTES):
-                raise Refused(414, errors.REQUEST_TOO_LARGE,
-                              f"The request line is longer than {MAX_REQUEST_LINE_BYTES} bytes.")
+            if (line_end is None and len(pending) > MAX_REQUEST_LINE_BYTES + 1) or (
+                line_end is not None and line_end > MAX_REQUEST_LINE_BYTES
+            ):
+                raise Refused(
+                    414,
+                    errors.REQUEST_TOO_LARGE,
+                    f"The request line is longer than {MAX_REQUEST_LINE_BYTES} bytes.",
+                )
             if line_end is not None and len(pending) - line_end - 2 > MAX_HEADER_BYTES:
-                raise Refused(431, errors.REQUEST_TOO_LARGE,
-                              f"The request headers are larger than {MAX_HEADER_BYTES} bytes.")
+                raise Refused(
+                    431,
+                    errors.REQUEST_TOO_LARGE,
+                    f"The request headers are larger than {MAX_HEADER_BYTES} bytes.",
+                )
             return len(data)
-        head = bytes(pending[:end + 2])
+        head = bytes(pending[: end + 2])
         rest = len(pending) - (end + 4)  # bytes of data beyond the head
         used = len(data) - rest
         self._pending = bytearray()
@@ -170,12 +191,18 @@ class Framing:
     def _parse_head(self, head):
         line_end = head.find(CRLF)
         if line_end > MAX_REQUEST_LINE_BYTES:
-            raise Refused(414, errors.REQUEST_TOO_LARGE,
-                          f"The request line is longer than {MAX_REQUEST_LINE_BYTES} bytes.")
+            raise Refused(
+                414,
+                errors.REQUEST_TOO_LARGE,
+                f"The request line is longer than {MAX_REQUEST_LINE_BYTES} bytes.",
+            )
         if len(head) - line_end > MAX_HEADER_BYTES:
-            raise Refused(431, errors.REQUEST_TOO_LARGE,
-                          f"The request headers are larger than {MAX_HEADER_BYTES} bytes.")
-        request_line, lines = head[:line_end], head[line_end + 2:-2].split(CRLF)
+            raise Refused(
+                431,
+                errors.REQUEST_TOO_LARGE,
+                f"The request headers are larger than {MAX_HEADER_BYTES} bytes.",
+            )
+        request_line, lines = head[:line_end], head[line_end + 2 : -2].split(CRLF)
         version = HTTP_VERSION.fullmatch(request_line.rpartition(b" ")[2])
         # cheroot answers 1.1 to 1.1 and later, and reads chunked bodies only then.
         chunked_allowed = bool(version) and (int(version[1]), int(version[2])) >= (1, 1)
@@ -269,7 +296,11 @@ class Framing:
                 self.trailer_bytes += len(line)
         else:
             size_text = line[:-2].split(b";", 1)[0].strip()
-            if not size_text or len(size_text) > 16 or not all(c in b"0123456789abcdefABCDEF" for c in size_text):
+            if (
+                not size_text
+                or len(size_text) > 16
+                or not all(c in b"0123456789abcdefABCDEF" for c in size_text)
+            ):
                 raise Refused(400, errors.UNDEFINED, "Bad chunked transfer size.")
             chunk = int(size_text, 16)
             if chunk == 0:
@@ -277,8 +308,11 @@ class Framing:
                 return
             self._chunked_total += chunk
             if self._chunked_total > self.max_body_bytes:
-                raise Refused(413, errors.REQUEST_TOO_LARGE,
-                              f"Request body is larger than {self.max_body_bytes} bytes.")
+                raise Refused(
+                    413,
+                    errors.REQUEST_TOO_LARGE,
+                    f"Request body is larger than {self.max_body_bytes} bytes.",
+                )
             self._state, self._remaining = "data", chunk
 
 
@@ -335,7 +369,7 @@ class _Source:
     def readinto(self, buffer):
         if self._left <= 0:
             return 0
-        view = memoryview(buffer)[:self._left]
+        view = memoryview(buffer)[: self._left]
         count = self._file.readinto(view)
         self._left -= count
         return count
@@ -360,7 +394,7 @@ class ReplayReader(StreamReader):
         return super().has_data() or self.raw.pending()
 
     def take_pending(self):
-        buffered = bytes(self._read_buf[self._read_pos:])
+        buffered = bytes(self._read_buf[self._read_pos :])
         self._read_buf, self._read_pos = b"", 0
         return buffered + self.raw.take_pending()
 
@@ -401,7 +435,7 @@ class _Arrival:
         if body:
             if self.spool is None:
                 self.spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)
-            self.spool.write(data[used - body:used])
+            self.spool.write(data[used - body : used])
             self.spooled += body
         self.extra = data[used:]
         if framing.complete and framing.trailer_bytes:
@@ -517,7 +551,9 @@ class RequestGate:
             data = b""
         if not data:  # the client is done sending (it may still read an answer)
             if arrival.received_any:
-                self._refuse(arrival, 400, errors.UNDEFINED, "The request ended before it was complete.")
+                self._refuse(
+                    arrival, 400, errors.UNDEFINED, "The request ended before it was complete."
+                )
             else:
                 self._drop(arrival)
             return
@@ -541,11 +577,11 @@ class RequestGate:
             if not arrival.received_any:
                 self._drop(arrival)  # an idle connection: nothing to answer
             elif arrival.body_started is None:
-                self._refuse(arrival, 408, errors.UNDEFINED,
-                             "The request headers did not arrive in time.")
+                self._refuse(
+                    arrival, 408, errors.UNDEFINED, "The request headers did not arrive in time."
+                )
             else:
-                self._refuse(arrival, 408, errors.UNDEFINED,
-                             "The request body arrived too slowly.")
+                self._refuse(arrival, 408, errors.UNDEFINED, "The request body arrived too slowly.")
 
     def _release(self, arrival):
         """Give a complete request to a worker, with its bytes ready to read."""
@@ -558,8 +594,10 @@ class RequestGate:
             arrival.discard()
             conn.close()
             return
-        replaced, conn.rfile = conn.rfile, ReplayReader(arrival.sources(), conn.socket,
-                                                        conn.rbufsize)
+        replaced, conn.rfile = (
+            conn.rfile,
+            ReplayReader(arrival.sources(), conn.socket, conn.rbufsize),
+        )
         replaced.close()  # its socket reference, or the socket's close would wait for it
         self.hand_over(conn)
 

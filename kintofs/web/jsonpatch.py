@@ -4,6 +4,7 @@ The document patched is ``{"data": ..., "permissions": {perm: {principal: true}}
 each permission is a set keyed by principal, so ``add`` and ``remove`` on
 ``/permissions/read/<principal>`` need no value.
 """
+
 import copy
 import json
 
@@ -25,8 +26,9 @@ def apply_json_patch(operations, existing, permission_names, principals):
     own = acl.visible_acl(existing.acl, principals) or {}
     document = {
         "data": copy.deepcopy(existing.data),
-        "permissions": {name: {p: True for p in own.get(name, [])}
-                        for name in set(own) | {"read", "write"}},
+        "permissions": {
+            name: {p: True for p in own.get(name, [])} for name in set(own) | {"read", "write"}
+        },
     }
     try:
         for operation in operations:
@@ -35,13 +37,16 @@ def apply_json_patch(operations, existing, permission_names, principals):
         raise errors.invalid_param("body", None, f"JSON Patch operation failed: {error}") from None
     data = document.get("data")
     if not isinstance(data, dict):
-        raise errors.invalid_param("body", None, "JSON Patch operation failed: data is not an object")
+        raise errors.invalid_param(
+            "body", None, "JSON Patch operation failed: data is not an object"
+        )
     permissions = document.get("permissions") or {}
     new_acl = dict(existing.acl)
     for name, members in permissions.items():
         if name not in permission_names:
-            raise errors.invalid_param("body", "permissions",
-                                       f'"{name}" is not one of {", ".join(permission_names)}')
+            raise errors.invalid_param(
+                "body", "permissions", f'"{name}" is not one of {", ".join(permission_names)}'
+            )
         new_acl[name] = list(members) if isinstance(members, (dict, list)) else []
     return data, acl.normalize_acl(new_acl)
 
@@ -49,11 +54,14 @@ def apply_json_patch(operations, existing, permission_names, principals):
 def check_operations(operations):
     for index, operation in enumerate(operations):
         if not isinstance(operation, dict):
-            raise errors.invalid_param("body", str(index), f"{json.dumps(operation)} is not an object")
+            raise errors.invalid_param(
+                "body", str(index), f"{json.dumps(operation)} is not an object"
+            )
         op = operation.get("op")
         if op not in OPERATIONS:
-            raise errors.invalid_param("body", f"{index}.op",
-                                       f'"{op}" is not one of {", ".join(OPERATIONS)}')
+            raise errors.invalid_param(
+                "body", f"{index}.op", f'"{op}" is not one of {", ".join(OPERATIONS)}'
+            )
         path = operation.get("path")
         if not isinstance(path, str) or not path.startswith("/"):
             raise errors.invalid_param("body", f"{index}.path", f'"{path}" is not a valid path')

@@ -5,6 +5,7 @@ its method semantics.  The defaults are the generic behaviour of buckets,
 groups, collections and records; a plugin's kind (accounts) subclasses
 :class:`KindHooks` instead of copying the views.
 """
+
 from ..acl.principals import EVERYONE
 
 

@@ -6,6 +6,7 @@ form field).  The reader never reads more than the request's
 ``Content-Length``, or ``max_body + 1`` bytes of a chunked body, so a client
 cannot make it read, keep or write without limit.
 """
+
 import email.message
 import re
 
@@ -101,7 +102,7 @@ class _Reader:
             found = self.buffer.find(marker)
             if found >= 0:
                 write(self.buffer[:found])
-                self.buffer = self.buffer[found + len(marker):]
+                self.buffer = self.buffer[found + len(marker) :]
                 return
             # Keep what could be the start of a marker split across reads.
             keep = len(marker) - 1

@@ -1,4 +1,5 @@
 """The three PATCH flavours Kinto accepts (protocol 6.6)."""
+
 import copy
 
 

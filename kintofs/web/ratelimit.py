@@ -12,6 +12,7 @@ The address is the TCP peer (``REMOTE_ADDR``): behind a reverse proxy every
 client shares the proxy's address, so set ``login_rate_limit = 0`` there and
 limit at the proxy.
 """
+
 import math
 import threading
 import time

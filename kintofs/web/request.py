@@ -2,6 +2,7 @@
 
 Every function raises a Kinto error response (errors.py) on bad input.
 """
+
 import json
 import math
 import re
@@ -23,8 +24,9 @@ def check_accept(accept):
         media = item.split(";")[0].strip().lower()
         if media in ("*/*", "application/*", JSON):
             return
-    raise invalid_param("header", "Accept",
-                        "Accept header should be one of ['application/json']", status=406)
+    raise invalid_param(
+        "header", "Accept", "Accept header should be one of ['application/json']", status=406
+    )
 
 
 def content_type_of(header, allowed):
@@ -34,8 +36,12 @@ def content_type_of(header, allowed):
     media = header.split(";")[0].strip().lower()
     if media in allowed:
         return media
-    raise invalid_param("header", "Content-Type",
-                        f"Content-Type header should be one of {list(allowed)}", status=415)
+    raise invalid_param(
+        "header",
+        "Content-Type",
+        f"Content-Type header should be one of {list(allowed)}",
+        status=415,
+    )
 
 
 def read_body(environ, max_bytes):
@@ -83,17 +89,27 @@ def parse_json(raw, max_depth):
         value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
         _check_encodable(value)
     except (UnicodeError, ValueError) as error:
-        raise invalid([
-            {"location": "body", "name": "", "description": f"Invalid JSON: {error}"},
-            {"location": "body", "name": "", "description": "Required"},
-        ]) from None
+        raise invalid(
+            [
+                {"location": "body", "name": "", "description": f"Invalid JSON: {error}"},
+                {"location": "body", "name": "", "description": "Required"},
+            ]
+        ) from None
     except RecursionError:
         raise invalid_param("body", None, "Invalid JSON: nested too deeply") from None
     if depth_of(value) > max_depth:
         raise invalid_param("body", None, f"JSON nested deeper than {max_depth} levels")
     if not isinstance(value, (dict, list)):
-        raise invalid([{"location": "body", "name": "", "description": "Should be a JSON object or an array"},
-                       {"location": "body", "name": "", "description": "Required"}])
+        raise invalid(
+            [
+                {
+                    "location": "body",
+                    "name": "",
+                    "description": "Should be a JSON object or an array",
+                },
+                {"location": "body", "name": "", "description": "Required"},
+            ]
+        )
     return value
 
 
@@ -131,8 +147,12 @@ def depth_of(value):
 
 def not_a_mapping(name, value):
     label = f"{name} in body: " if name else ""
-    return invalid_param("body", name or "", f'{label}"{json.dumps(value)}" is not a mapping type: '
-                         "Does not implement dict-like functionality.")
+    return invalid_param(
+        "body",
+        name or "",
+        f'{label}"{json.dumps(value)}" is not a mapping type: '
+        "Does not implement dict-like functionality.",
+    )
 
 
 def envelope(body, permission_names):
@@ -144,8 +164,11 @@ def envelope(body, permission_names):
         raise invalid_param("body", "", f'Unrecognized keys in mapping: "{unknown!r}"')
     data = body.get("data")
     if "data" in body and not isinstance(data, dict):
-        raise invalid_param("body", "data", f'"{data}" is not a mapping type: '
-                            "Does not implement dict-like functionality.")
+        raise invalid_param(
+            "body",
+            "data",
+            f'"{data}" is not a mapping type: Does not implement dict-like functionality.',
+        )
     permissions = body.get("permissions")
     if "permissions" in body:
         permissions = check_permissions(permissions, permission_names)
@@ -154,20 +177,25 @@ def envelope(body, permission_names):
 
 def check_permissions(permissions, permission_names):
     if not isinstance(permissions, dict):
-        raise invalid_param("body", "permissions", f'"{permissions}" is not a mapping type: '
-                            "Does not implement dict-like functionality.")
+        raise invalid_param(
+            "body",
+            "permissions",
+            f'"{permissions}" is not a mapping type: Does not implement dict-like functionality.',
+        )
     for name, members in permissions.items():
         if name not in permission_names:
-            raise invalid_param("body", "permissions",
-                                f'"{name}" is not one of {", ".join(permission_names)}')
+            raise invalid_param(
+                "body", "permissions", f'"{name}" is not one of {", ".join(permission_names)}'
+            )
         if members is None:
             continue
         if not isinstance(members, list):
             raise invalid_param("body", f"permissions.{name}", f'"{members}" is not iterable')
         for index, member in enumerate(members):
             if not isinstance(member, str):
-                raise invalid_param("body", f"permissions.{name}.{index}",
-                                    f"{json.dumps(member)} is not a string")
+                raise invalid_param(
+                    "body", f"permissions.{name}.{index}", f"{json.dumps(member)} is not a string"
+                )
     return permissions
 
 

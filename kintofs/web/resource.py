@@ -4,16 +4,18 @@ A :class:`Kind` says what differs between them (parent, id rules, generated
 ids, typed fields); :class:`ResourceView` implements Kinto's method
 semantics once (protocol sections 6, 7, 9.5).
 """
+
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from collections.abc import Callable
 from urllib.parse import urlencode
 
 from .. import acl, ids, kinds, query
 from ..feed import Change
 from ..fsstore import ParentNotFound, tombstone
-from . import errors, request as req
+from . import errors
+from . import request as req
 from .authorizer import Authorizer
 from .fields import check_typed_fields
 from .kindhooks import KindHooks
@@ -23,6 +25,7 @@ from .patching import merge_patch, shallow_merge
 @dataclass(frozen=True)
 class Kind:
     """How the HTTP API serves one kind of kinds.KINDS (what it *is* is there)."""
+
     name: str
     generate_id: Callable[[], str] = ids.generate_name
     check_fields: Callable = check_typed_fields
@@ -102,8 +105,12 @@ class ResourceView:
     def plural(self, method):
         req.check_accept(self.state.environ.get("HTTP_ACCEPT"))
         self.check_parent_ids()
-        handler = {"GET": self.list_objects, "HEAD": self.list_objects,
-                   "POST": self.create, "DELETE": self.delete_objects}.get(method)
+        handler = {
+            "GET": self.list_objects,
+            "HEAD": self.list_objects,
+            "POST": self.create,
+            "DELETE": self.delete_objects,
+        }.get(method)
         if handler is None or method not in self.kind.plural_methods:
             raise errors.method_not_allowed([*self.kind.plural_methods, "OPTIONS"])
         return handler()
@@ -111,8 +118,13 @@ class ResourceView:
     def object(self, method, object_id):
         req.check_accept(self.state.environ.get("HTTP_ACCEPT"))
         self.check_parent_ids()
-        handler = {"GET": self.read, "HEAD": self.read, "PUT": self.replace,
-                   "PATCH": self.patch, "DELETE": self.delete}.get(method)
+        handler = {
+            "GET": self.read,
+            "HEAD": self.read,
+            "PUT": self.replace,
+            "PATCH": self.patch,
+            "DELETE": self.delete,
+        }.get(method)
         if handler is None:
             raise errors.method_not_allowed([*self.kind.object_methods, "OPTIONS"])
         return handler(object_id)
@@ -120,7 +132,9 @@ class ResourceView:
     # -- plural endpoint --------------------------------------------------
 
     def list_objects(self):
-        visible = self.kind.hooks.restrict_list(self, self.authorizer.visible_ids("read", self.object_list().objects))
+        visible = self.kind.hooks.restrict_list(
+            self, self.authorizer.visible_ids("read", self.object_list().objects)
+        )
         self._require_parent_exists()
         object_list = self.object_list()
         ts = object_list.timestamp()
@@ -132,8 +146,9 @@ class ResourceView:
         candidates = self._candidates(object_list, q, visible)
         if self.state.method == "HEAD" and self.kind.count_headers:
             total = str(query.count(candidates, q))
-            return errors.json_response(200, None, {**headers, "Total-Objects": total,
-                                                    "Total-Records": total})
+            return errors.json_response(
+                200, None, {**headers, "Total-Objects": total, "Total-Records": total}
+            )
         page = self._page(candidates, q)
         if page.next_token:
             headers["Next-Page"] = self._next_page_url(page)
@@ -153,18 +168,29 @@ class ResourceView:
             existing = self.reachable(writer, object_id) if object_id is not None else None
             if existing is not None:
                 self.authorizer.require("read", existing.acl)
-                self._check_preconditions(existing.data["last_modified"], exists=True,
-                                          existing=existing.data)
+                self._check_preconditions(
+                    existing.data["last_modified"], exists=True, existing=existing.data
+                )
                 return self._object_response(200, existing.data, existing.acl)
             self.authorizer.require_create()
             self._check_preconditions(None, exists=False, list_timestamp=writer.timestamp)
             generated = object_id is None
             object_id = object_id or self.kind.generate_id()
-            return self.write(writer, 201, object_id, data, permissions or {}, {},
-                               requested_ts=data.get("last_modified"), generated_id=generated)
+            return self.write(
+                writer,
+                201,
+                object_id,
+                data,
+                permissions or {},
+                {},
+                requested_ts=data.get("last_modified"),
+                generated_id=generated,
+            )
 
     def delete_objects(self):
-        deletable = self.kind.hooks.restrict_list(self, self.authorizer.visible_ids("write", self.object_list().objects))
+        deletable = self.kind.hooks.restrict_list(
+            self, self.authorizer.visible_ids("write", self.object_list().objects)
+        )
         self._require_parent_exists()
         object_list = self.object_list()
         q = self._parse_query()
@@ -185,8 +211,9 @@ class ResourceView:
     def _use_delete_token(self, q):
         """A DELETE token works once (Kinto's #1171): replaying it deletes nothing."""
         if q.token and not self.state.service.delete_tokens.consume(query.token_nonce(q.token)):
-            raise errors.invalid_param("querystring", None,
-                                       "_token was already used or has expired.")
+            raise errors.invalid_param(
+                "querystring", None, "_token was already used or has expired."
+            )
 
     # -- object endpoint --------------------------------------------------
 
@@ -199,15 +226,17 @@ class ResourceView:
             raise errors.object_not_found(self.kind.name, object_id)
         ts = existing.data["last_modified"]
         headers = {**timestamp_headers(ts), **self._cache_headers()}
-        self._check_preconditions(ts, exists=True, existing=existing.data, headers=headers,
-                                  allow_304=True)
+        self._check_preconditions(
+            ts, exists=True, existing=existing.data, headers=headers, allow_304=True
+        )
         try:
             fields = query.parse_fields(self.state.query_params)
         except query.QueryError as error:
             raise errors.invalid_param(error.location, error.name, error.description) from None
         if fields:
-            return errors.json_response(200, {"data": query.project(existing.data, fields)},
-                                        headers)
+            return errors.json_response(
+                200, {"data": query.project(existing.data, fields)}, headers
+            )
         return self._object_response(200, existing.data, existing.acl, headers)
 
     def replace(self, object_id):
@@ -221,35 +250,54 @@ class ResourceView:
             else:
                 self.authorizer.require_create()
             self.check_object_id(object_id)
-            self._check_preconditions(existing.data["last_modified"] if existing else None,
-                                      exists=existing is not None,
-                                      existing=existing.data if existing else None,
-                                      list_timestamp=writer.timestamp)
+            self._check_preconditions(
+                existing.data["last_modified"] if existing else None,
+                exists=existing is not None,
+                existing=existing.data if existing else None,
+                list_timestamp=writer.timestamp,
+            )
             data, permissions = req.envelope(body, self.kind.permissions)
             if data is None:
                 data = _without_meta(existing.data) if existing else {}
             self.check_body_id(data, object_id)
             old_acl = existing.acl if existing else {}
             new_acl = acl.replace_acl(old_acl, permissions) if permissions is not None else old_acl
-            return self.write(writer, 200 if existing else 201, object_id, data, {}, new_acl,
-                               requested_ts=data.get("last_modified"),
-                               current=existing)
+            return self.write(
+                writer,
+                200 if existing else 201,
+                object_id,
+                data,
+                {},
+                new_acl,
+                requested_ts=data.get("last_modified"),
+                current=existing,
+            )
 
     def patch(self, object_id):
         self.require_parent_exists_for_write()
-        media = req.content_type_of(self.state.environ.get("CONTENT_TYPE"),
-                                    (req.JSON, req.MERGE_PATCH, req.JSON_PATCH))
+        media = req.content_type_of(
+            self.state.environ.get("CONTENT_TYPE"), (req.JSON, req.MERGE_PATCH, req.JSON_PATCH)
+        )
         body = self._body(None)
         behavior = self._response_behavior()
         with self.transaction(self.object_list()) as writer:
             existing = self.reachable(writer, object_id)
             self.require_existing_or_parent_read(existing, object_id)
-            self._check_preconditions(existing.data["last_modified"], exists=True,
-                                      existing=existing.data)
+            self._check_preconditions(
+                existing.data["last_modified"], exists=True, existing=existing.data
+            )
             data, new_acl = self._patched(media, body, existing)
             self.check_body_id(data, object_id)
-            response = self.write(writer, 200, object_id, data, {}, new_acl,
-                                   requested_ts=data.get("last_modified"), current=existing)
+            response = self.write(
+                writer,
+                200,
+                object_id,
+                data,
+                {},
+                new_acl,
+                requested_ts=data.get("last_modified"),
+                current=existing,
+            )
         if behavior == "full":
             return response
         # Kinto looks only at the fields the patch applied: the sent ones, or
@@ -257,8 +305,11 @@ class ResourceView:
         # diff answers carry the new last_modified).
         applied = data if media == req.JSON_PATCH else (body.get("data") or {})
         stored = response.stored_data
-        partial = {k: v for k, v in stored.items()
-                   if k in applied and k != "id" and existing.data.get(k, _MISSING) != v}
+        partial = {
+            k: v
+            for k, v in stored.items()
+            if k in applied and k != "id" and existing.data.get(k, _MISSING) != v
+        }
         if behavior == "diff":
             partial = {k: v for k, v in partial.items() if applied[k] != v}
         return errors.json_response(200, {"data": partial}, dict(response.headers))
@@ -279,10 +330,13 @@ class ResourceView:
         with self.transaction(self.object_list()) as writer:
             existing = self.reachable(writer, object_id)
             self.require_existing_or_parent_read(existing, object_id)
-            self._check_preconditions(existing.data["last_modified"], exists=True,
-                                      existing=existing.data)
+            self._check_preconditions(
+                existing.data["last_modified"], exists=True, existing=existing.data
+            )
             deleted = writer.delete(object_id, requested_ts=requested)
-        return errors.json_response(200, {"data": deleted}, timestamp_headers(deleted["last_modified"]))
+        return errors.json_response(
+            200, {"data": deleted}, timestamp_headers(deleted["last_modified"])
+        )
 
     # -- authorization ----------------------------------------------------
 
@@ -319,7 +373,7 @@ class ResourceView:
     def _missing_parent(self):
         """The first missing container on the path, as (kind, id), or None."""
         for depth, (parent_kind, parent_id) in enumerate(self.parent):
-            if self.state.stored(self.parent[:depth + 1]) is None:
+            if self.state.stored(self.parent[: depth + 1]) is None:
                 return parent_kind, parent_id
         return None
 
@@ -361,16 +415,29 @@ class ResourceView:
     def transaction(self, object_list):
         return _Transaction(object_list, self.kind, self.parent, self.state)
 
-    def write(self, writer, status, object_id, data, requested_acl, base_acl, *,
-               requested_ts=None, current=None, generated_id=False):
+    def write(
+        self,
+        writer,
+        status,
+        object_id,
+        data,
+        requested_acl,
+        base_acl,
+        *,
+        requested_ts=None,
+        current=None,
+        generated_id=False,
+    ):
         """Validate, stamp and store one object; the response for it."""
         data = _without_meta(data)
-        data = self.kind.hooks.prepare_data(self, None if generated_id else object_id, data,
-                                            current)
+        data = self.kind.hooks.prepare_data(
+            self, None if generated_id else object_id, data, current
+        )
         self.kind.check_fields(self.kind.name, data)
         # Kinto validates a POST without id before it makes one up.
-        self.state.validate(self.kind.name, self.parent, data,
-                            object_id=None if generated_id else object_id)
+        self.state.validate(
+            self.kind.name, self.parent, data, object_id=None if generated_id else object_id
+        )
         new_acl = acl.replace_acl(base_acl, requested_acl) if requested_acl else dict(base_acl)
         new_acl = acl.creator_acl(new_acl, self.kind.hooks.writer_principal(self, object_id))
         stored = writer.put(object_id, data, new_acl, requested_ts=_timestamp_or_none(requested_ts))
@@ -383,8 +450,9 @@ class ResourceView:
         # caller writes as (for accounts, the account an admin acts for).
         viewer = [*self.state.principals, self.kind.hooks.writer_principal(self, data["id"])]
         body = {"permissions": acl.visible_acl(object_acl, viewer), "data": data}
-        return errors.json_response(status, body,
-                                    {**timestamp_headers(data["last_modified"]), **(headers or {})})
+        return errors.json_response(
+            status, body, {**timestamp_headers(data["last_modified"]), **(headers or {})}
+        )
 
     def uri(self, object_id):
         return kinds.uri((*self.parent, (self.kind.name, object_id)))
@@ -400,20 +468,32 @@ class ResourceView:
     def raw_body(self):
         """The request body, read once (a hook may look at it before the view)."""
         if self._raw_body is None:
-            self._raw_body = req.read_body(self.state.environ,
-                                           self.settings["max_request_body_bytes"])
+            self._raw_body = req.read_body(
+                self.state.environ, self.settings["max_request_body_bytes"]
+            )
         return self._raw_body
 
     def _parse_query(self):
         try:
-            parsed = query.parse_query(self.state.query_params, now_ms=int(time.time() * 1000),
-                                       strict_fields=self.kind.query_fields)
+            parsed = query.parse_query(
+                self.state.query_params,
+                now_ms=int(time.time() * 1000),
+                strict_fields=self.kind.query_fields,
+            )
         except query.QueryError as error:
             raise errors.invalid_param(error.location, error.name, error.description) from None
         return self.kind.adjust_query(parsed)
 
-    def _check_preconditions(self, current_ts, *, exists, existing=None, headers=None,
-                             allow_304=False, list_timestamp=None):
+    def _check_preconditions(
+        self,
+        current_ts,
+        *,
+        exists,
+        existing=None,
+        headers=None,
+        allow_304=False,
+        list_timestamp=None,
+    ):
         """304/412 per protocol 7.2; a 412 on an absent object carries the list
         timestamp (``list_timestamp()``, only read when needed), as Kinto's does."""
         environ = self.state.environ
@@ -435,8 +515,9 @@ class ResourceView:
     def _response_behavior(self):
         value = self.state.environ.get("HTTP_RESPONSE_BEHAVIOR", "full")
         if value not in ("full", "light", "diff"):
-            raise errors.invalid_param("header", "Response-Behavior",
-                                       f'"{value}" is not one of full, light, diff')
+            raise errors.invalid_param(
+                "header", "Response-Behavior", f'"{value}" is not one of full, light, diff'
+            )
         return value
 
     def _last_modified_param(self):
@@ -451,12 +532,14 @@ class ResourceView:
     def _patched(self, media, body, existing):
         """(data, acl) after applying a PATCH body to ``existing``."""
         if media == req.JSON_PATCH:
-            return self.state.json_patch(body, existing, self.kind.permissions,
-                                         self.state.principals)
+            return self.state.json_patch(
+                body, existing, self.kind.permissions, self.state.principals
+            )
         data, permissions = req.envelope(body, self.kind.permissions)
         if data is None and permissions is None:
-            raise errors.invalid_param("body", "data",
-                                       "Provide at least one of data or permissions")
+            raise errors.invalid_param(
+                "body", "data", "Provide at least one of data or permissions"
+            )
         current = existing.data
         if media == req.MERGE_PATCH:
             new_data = merge_patch(current, data) if data is not None else dict(current)
@@ -505,9 +588,13 @@ class ResourceView:
     def _page(self, candidates, q):
         paginate_by = self.settings.get("paginate_by") or None
         try:
-            page = query.paginate(candidates, q, paginate_by=paginate_by,
-                                  max_fetch=self.settings["storage_max_fetch_size"],
-                                  presorted=query.in_newest_first_order(q))
+            page = query.paginate(
+                candidates,
+                q,
+                paginate_by=paginate_by,
+                max_fetch=self.settings["storage_max_fetch_size"],
+                presorted=query.in_newest_first_order(q),
+            )
         except query.QueryError as error:
             raise errors.invalid_param(error.location, error.name, error.description) from None
         return page
@@ -522,10 +609,15 @@ class ResourceView:
         if expires is None:
             return {"Cache-Control": "no-cache, no-store"}
         if expires == 0:
-            return {"Cache-Control": "max-age=0, must-revalidate, no-cache, no-store",
-                    "Expires": http_date(time.time() * 1000), "Pragma": "no-cache"}
-        return {"Cache-Control": f"max-age={expires}",
-                "Expires": http_date((time.time() + expires) * 1000)}
+            return {
+                "Cache-Control": "max-age=0, must-revalidate, no-cache, no-store",
+                "Expires": http_date(time.time() * 1000),
+                "Pragma": "no-cache",
+            }
+        return {
+            "Cache-Control": f"max-age={expires}",
+            "Expires": http_date((time.time() + expires) * 1000),
+        }
 
     def _cache_expires(self):
         if self.kind.name != "record":
@@ -572,8 +664,16 @@ class _Transaction:
         return result
 
     def publish(self, action, object_id, old, new):
-        change = Change(action, self.kind.name, self.parent, object_id, old, new,
-                        new[0]["last_modified"], self.state.userid)
+        change = Change(
+            action,
+            self.kind.name,
+            self.parent,
+            object_id,
+            old,
+            new,
+            new[0]["last_modified"],
+            self.state.userid,
+        )
         self.changes.append(change)
         self.state.service.feed.in_commit(change)
 
@@ -593,8 +693,12 @@ class PublishingWriter:
     def put(self, object_id, data, object_acl, *, requested_ts=None):
         old = self._writer.get(object_id)
         stored = self._writer.put(object_id, data, object_acl, requested_ts=requested_ts)
-        self._transaction.publish("create" if old is None else "update", object_id,
-                                  tuple(old) if old is not None else None, (stored, object_acl))
+        self._transaction.publish(
+            "create" if old is None else "update",
+            object_id,
+            tuple(old) if old is not None else None,
+            (stored, object_acl),
+        )
         return stored
 
     def delete(self, object_id, *, requested_ts=None):

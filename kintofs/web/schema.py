@@ -9,6 +9,7 @@ a group against the bucket's ``group:schema``.  Errors are Kinto's exact
 Compiled validators are cached per (schema owner, its last_modified), so a
 stream of record writes compiles the collection schema once.
 """
+
 import threading
 from collections import OrderedDict
 
@@ -22,8 +23,7 @@ from . import errors
 
 CAPABILITY = {
     "description": "Validates collection records with JSON schemas.",
-    "url": "https://kinto.readthedocs.io/en/latest/api/1.x/collections.html"
-           "#collection-json-schema",
+    "url": "https://kinto.readthedocs.io/en/latest/api/1.x/collections.html#collection-json-schema",
 }
 
 # Which kinds are validated, and the fields never shown to a schema (stamped
@@ -62,8 +62,7 @@ def validate_object(state, validators, kind, parent, data, object_id):
     if kind == "record":
         collection = state.stored(parent[:2])
         if collection is not None and "schema" in collection.data:
-            owner = (kinds.uri(parent),
-                     collection.data.get("last_modified"))
+            owner = (kinds.uri(parent), collection.data.get("last_modified"))
             check(validators.get(owner, collection.data["schema"]), candidate, ignored)
             data["schema"] = collection.data.get("last_modified")
     field = f"{kind}:schema"
@@ -112,8 +111,9 @@ class Compiled:
         self.properties = {}
         self._by_ignored = {}
         if not isinstance(schema, dict):
-            self.error = errors.invalid_param("body", "schema",
-                                              f"{schema!r} is not of type 'object'")
+            self.error = errors.invalid_param(
+                "body", "schema", f"{schema!r} is not of type 'object'"
+            )
             return
         properties = schema.get("properties")
         self.properties = properties if isinstance(properties, dict) else {}

@@ -6,6 +6,7 @@ nonce is remembered here until it is used or expires.  The memory is the
 daemon's own: a token issued by one daemon is refused by another (Kinto with
 an in-memory cache behaves the same).
 """
+
 import threading
 import time
 

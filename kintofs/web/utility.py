@@ -1,6 +1,8 @@
 """Utility endpoints: hello, heartbeats, version (protocol section 5)."""
+
 import time
-from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from email.utils import formatdate
 
 import bottle
@@ -31,8 +33,10 @@ def add_routes(service, state):
                 "explicit_permissions": True,
             },
             # A plugin may give a function of the request (a URL on this host).
-            "capabilities": {name: value(current) if callable(value) else value
-                             for name, value in service.capabilities.items()},
+            "capabilities": {
+                name: value(current) if callable(value) else value
+                for name, value in service.capabilities.items()
+            },
         }
         if current.userid is not None:
             body["user"] = {"id": current.userid, "principals": current.principals}
@@ -40,8 +44,10 @@ def add_routes(service, state):
                 extend(current, body["user"])
         headers = {}
         if settings["readonly"]:  # Kinto's root_cache_expires_seconds
-            headers = {"Cache-Control": "max-age=86400",
-                       "Expires": formatdate(time.time() + 86400, usegmt=True)}
+            headers = {
+                "Cache-Control": "max-age=86400",
+                "Expires": formatdate(time.time() + 86400, usegmt=True),
+            }
         return errors.json_response(200, body, headers)
 
     @app.route("/v1/__heartbeat__", ["GET", "HEAD"])
@@ -64,22 +70,28 @@ def add_routes(service, state):
 
     @app.route("/v1/__version__", ["GET", "HEAD"])
     def version():
-        return errors.json_response(200, {
-            "name": "kintofs",
-            "version": __version__,
-            "source": "https://github.com/kintofs/kintofs",
-            "commit": "unknown",
-        })
+        return errors.json_response(
+            200,
+            {
+                "name": "kintofs",
+                "version": __version__,
+                "source": "https://github.com/kintofs/kintofs",
+                "commit": "unknown",
+            },
+        )
 
     @app.route("/v1/__api__", ["GET", "HEAD"])
     def api():
-        return errors.json_response(200, {
-            "swagger": "2.0",
-            "info": {"title": "kinto", "version": "1.23"},
-            "host": bottle.request.environ.get("HTTP_HOST", ""),
-            "basePath": "/v1",
-            "schemes": [bottle.request.environ.get("wsgi.url_scheme", "http")],
-            "securityDefinitions": {"basicauth": {"type": "basic"}},
-            "tags": [],
-            "paths": {},
-        })
+        return errors.json_response(
+            200,
+            {
+                "swagger": "2.0",
+                "info": {"title": "kinto", "version": "1.23"},
+                "host": bottle.request.environ.get("HTTP_HOST", ""),
+                "basePath": "/v1",
+                "schemes": [bottle.request.environ.get("wsgi.url_scheme", "http")],
+                "securityDefinitions": {"basicauth": {"type": "basic"}},
+                "tags": [],
+                "paths": {},
+            },
+        )

@@ -13,6 +13,7 @@ copies the whole structure: O(n) where rpds-py shares structure. That is
 fine for what kintofs keeps in them: the few dozen JSON schemas of a
 registry, the handful of URIs on a resolution path.
 """
+
 from collections.abc import ItemsView, Iterable, KeysView, Mapping, Set, ValuesView
 
 __all__ = ["HashTrieMap", "HashTrieSet", "List"]

@@ -38,6 +38,7 @@ in flight when the daemon dies):
   sub-request without every earlier one;
 * nothing else exists: no object that no writer sent.
 """
+
 import argparse
 import json
 import os
@@ -68,13 +69,14 @@ FIRST_WRITE_LIMIT_SECONDS = 5  # a stale lock would hold a write for 30 s
 
 # -- what the writers know ---------------------------------------------------
 
+
 @dataclass
 class Known:
     """One object: the state of its last acknowledged write, and the one in flight."""
 
-    acked: object = ABSENT       # dict (as served) or ABSENT
-    pending: object = "none"     # "none", or the in-flight write's result (dict without ts, or ABSENT)
-    batch: tuple = ()            # (batch number, position) when the in-flight write is in a batch
+    acked: object = ABSENT  # dict (as served) or ABSENT
+    pending: object = "none"  # "none", or the in-flight write's result (dict without ts, or ABSENT)
+    batch: tuple = ()  # (batch number, position) when the in-flight write is in a batch
 
 
 @dataclass
@@ -103,7 +105,7 @@ class Figures:
 class Model:
     def __init__(self):
         self.lock = threading.Lock()
-        self.objects = {}   # uri -> Known
+        self.objects = {}  # uri -> Known
         self.counters = Counter()
         self.batches = 0
 
@@ -125,20 +127,31 @@ class Model:
         """Uris of ``owner``'s objects directly under ``parent`` that are live."""
         prefix = f"{parent}/"
         with self.lock:
-            return sorted(uri for uri, known in self.objects.items()
-                          if uri.startswith(prefix) and "/" not in uri[len(prefix):]
-                          and uri[len(prefix):].startswith(f"{owner}-")
-                          and known.acked is not ABSENT)
+            return sorted(
+                uri
+                for uri, known in self.objects.items()
+                if uri.startswith(prefix)
+                and "/" not in uri[len(prefix) :]
+                and uri[len(prefix) :].startswith(f"{owner}-")
+                and known.acked is not ABSENT
+            )
 
 
 # -- writers -------------------------------------------------------------------
+
 
 class Writer(threading.Thread):
     """Writes its own objects, one request at a time, until the daemon dies."""
 
     def __init__(self, owner, daemon, model, figures, rng):
         super().__init__(name=f"writer-{owner}", daemon=True)
-        self.owner, self.daemon, self.model, self.figures, self.rng = owner, daemon, model, figures, rng
+        self.owner, self.daemon, self.model, self.figures, self.rng = (
+            owner,
+            daemon,
+            model,
+            figures,
+            rng,
+        )
         self.session = requests.Session()
         self.session.auth = ALICE
 
@@ -255,6 +268,7 @@ def _without_ts(data):
 
 # -- checks --------------------------------------------------------------------
 
+
 def served_objects(daemon):
     """``{uri: data}`` of every collection and record the daemon serves in the bucket."""
     session = requests.Session()
@@ -275,8 +289,9 @@ def served_objects(daemon):
 def check_served(daemon, model, figures):
     """Judge every known object against what the daemon serves; adopt it as the truth."""
     served = served_objects(daemon)
-    gone = {uri for uri, known in model.objects.items()
-            if "/records/" not in uri and uri not in served}
+    gone = {
+        uri for uri, known in model.objects.items() if "/records/" not in uri and uri not in served
+    }
     landed_in_batches = {}
     for uri, known in sorted(model.objects.items()):
         state = served.get(uri, ABSENT)
@@ -284,8 +299,9 @@ def check_served(daemon, model, figures):
         verdict = judge(known, state, parent_gone=parent in gone)
         figures.objects_checked += 1
         if verdict is None:
-            figures.failures.append(f"{uri}: served {state}, acknowledged {known.acked}, "
-                                    f"in flight {known.pending}")
+            figures.failures.append(
+                f"{uri}: served {state}, acknowledged {known.acked}, in flight {known.pending}"
+            )
         if known.pending != "none":
             figures.in_flight_at_kill += 1
             figures.in_flight_landed += verdict == "landed"
@@ -299,14 +315,16 @@ def check_served(daemon, model, figures):
 
 
 def judge(known, state, parent_gone):
-    """"acked", "landed", or None when ``state`` breaks the rules."""
+    """ "acked", "landed", or None when ``state`` breaks the rules."""
     if state == known.acked or (state is ABSENT and parent_gone):
         return "acked"
     if known.pending == "none":
         return None
     if known.pending is ABSENT:
         return "landed" if state is ABSENT else None
-    newer = known.acked is ABSENT or (state and state["last_modified"] > known.acked["last_modified"])
+    newer = known.acked is ABSENT or (
+        state and state["last_modified"] > known.acked["last_modified"]
+    )
     if state is not ABSENT and _without_ts(state) == _without_ts(known.pending) and newer:
         return "landed"
     return None
@@ -339,6 +357,7 @@ def check_on_disk(data_dir, figures):
 
 # -- the cycle -------------------------------------------------------------------
 
+
 def start_daemon(data_dir, figures):
     started = time.monotonic()
     daemon = Daemon(data_dir, fsync="true", access_log="")
@@ -365,8 +384,10 @@ def run(data_dir, *, cycles, seconds, threads=4, seed=None, kill_after=(0.1, 1.2
     model.known(SHARED).acked = shared.json()["data"]
     while figures.cycles < cycles and time.monotonic() < deadline and not figures.failures:
         check_served(daemon, model, figures)
-        writers = [Writer(f"t{n}", daemon, model, figures, random.Random(rng.getrandbits(64)))
-                   for n in range(threads)]
+        writers = [
+            Writer(f"t{n}", daemon, model, figures, random.Random(rng.getrandbits(64)))
+            for n in range(threads)
+        ]
         for writer in writers:
             writer.start()
         time.sleep(rng.uniform(*kill_after))
@@ -405,8 +426,13 @@ def finish(daemon, data_dir, model, figures):
 
 
 def kintofs_cli(*args):
-    return subprocess.run([sys.executable, "-m", "kintofs", *args], capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, KINTOFS_FSYNC="true"))
+    return subprocess.run(
+        [sys.executable, "-m", "kintofs", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, KINTOFS_FSYNC="true"),
+    )
 
 
 def main(argv=None):
@@ -418,9 +444,11 @@ def main(argv=None):
     parser.add_argument("--data-dir", help="default: a new temporary folder")
     args = parser.parse_args(argv)
     import tempfile
+
     data_dir = args.data_dir or os.path.join(tempfile.mkdtemp(prefix="kintofs-crash-"), "data")
-    figures = run(data_dir, cycles=args.cycles, seconds=args.seconds, threads=args.threads,
-                  seed=args.seed)
+    figures = run(
+        data_dir, cycles=args.cycles, seconds=args.seconds, threads=args.threads, seed=args.seed
+    )
     print(json.dumps(figures.as_dict(), indent=2))
     return 1 if figures.failures else 0
 
