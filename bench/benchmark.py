@@ -94,7 +94,7 @@ def free_port():
 
 class Server:
     def __init__(self, name, command, port, env=None, log_path=None):
-        self.name = name
+        self.name, self.port = name, port
         self.url = f"http://127.0.0.1:{port}/v1"
         self.log = open(log_path, "wb")
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)

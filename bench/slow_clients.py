@@ -16,64 +16,19 @@ this machine.
 
 import argparse
 import base64
-import os
 import shutil
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 
-import requests
-
-AUTH = ("bench", "bench-pw")
+from benchmark import AUTH, start_kintofs  # the side-by-side benchmark's daemon
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_daemon(data_dir, port):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KINTOFS_")}
-    env.update({"KINTOFS_USERID_HMAC_SECRET": "bench", "KINTOFS_ACCESS_LOG": ""})
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kintofs",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            data_dir,
-            "--config",
-            os.devnull,
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    for _ in range(200):
-        try:
-            requests.get(url + "/__lbheartbeat__", timeout=1)
-            return process, url
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit("kintofs did not start")
-
-
-def status_of(pid, field):
+def threads_of(pid):
     with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return line.split()[1]
-    return "?"
+        return next(line.split()[1] for line in f if line.startswith("Threads:"))
 
 
 class SlowClients:
@@ -135,47 +90,30 @@ def main():
     parser.add_argument("--requests", type=int, default=1000, help="honest requests per case")
     args = parser.parse_args()
     folder = tempfile.mkdtemp(prefix="kintofs-slow-bench-")
-    port = free_port()
-    process, url = start_daemon(os.path.join(folder, "data"), port)
+    server = start_kintofs(folder)  # fsync on, default deadlines, 10 worker threads
     try:
-        session = requests.Session()
-        session.put(url + "/buckets/bench", auth=AUTH, timeout=10).raise_for_status()
-        session.put(url + "/buckets/bench/collections/c", auth=AUTH, timeout=10).raise_for_status()
+        url, session = server.url, server.session
+        session.put(url + "/buckets/bench", timeout=10).raise_for_status()
+        session.put(url + "/buckets/bench/collections/c", timeout=10).raise_for_status()
         record = url + "/buckets/bench/collections/c/records/r1"
-        session.put(
-            record, json={"data": {"title": "hello"}}, auth=AUTH, timeout=10
-        ).raise_for_status()
-        targets = {"GET /v1/": url + "/", "record GET": record}
-        rows = []
+        session.put(record, json={"data": {"title": "hello"}}, timeout=10).raise_for_status()
+        print(f"{'case':<18} {'request':<12} {'p50 ms':>8} {'p99 ms':>8}")
         for label, slow_count in (("none open", 0), (f"{args.slow} slow open", args.slow)):
-            slow = SlowClients(port, slow_count) if slow_count else None
+            slow = SlowClients(server.port, slow_count) if slow_count else None
             try:
                 time.sleep(1)  # every slow client has begun
-                for name, target in targets.items():
-                    started = time.monotonic()
+                for name, target in (("GET /v1/", url + "/"), ("record GET", record)):
                     p50, p99 = measure(session, target, args.requests)
-                    rows.append((label, name, p50, p99, time.monotonic() - started))
-                rows.append(
-                    (
-                        label,
-                        "daemon",
-                        status_of(process.pid, "Threads"),
-                        status_of(process.pid, "VmRSS"),
-                        None,
-                    )
+                    print(f"{label:<18} {name:<12} {p50:8.2f} {p99:8.2f}")
+                print(
+                    f"{label:<18} {'daemon':<12} threads {threads_of(server.process.pid)}, "
+                    f"RSS {server.rss_mib():.1f} MiB"
                 )
             finally:
                 if slow:
                     slow.close()
-        print(f"{'case':<18} {'request':<12} {'p50 ms':>8} {'p99 ms':>8}")
-        for label, name, p50, p99, elapsed in rows:
-            if elapsed is None:
-                print(f"{label:<18} {name:<12} threads {p50}, RSS {int(p99) / 1024:.1f} MiB")
-            else:
-                print(f"{label:<18} {name:<12} {p50:8.2f} {p99:8.2f}")
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 

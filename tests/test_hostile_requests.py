@@ -61,7 +61,9 @@ def like(api, pattern, field="title"):
 # -- like_ in linear time ------------------------------------------------------
 
 
-@pytest.mark.skipif(bool(REFERENCE_URL), reason="Kinto's memory backend backtracks: its workers hang")
+@pytest.mark.skipif(
+    bool(REFERENCE_URL), reason="Kinto's memory backend backtracks: its workers hang"
+)
 def test_like_against_long_runs_of_one_letter_answers_at_once(collection):
     """`*a*a*a*b` against 300 `a`s took the regex ~3-5 s per record (40 here);
     `*a*a*a*a*b` against 200 `a`s took ~30 s per record (6 here)."""
