@@ -357,3 +357,23 @@ def test_a_data_directory_of_another_format_is_refused(tmp_path):
     (tmp_path / "data" / "_format.json").write_text('{"format": "kintofs", "version": 99}')
     with pytest.raises(StorageError, match="version"):
         FileSystemStore(tmp_path / "data", fsync=False)
+
+
+def test_the_daemon_and_check_refuse_the_same_journal_lines(tmp_path):
+    """One validator (journal.parse_line): a line check calls bad is a line the daemon skips."""
+    from kintofs.fsstore.journal import Journal
+    from kintofs.fsstore.verify import read_journal_leniently
+
+    lines = [
+        b'{"ts": 1, "op": "put", "id": "a"}',
+        b'{"ts": true, "op": "put", "id": "b"}',  # a bool is no timestamp
+        b'{"ts": 2, "op": "rename", "id": "c"}',  # no such operation
+        b'{"ts": 3, "op": "delete"}',  # a delete of nothing
+        b"not json",
+        b'{"ts": 4, "op": "init"}',
+    ]
+    (tmp_path / "_journal.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    daemon_sees, _ = Journal(str(tmp_path), fsync=False).read()
+    check_sees, problems, torn = read_journal_leniently(str(tmp_path))
+    assert daemon_sees == check_sees == [{"ts": 1, "op": "put", "id": "a"}, {"ts": 4, "op": "init"}]
+    assert [problem for problem, _ in problems] == ["bad-journal-line"] * 4 and not torn

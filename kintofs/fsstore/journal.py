@@ -23,6 +23,44 @@ from .atomic import check_injected_fault, fsync_folder, raise_if_disk_refused, w
 JOURNAL_NAME = "_journal.jsonl"
 
 
+def is_timestamp(value):
+    # Kinto accepts any integer a client forces, negative ones included.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_line(line):
+    """The entry of one journal line, or None if it is not one.
+
+    The one validator of journal lines: the daemon skips what it refuses,
+    and ``kintofs check`` reports it.
+    """
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(entry, dict) or not is_timestamp(entry.get("ts")):
+        return None
+    if entry.get("op") == "init":
+        return entry
+    if entry.get("op") in ("put", "delete") and isinstance(entry.get("id"), str):
+        return entry
+    return None
+
+
+def cut_torn_tail(f):
+    """Drop a last line that a crash left without its newline (``f``: open "rb+"/"ab+")."""
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+        return
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+        return
+    f.seek(0)
+    content = f.read()
+    f.truncate(content.rfind(b"\n") + 1)
+    f.seek(0, os.SEEK_END)
+
+
 def encode(entries):
     return b"".join(json.dumps(entry, separators=(",", ":")).encode() + b"\n" for entry in entries)
 
@@ -60,14 +98,8 @@ class Journal:
         except FileNotFoundError:
             return [], 0
         complete = chunk[: chunk.rfind(b"\n") + 1]
-        entries = []
-        for line in complete.splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue  # damaged line: `kintofs check` reports it
-            if isinstance(entry, dict) and isinstance(entry.get("ts"), int):
-                entries.append(entry)
+        # A damaged line is skipped here; `kintofs check` reports it.
+        entries = [entry for entry in map(parse_line, complete.splitlines()) if entry is not None]
         return entries, offset + len(complete)
 
     def append(self, entries):
@@ -76,7 +108,7 @@ class Journal:
             check_injected_fault()
             is_new = not os.path.exists(self.path)
             with open(self.path, "ab+") as f:
-                self._cut_torn_tail(f)
+                cut_torn_tail(f)
                 f.write(encode(entries))
                 f.flush()
                 if self.fsync:
@@ -90,17 +122,3 @@ class Journal:
     def rewrite(self, entries):
         """Replace the whole journal (compaction; caller holds the lock)."""
         write_bytes(self.path, encode(entries), fsync=self.fsync)
-
-    @staticmethod
-    def _cut_torn_tail(f):
-        """Drop a last line that a crash left without its newline."""
-        size = f.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return
-        f.seek(0)
-        content = f.read()
-        f.truncate(content.rfind(b"\n") + 1)
-        f.seek(0, os.SEEK_END)

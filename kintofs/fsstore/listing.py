@@ -33,7 +33,7 @@ from .atomic import (
 )
 from .base import ObjectList, ParentNotFound, StorageFull, Stored, tombstone
 from .changes import ChangeOrder
-from .journal import Journal
+from .journal import Journal, is_timestamp
 from .locks import locked, locked_for_reading
 
 logger = logging.getLogger(__name__)
@@ -59,11 +59,6 @@ SIGNATURE_BYTES = 100  # one object last written by this process (see _signature
 
 def now_ms():
     return int(time.time() * 1000)
-
-
-def is_timestamp(value):
-    # Kinto accepts any integer a client forces, negative ones included.
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def object_cost(stored):

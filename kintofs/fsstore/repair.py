@@ -26,7 +26,7 @@ import uuid
 
 from .atomic import read_json, remove_quietly, write_bytes, write_json
 from .base import ParentNotFound, StorageBusy
-from .journal import JOURNAL_NAME, encode
+from .journal import JOURNAL_NAME, cut_torn_tail, encode
 from .layout import QUARANTINE, ListFolder
 from .listing import FileList
 from .locks import locked
@@ -143,8 +143,7 @@ def _remove(finding, root):
 
 def _cut_torn_tail(finding, root):
     with open(finding.path, "rb+") as f:
-        content = f.read()
-        f.truncate(content.rfind(b"\n") + 1)
+        cut_torn_tail(f)
         os.fsync(f.fileno())
     return "cut the torn last line"
 

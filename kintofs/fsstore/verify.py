@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 
 from .atomic import TEMP_PREFIX
 from .base import ParentNotFound, StorageBusy, StorageFull
-from .journal import JOURNAL_NAME
+from .journal import JOURNAL_NAME, is_timestamp, parse_line
 from .layout import ATTACHMENT_SUFFIX, QUARANTINE, is_dot_name, lists_in, object_folders
-from .listing import TRASH_PREFIX, is_timestamp
+from .listing import TRASH_PREFIX
 from .locks import LOCK_NAME, locked
 from .store import FORMAT, FORMAT_FILE
 
@@ -197,7 +197,7 @@ def read_journal_leniently(folder):
         complete, torn = content[: content.rfind(b"\n") + 1], True
     entries, problems = [], []
     for number, line in enumerate(complete.splitlines(), 1):
-        entry = parse_journal_line(line)
+        entry = parse_line(line)
         if entry is None:
             problems.append(("bad-journal-line", f"line {number}: {line[:80]!r}"))
         elif entries and entry["ts"] <= entries[-1]["ts"]:
@@ -208,21 +208,6 @@ def read_journal_leniently(folder):
         else:
             entries.append(entry)
     return entries, problems, torn
-
-
-def parse_journal_line(line):
-    """The entry of one journal line, or None if it is not a valid entry."""
-    try:
-        entry = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(entry, dict) or not is_timestamp(entry.get("ts")):
-        return None
-    if entry.get("op") == "init":
-        return entry
-    if entry.get("op") in ("put", "delete") and isinstance(entry.get("id"), str):
-        return entry
-    return None
 
 
 def _check_journal(lst, report):
