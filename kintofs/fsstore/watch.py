@@ -24,7 +24,8 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from .store import CONTAINERS, PLURALS
+from .layout import KIND_OF_PLURAL
+from .store import CONTAINERS
 
 try:  # Linux (watchdog 7's inotify classes; other backends never register twice)
     from watchdog.observers.inotify import InotifyEmitter, InotifyObserver, InotifyWatchGroup
@@ -33,7 +34,6 @@ except ImportError:
 
 logger = logging.getLogger(__name__)
 
-KIND_OF_PLURAL = {plural: kind for kind, plural in PLURALS.items()}
 SETTLE_SECONDS = 0.2
 
 # Asked of the kernel (the inotify mask), so every write's other events
