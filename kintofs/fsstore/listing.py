@@ -275,12 +275,7 @@ class FileList(ObjectList):
         entry = [{"ts": ts, "op": "delete", "id": object_id}]
         self.journal.append(entry)
         with self._guard:
-            self._drop_object(object_id)
-            self._tombstones[object_id] = ts
-            self._changes.record(object_id, ts)
-            self._timestamp = max(self._timestamp or 0, ts)
-            self._after_append(entry)
-            self._recount()
+            self._indexed_delete(object_id, ts, entry)
         if self.container:
             self.on_container_deleted(self, object_id)
         else:
@@ -327,6 +322,34 @@ class FileList(ObjectList):
             self._object_bytes -= object_cost(previous)
         self._objects[object_id] = stored
         self._object_bytes += object_cost(stored)
+
+    def _indexed_put(self, object_id, stored, ts, entry):
+        """The index after a durable put and its journal ``entry`` (caller holds the guard)."""
+        self._signatures[object_id] = self._signature(object_id)
+        self._store_object(object_id, stored)
+        self._tombstones.pop(object_id, None)
+        self._changes.record(object_id, ts)
+        self._timestamp = max(self._timestamp or 0, ts)
+        self._after_append(entry)
+        self._recount()
+
+    def _indexed_delete(self, object_id, ts, entry):
+        """The index after a durable delete and its journal ``entry`` (caller holds the guard)."""
+        self._drop_object(object_id)
+        self._tombstones[object_id] = ts
+        self._changes.record(object_id, ts)
+        self._timestamp = max(self._timestamp or 0, ts)
+        self._after_append(entry)
+        self._recount()
+
+    def _init_timestamp(self):
+        """The list timestamp, journaled first if the list was never written (caller holds the lock)."""
+        with self._guard:
+            if self._timestamp is None:
+                ts = self._next_timestamp()
+                self._append([{"ts": ts, "op": "init"}])
+                self._timestamp = ts
+            return self._timestamp
 
     def _drop_object(self, object_id):
         """Unindex the live version of ``object_id``, if any (caller holds the guard)."""
@@ -563,13 +586,7 @@ class Writer:
         return self._list._objects.get(object_id)
 
     def timestamp(self):
-        lst = self._list
-        with lst._guard:
-            if lst._timestamp is None:
-                ts = lst._next_timestamp()
-                lst._append([{"ts": ts, "op": "init"}])
-                lst._timestamp = ts
-            return lst._timestamp
+        return self._list._init_timestamp()
 
     def put(self, object_id, data, acl, *, requested_ts=None):
         """Store ``data`` (with ``id`` and a fresh ``last_modified``) and ``acl``."""
@@ -601,13 +618,7 @@ class Writer:
                     _remove_empty_folder(new_folder)
                 _raise_storage_error(error, lst.folder)
             swap.commit()
-            lst._signatures[object_id] = lst._signature(object_id)
-            lst._store_object(object_id, _compact(Stored(data, acl)))
-            lst._tombstones.pop(object_id, None)
-            lst._changes.record(object_id, ts)
-            lst._timestamp = max(lst._timestamp or 0, ts)
-            lst._after_append(entry)
-            lst._recount()
+            lst._indexed_put(object_id, _compact(Stored(data, acl)), ts, entry)
             return data
 
     def delete(self, object_id, *, requested_ts=None):
@@ -638,12 +649,7 @@ class Writer:
                     os.rename(trash, lst.child_folder(object_id))
                 _raise_storage_error(error, lst.folder)
             swap.commit()
-            lst._drop_object(object_id)
-            lst._tombstones[object_id] = ts
-            lst._changes.record(object_id, ts)
-            lst._timestamp = max(lst._timestamp or 0, ts)
-            lst._after_append(entry)
-            lst._recount()
+            lst._indexed_delete(object_id, ts, entry)
         if trash:
             shutil.rmtree(trash, ignore_errors=True)
             lst.on_container_deleted(lst, object_id)
