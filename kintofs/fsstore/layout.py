@@ -17,9 +17,53 @@ container being removed (``.trash-``), a heartbeat probe (``.heartbeat-``).
 import os
 from typing import NamedTuple
 
-from .store import CONTAINERS, PLURALS, valid_id_for
+from ..kinds import KINDS
 
+# What storage needs to know of each kind (kintofs/kinds.py, the one table):
+# the folder name of its lists, whether its objects hold lists, its ids.
+PLURALS = {name: kind.plural for name, kind in KINDS.items()}
+CONTAINERS = {name for name, kind in KINDS.items() if kind.container}
 KIND_OF_PLURAL = {plural: kind for kind, plural in PLURALS.items()}
+
+
+def valid_id_for(kind):
+    return KINDS[kind].valid_id  # one function per kind, shared by every list of that kind
+
+
+# -- an object's files, in its list's folder ---------------------------------
+# A leaf object is "<id>.json" with its ACL sidecar "<id>.acl"; a container
+# object is the folder "<id>/" holding "_<kind>.json" and "_<kind>.acl".
+
+
+def data_path(folder, kind, container, object_id):
+    if container:
+        return os.path.join(folder, object_id, f"_{kind}.json")
+    return os.path.join(folder, f"{object_id}.json")
+
+
+def acl_path(folder, kind, container, object_id):
+    if container:
+        return os.path.join(folder, object_id, f"_{kind}.acl")
+    return os.path.join(folder, f"{object_id}.acl")
+
+
+def scan_ids(folder, container, valid_id):
+    """The ids of the objects a list folder holds (by their files), in no order."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return []
+    ids = []
+    for entry in entries:
+        if container:
+            if entry.is_dir(follow_symlinks=False) and valid_id(entry.name):
+                ids.append(entry.name)
+        elif entry.name.endswith(".json") and entry.is_file(follow_symlinks=False):
+            object_id = entry.name[: -len(".json")]
+            if valid_id(object_id):
+                ids.append(object_id)
+    return ids
+
 
 # Where `kintofs check --repair` moves files it cannot read, for the operator
 # to look at; a name starting with "_" is never an id, so lists ignore it.
@@ -45,6 +89,12 @@ class ListFolder(NamedTuple):
 
     def acl_name(self):
         return f"_{self.kind}.acl"
+
+    def data_path(self, object_id):
+        return data_path(self.path, self.kind, self.container, object_id)
+
+    def acl_path(self, object_id):
+        return acl_path(self.path, self.kind, self.container, object_id)
 
 
 # A record's attached file (the attachment plugin) lies beside its data file:

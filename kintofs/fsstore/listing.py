@@ -22,6 +22,7 @@ import time
 import uuid
 from contextlib import contextmanager
 
+from . import layout
 from .atomic import (
     FileSwap,
     dump_json,
@@ -142,14 +143,10 @@ class FileList(ObjectList):
     # -- where things are -------------------------------------------------
 
     def data_path(self, object_id):
-        if self.container:
-            return os.path.join(self.folder, object_id, f"_{self.kind}.json")
-        return os.path.join(self.folder, f"{object_id}.json")
+        return layout.data_path(self.folder, self.kind, self.container, object_id)
 
     def acl_path(self, object_id):
-        if self.container:
-            return os.path.join(self.folder, object_id, f"_{self.kind}.acl")
-        return os.path.join(self.folder, f"{object_id}.acl")
+        return layout.acl_path(self.folder, self.kind, self.container, object_id)
 
     def child_folder(self, object_id):
         """The folder of a container object (where its own lists live)."""
@@ -503,20 +500,7 @@ class FileList(ObjectList):
         return stored
 
     def _scan_ids(self):
-        try:
-            entries = list(os.scandir(self.folder))
-        except FileNotFoundError:
-            return []
-        ids = []
-        for entry in entries:
-            if self.container:
-                if entry.is_dir(follow_symlinks=False) and self.valid_id(entry.name):
-                    ids.append(entry.name)
-            elif entry.name.endswith(".json") and entry.is_file(follow_symlinks=False):
-                object_id = entry.name[: -len(".json")]
-                if self.valid_id(object_id):
-                    ids.append(object_id)
-        return ids
+        return layout.scan_ids(self.folder, self.container, self.valid_id)
 
     def _read_object(self, object_id):
         if not isinstance(object_id, str) or not self.valid_id(object_id):

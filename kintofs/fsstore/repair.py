@@ -27,10 +27,9 @@ import uuid
 from .atomic import read_json, remove_quietly, write_bytes, write_json
 from .base import ParentNotFound, StorageBusy
 from .journal import JOURNAL_NAME, cut_torn_tail, encode
-from .layout import QUARANTINE, ListFolder
+from .layout import CONTAINERS, QUARANTINE, ListFolder, valid_id_for
 from .listing import FileList
 from .locks import locked
-from .store import CONTAINERS, valid_id_for
 from .verify import LOCK_WAIT_SECONDS, latest_entries, object_stamps, read_journal_leniently
 
 JOURNAL_DAMAGE = {"bad-journal-line", "journal-order", "journal-missing"}
@@ -154,7 +153,7 @@ def _quarantine_data(finding, root):
     if finding.kind in CONTAINERS:
         write_json(finding.path, {"id": finding.object_id})
         return "quarantined, replaced by a minimal data file"
-    acl_path = finding.path[: -len(".json")] + ".acl"
+    acl_path = ListFolder(finding.guard, finding.kind).acl_path(finding.object_id)
     if os.path.exists(acl_path):
         quarantine(acl_path, root)
     return "quarantined (the object is deleted)"

@@ -14,29 +14,20 @@ import threading
 import time
 import uuid
 
-from ..kinds import KINDS
 from .atomic import check_injected_fault, read_json, write_bytes, write_json
 from .base import StorageError
 from .generation import Generation
+from .layout import CONTAINERS, PLURALS, valid_id_for
 from .listing import TRASH_PREFIX, FileList, now_ms
 from .locks import locked, locked_for_reading
 
 FORMAT_FILE = "_format.json"
 FORMAT = {"format": "kintofs", "version": 1}
 
-# What storage needs to know of each kind (kintofs/kinds.py, the one table):
-# the folder name of its lists, whether its objects hold lists, its ids.
-PLURALS = {name: kind.plural for name, kind in KINDS.items()}
-CONTAINERS = {name for name, kind in KINDS.items() if kind.container}
-
 # A list used this recently is not idle: the memory budget never drops it.
 # Without this, a list that alone exceeds what the budget leaves (the buckets
 # list, touched by every request) would be dropped and re-read on every request.
 RECENT_SECONDS = 1.0
-
-
-def valid_id_for(kind):
-    return KINDS[kind].valid_id  # one function per kind, shared by every list of that kind
 
 
 class FileSystemStore:

@@ -318,7 +318,7 @@ def _compare(lst, entries, files, report):
     latest = latest_entries(entries)
     for object_id, data in files.items():
         entry, stamp = latest.get(object_id), data.get("last_modified")
-        path = _data_path(lst, object_id)
+        path = lst.data_path(object_id)
         if not is_timestamp(stamp):
             continue  # reported as bad-timestamp
         if entry is None or entry["op"] != "put" or stamp > entry["ts"]:
@@ -339,11 +339,11 @@ def _compare(lst, entries, files, report):
             )
     for object_id, entry in latest.items():
         if entry["op"] == "put" and object_id not in files and lst.valid_id(object_id):
-            if os.path.exists(_data_path(lst, object_id)):
+            if os.path.exists(lst.data_path(object_id)):
                 continue  # the file exists but is unreadable: reported already
             report.add(
                 "missing-file",
-                _data_path(lst, object_id),
+                lst.data_path(object_id),
                 f"journal put at {entry['ts']}",
                 where=lst,
                 object_id=object_id,
@@ -359,7 +359,7 @@ def _compare(lst, entries, files, report):
                     name.endswith(suffix)
                     and lst.valid_id(object_id)
                     and object_id not in files
-                    and not os.path.exists(_data_path(lst, object_id))
+                    and not os.path.exists(lst.data_path(object_id))
                 ):
                     report.add(
                         problem, os.path.join(lst.path, name), where=lst, object_id=object_id
@@ -371,16 +371,10 @@ def object_stamps(lst):
     ids = object_folders(lst) if lst.container else _leaf_ids(lst)
     stamps = {}
     for object_id in ids:
-        data, problem = _read_json_file(_data_path(lst, object_id))
+        data, problem = _read_json_file(lst.data_path(object_id))
         if problem is None and isinstance(data, dict) and is_timestamp(data.get("last_modified")):
             stamps[object_id] = data["last_modified"]
     return stamps
-
-
-def _data_path(lst, object_id):
-    if lst.container:
-        return os.path.join(lst.path, object_id, lst.data_name())
-    return os.path.join(lst.path, f"{object_id}.json")
 
 
 def _check_leftovers(folder, report, lst, at_root=False):

@@ -24,8 +24,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from .layout import KIND_OF_PLURAL
-from .store import CONTAINERS
+from .layout import CONTAINERS, KIND_OF_PLURAL
 
 try:  # Linux (watchdog 7's inotify classes; other backends never register twice)
     from watchdog.observers.inotify import InotifyEmitter, InotifyObserver, InotifyWatchGroup
