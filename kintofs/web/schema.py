@@ -14,7 +14,6 @@ import threading
 from collections import OrderedDict
 
 import jsonschema
-from jsonschema.validators import validator_for
 from jsonschema_specifications import REGISTRY as SPECIFICATIONS
 from referencing.exceptions import Unresolvable
 
@@ -31,6 +30,21 @@ CAPABILITY = {
 # is added unless the schema mentions it.
 
 CACHE_SIZE = 256
+
+# What validator_for does, without its DeprecationWarning for an unknown
+# $schema (which its docs say will become an error, and so a 500 here).
+LATEST_DIALECT = jsonschema.Draft202012Validator
+DIALECTS = {
+    (cls.META_SCHEMA.get("$id") or cls.META_SCHEMA.get("id", "")).rstrip("#"): cls
+    for cls in (
+        jsonschema.Draft3Validator,
+        jsonschema.Draft4Validator,
+        jsonschema.Draft6Validator,
+        jsonschema.Draft7Validator,
+        jsonschema.Draft201909Validator,
+        jsonschema.Draft202012Validator,
+    )
+}
 
 
 def setup(service):
@@ -122,7 +136,7 @@ class Compiled:
             self.error = errors.invalid_param("body", "schema", "$schema is not a string")
             return
         # The dialect named by $schema, else the newest one (Draft 2020-12), as Kinto.
-        self.cls = validator_for(schema)
+        self.cls = DIALECTS.get(schema.get("$schema", "").rstrip("#"), LATEST_DIALECT)
         try:
             self.cls.check_schema(schema)
         except jsonschema.SchemaError as error:
