@@ -104,7 +104,8 @@ def test_hints_name_python_m_kintofs(place):
         f"start with: {Path(sys.executable).name} -m kintofs serve --config {place.work / 'b.toml'}"
     )
     usage = module("init", "--help", cwd=place.work, path=on_path).stdout
-    assert usage.startswith(f"usage: {Path(sys.executable).name} -m kintofs init ")
+    # argparse wraps the usage line when the program name is long: compare words.
+    assert usage.split()[:5] == ["usage:", Path(sys.executable).name, "-m", "kintofs", "init"]
 
 
 def test_hints_in_account_errors(place):
