@@ -12,6 +12,7 @@ import os
 import sys
 
 from .config import ConfigError, load_settings
+from .fsstore.layout import quarantine_folder
 
 
 def add_commands(commands):
@@ -80,9 +81,7 @@ def _print_findings(report):
     for finding in report.findings:
         print(finding.describe(report.root))
     if report.quarantined:
-        print(
-            f"note: {report.quarantined} file(s) kept in {os.path.join(report.root, '_quarantine')}"
-        )
+        print(f"note: {report.quarantined} file(s) kept in {quarantine_folder(report.root)}")
     print(report.summary())
 
 

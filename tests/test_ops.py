@@ -16,20 +16,27 @@ import requests
 from conftest import ALICE, Api, assert_status
 from test_concurrency import SHARED_IDS, Acks, put, read_journal, run_workers, setup_collection
 
+from kintofs.fsstore import FileSystemStore
+from kintofs.fsstore.backup import backup, restore
+
 RECORDS = "/buckets/blog/collections/posts/records"
 GROUPS = "/buckets/blog/groups"
 
 
+def kintofs_command(*args):
+    return [sys.executable, "-m", "kintofs", *map(str, args), "--config", os.devnull]
+
+
+def kintofs_env():
+    return dict(
+        {k: v for k, v in os.environ.items() if not k.startswith("KINTOFS_")},
+        KINTOFS_FSYNC="false",
+    )
+
+
 def kintofs(*args, timeout=120):
     return subprocess.run(
-        [sys.executable, "-m", "kintofs", *map(str, args), "--config", os.devnull],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=dict(
-            {k: v for k, v in os.environ.items() if not k.startswith("KINTOFS_")},
-            KINTOFS_FSYNC="false",
-        ),
+        kintofs_command(*args), capture_output=True, text=True, timeout=timeout, env=kintofs_env()
     )
 
 
@@ -454,3 +461,130 @@ def _bytes(text):
     import io
 
     return io.BytesIO(text.encode())
+
+
+# -- staging folders left by killed backups and restores ----------------------
+
+
+def staging_folders(parent, prefix):
+    return sorted(name for name in os.listdir(parent) if name.startswith(prefix))
+
+
+def wait_for(condition, timeout=30, what="the condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+def test_a_backup_killed_mid_copy_is_cleaned_up_by_the_next_one(start_server, tmp_path):
+    daemon = start_server()
+    fill_blog(Api(daemon), count=3)
+    dest = tmp_path / "snap"
+    # Holding the records list's lock stops the backup in the middle of its
+    # copy (it waits for that lock), where it is killed.
+    records_lock = hold_lock(records_folder(daemon.data_dir))
+    try:
+        killed = subprocess.Popen(
+            kintofs_command("backup", "--data-dir", daemon.data_dir, dest),
+            env=kintofs_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        partial = []
+
+        def copy_under_way():
+            partial[:] = staging_folders(tmp_path, ".snap.partial-")
+            collection = ("buckets", "blog", "collections", "posts", "_collection.json")
+            return partial and os.path.exists(os.path.join(tmp_path, partial[0], *collection))
+
+        wait_for(copy_under_way, what="the backup to copy the collections")
+        killed.send_signal(signal.SIGKILL)
+        assert killed.wait(10) == -signal.SIGKILL
+    finally:
+        os.close(records_lock)
+    left = tmp_path / partial[0]
+    assert left.is_dir() and not dest.exists()
+    assert (left / "_lock").exists() and (left / "_format.json").exists()
+
+    again = kintofs("backup", "--data-dir", daemon.data_dir, dest)
+    assert again.returncode == 0, again.stderr
+    assert f"removed {left}: left by a backup that was killed" in again.stdout
+    assert not left.exists() and staging_folders(tmp_path, ".snap.") == []
+    assert not (dest / "_lock").exists()
+    check = kintofs("check", "--data-dir", dest)
+    assert check.returncode == 0 and "0 damaged, 0 leftovers" in check.stdout, check.stdout
+    assert len(os.listdir(records_folder(dest))) == len(os.listdir(records_folder(daemon.data_dir)))
+
+
+def small_data_dir(path):
+    store = FileSystemStore(path, fsync=False)
+    with store.list((), "bucket").transaction() as writer:
+        writer.put("blog", {}, {})
+    return str(path)
+
+
+@pytest.mark.parametrize("name", ["snap", "snap.tar.gz"])
+def test_a_backup_removes_only_staging_folders_that_no_live_backup_holds(tmp_path, name):
+    data_dir = small_data_dir(tmp_path / "data")
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    held, stale, lockless = (
+        backups / f".{name}.partial-{token}" for token in ("0000aaaa", "1111bbbb", "2222cccc")
+    )
+    others = [backups / ".other.partial-3333dddd", backups / f".{name}.restoring-4444eeee"]
+    for folder in (held, stale, lockless, *others):
+        folder.mkdir()
+        (folder / "_format.json").write_text("{}")  # some of a copy
+    for folder in (stale, *others):
+        (folder / "_lock").touch()  # its lock died with its process
+    holder = hold_lock(held)  # a backup that is still running: the test process
+    try:
+        started = time.monotonic()
+        result = kintofs("backup", "--data-dir", data_dir, backups / name)
+        assert time.monotonic() - started < 20, "the backup waited for a busy lock"
+        assert result.returncode == 0, result.stderr
+        removed = [line for line in result.stdout.splitlines() if line.startswith("removed ")]
+        assert removed == [
+            f"removed {folder}: left by a backup that was killed before it finished"
+            for folder in (stale, lockless)
+        ]
+        assert (held / "_format.json").exists()  # untouched, though the backup finished
+        assert not stale.exists() and not lockless.exists()
+        assert all((folder / "_format.json").exists() for folder in others)
+        assert (backups / name).exists()
+    finally:
+        os.close(holder)
+
+
+def test_a_restore_removes_what_a_killed_restore_left(tmp_path):
+    backup_dir = tmp_path / "snap"
+    backup(small_data_dir(tmp_path / "data"), backup_dir, fsync=False)
+    target = tmp_path / "restored"
+    stale, held = (tmp_path / f".restored.restoring-{t}" for t in ("0000aaaa", "1111bbbb"))
+    for folder in (stale, held):
+        folder.mkdir()
+        (folder / "_lock").touch()
+    holder = hold_lock(held)
+    try:
+        result = kintofs("restore", "--data-dir", target, backup_dir)
+    finally:
+        os.close(holder)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"removed {stale}: left by a restore that was killed" in result.stdout
+    assert not stale.exists() and held.exists()
+    assert (target / "_format.json").exists() and (target / "_lock").exists()
+
+
+def test_backup_and_restore_with_fsync_on(tmp_path):
+    """The flushed path (the CLI tests run with fsync = false): same result, nothing left."""
+    data_dir = small_data_dir(tmp_path / "data")
+    said = []
+    for name in ("snap", "snap.tar.gz"):
+        backup(data_dir, tmp_path / name, fsync=True, say=said.append)
+        restore(tmp_path / name, tmp_path / f"from-{name}", fsync=True, say=said.append)
+        assert (tmp_path / f"from-{name}" / "buckets" / "blog" / "_bucket.json").exists()
+    assert (tmp_path / "snap" / "buckets" / "blog" / "_bucket.json").exists()
+    assert tarfile.open(tmp_path / "snap.tar.gz").getnames()
+    assert said == [] and not [n for n in os.listdir(tmp_path) if n.startswith(".")]

@@ -15,20 +15,39 @@ appears under its final name only once complete.  It includes
 ``_userid_hmac_secret`` (without it, every user id would change): keep
 backups as private as the data directory.  Lock files, temp files and trash
 are not copied.
+
+Both commands fill a hidden staging folder beside their target (see
+"beside the data directory" in layout.py) and hold the ``flock`` of its
+``_lock`` file while they live.  A killed one leaves its staging folder
+behind with that lock free, which is how the next run to the same target
+knows it is safe to remove; a running one keeps its lock, so it is never
+touched.
 """
 
 import ctypes
+import fcntl
 import os
 import shutil
 import tarfile
 import time
 import uuid
 
-from .atomic import read_json, remove_quietly
+from .atomic import fsync_folder, read_json, remove_quietly
 from .base import ParentNotFound
-from .layout import KIND_OF_PLURAL, is_dot_name
-from .locks import LOCK_NAME, locked
-from .store import FORMAT, FORMAT_FILE
+from .layout import (
+    BACKUP_STAGING,
+    FORMAT,
+    FORMAT_FILE,
+    KIND_OF_PLURAL,
+    LOCK_NAME,
+    MOVED_ASIDE,
+    RESTORE_STAGING,
+    STAGING_TOKEN_LENGTH,
+    is_never_copied,
+    is_staging_of,
+    staging_name,
+)
+from .locks import locked
 
 TAR_SUFFIXES = (".tar.gz", ".tgz")
 
@@ -57,10 +76,12 @@ class Stats:
 # -- backup --------------------------------------------------------------------
 
 
-def backup(root, dest, *, fsync=True):
+def backup(root, dest, *, fsync=True, say=print):
     """Copy the data directory ``root`` to ``dest``; returns :class:`Stats`.
 
-    ``fsync=False`` skips flushing the copy to disk (tests only).
+    ``fsync=False`` skips flushing the copy to disk (tests only).  ``say``
+    is told of each staging folder a killed backup to ``dest`` left, and
+    that this one removes.
     """
     root, dest = os.path.abspath(root), os.path.abspath(dest)
     if not os.path.isfile(os.path.join(root, FORMAT_FILE)):
@@ -70,6 +91,10 @@ def backup(root, dest, *, fsync=True):
     sink = (TarSink if dest.endswith(TAR_SUFFIXES) else FolderSink)(dest, fsync=fsync)
     stats = Stats()
     try:
+        # After the sink's checks (a refused backup touches nothing); our
+        # own staging folder is locked by now, so it is kept.
+        for stale in remove_stale_staging(dest, BACKUP_STAGING):
+            say(f"removed {stale}: left by a backup that was killed before it finished")
         pending = [(root, "")]
         while pending:
             folder, relative = pending.pop(0)
@@ -131,10 +156,7 @@ def _read_tree(folder, relative, files, children):
 def _entries(folder):
     """What a backup copies: no lock files, no temp files, no trash."""
     with os.scandir(folder) as entries:
-        return sorted(
-            (e for e in entries if e.name != LOCK_NAME and not is_dot_name(e.name)),
-            key=lambda e: e.name,
-        )
+        return sorted((e for e in entries if not is_never_copied(e.name)), key=lambda e: e.name)
 
 
 def _read(path):
@@ -153,11 +175,10 @@ class FolderSink:
         if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
             raise BackupError(f"{dest} already exists and is not an empty folder")
         self.dest, self.fsync = dest, fsync
-        self.staging = _sibling(dest, "partial")
-        os.mkdir(self.staging, 0o700)
+        self.staging = Staging(dest, BACKUP_STAGING)
 
     def add(self, name, content, mtime):
-        path = os.path.join(self.staging, *name.split("/"))
+        path = os.path.join(self.staging.folder, *name.split("/"))
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -166,25 +187,35 @@ class FolderSink:
 
     def finish(self):
         if self.fsync:
-            sync_file_system(self.staging)  # every file on disk before the name says "complete"
+            # Every file on disk before the name says "complete".
+            sync_file_system(self.staging.folder)
         if os.path.isdir(self.dest):
             os.rmdir(self.dest)
-        os.rename(self.staging, self.dest)
+        self.staging.rename_to(self.dest, fsync=self.fsync)
+        # The staging lock was no file of the data; a crash before this
+        # line leaves it, as harmless as any _lock.
+        remove_quietly(os.path.join(self.dest, LOCK_NAME))
+        self.staging.release()
 
     def abort(self):
-        shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging.remove()
 
 
 class TarSink:
-    """Write a gzip tarball beside ``dest``, renamed to ``dest`` once complete."""
+    """Write a gzip tarball in a hidden sibling folder, moved to ``dest`` once complete."""
 
     def __init__(self, dest, *, fsync):
         if os.path.exists(dest):
             raise BackupError(f"{dest} already exists")
         self.dest, self.fsync = dest, fsync
-        self.staging = _sibling(dest, "partial")
-        self.file = open(os.open(self.staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
-        self.tar = tarfile.open(fileobj=self.file, mode="w:gz")
+        self.staging = Staging(dest, BACKUP_STAGING)
+        self.path = os.path.join(self.staging.folder, os.path.basename(dest))
+        try:
+            self.file = open(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+            self.tar = tarfile.open(fileobj=self.file, mode="w:gz")
+        except BaseException:
+            self.staging.remove()
+            raise
 
     def add(self, name, content, mtime):
         info = tarfile.TarInfo(name)
@@ -197,11 +228,14 @@ class TarSink:
         if self.fsync:
             os.fsync(self.file.fileno())
         self.file.close()
-        os.rename(self.staging, self.dest)
+        os.rename(self.path, self.dest)
+        if self.fsync:
+            fsync_folder(os.path.dirname(self.dest))
+        self.staging.remove()  # only its lock file is left in it
 
     def abort(self):
         self.file.close()
-        remove_quietly(self.staging)
+        self.staging.remove()
 
 
 class _BytesReader:
@@ -218,12 +252,14 @@ class _BytesReader:
 # -- restore -------------------------------------------------------------------
 
 
-def restore(src, data_dir, *, force=False, fsync=True):
+def restore(src, data_dir, *, force=False, fsync=True, say=print):
     """Put the backup ``src`` (folder or tarball) in place as ``data_dir``.
 
     ``data_dir`` must be absent or empty; with ``force``, an existing one is
     moved aside to ``<data_dir>.before-restore-<time>`` (returned), never
     deleted.  Stop the daemon first: it keeps the moved folder's files open.
+    ``say`` is told of each staging folder a killed restore left, and that
+    this one removes.
     """
     src, data_dir = os.path.abspath(src), os.path.abspath(data_dir)
     if not os.path.exists(src):
@@ -234,37 +270,46 @@ def restore(src, data_dir, *, force=False, fsync=True):
             f"{data_dir} is not empty; stop the daemon and pass --force "
             "to move it aside (it is kept, not deleted)"
         )
-    staging = _sibling(data_dir, "restoring")
+    staging = Staging(data_dir, RESTORE_STAGING)
     try:
-        if os.path.isdir(src):
-            shutil.copytree(src, staging, ignore=_not_restored, symlinks=True)
-        else:
-            _extract(src, staging)
-        _check_restored_format(staging)
-        _make_private(staging)
-        if fsync:
-            sync_file_system(staging)
+        for stale in remove_stale_staging(data_dir, RESTORE_STAGING):
+            say(f"removed {stale}: left by a restore that was killed before it finished")
+        _fill(staging.folder, src, fsync=fsync)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        staging.remove()
         raise
     moved_aside = None
     if occupied:
-        moved_aside = f"{data_dir}.before-restore-{time.strftime('%Y%m%dT%H%M%S')}"
+        moved_aside = f"{data_dir}{MOVED_ASIDE}{time.strftime('%Y%m%dT%H%M%S')}"
         os.rename(data_dir, moved_aside)
     elif os.path.isdir(data_dir):
         os.rmdir(data_dir)
-    os.rename(staging, data_dir)
+    # Its lock file stays: the restored directory's own root _lock.
+    staging.rename_to(data_dir, fsync=fsync)
+    staging.release()
     return moved_aside
 
 
+def _fill(staging, src, *, fsync):
+    """Copy or unpack the backup ``src`` into the (existing) folder ``staging``."""
+    if os.path.isdir(src):
+        shutil.copytree(src, staging, ignore=_not_restored, symlinks=True, dirs_exist_ok=True)
+    else:
+        _extract(src, staging)
+    _check_restored_format(staging)
+    _make_private(staging)
+    if fsync:
+        sync_file_system(staging)
+
+
 def _not_restored(folder, names):
-    return [n for n in names if n == LOCK_NAME or is_dot_name(n)]
+    return [n for n in names if is_never_copied(n)]
 
 
 def _restorable(name):
     """Data, not a lock file or a leftover (``tar -C data .`` names start with ``./``)."""
     parts = [part for part in name.split("/") if part not in ("", ".")]
-    return bool(parts) and not any(part == LOCK_NAME or is_dot_name(part) for part in parts)
+    return bool(parts) and not any(is_never_copied(part) for part in parts)
 
 
 def _extract(tarball, staging):
@@ -273,7 +318,6 @@ def _extract(tarball, staging):
             members = tar.getmembers()
             for member in members:
                 _check_member(member)
-            os.mkdir(staging, 0o700)
             keep = [m for m in members if _restorable(m.name)]
             if hasattr(tarfile, "data_filter"):
                 tar.extractall(staging, members=keep, filter="data")
@@ -324,9 +368,109 @@ def sync_file_system(path):
     os.sync()
 
 
-def _sibling(path, purpose):
-    """A hidden name next to ``path``, on the same file system (for the final rename)."""
-    parent, name = os.path.split(path)
-    if not os.path.isdir(parent):
-        raise BackupError(f"{parent} does not exist")
-    return os.path.join(parent, f".{name}.{purpose}-{uuid.uuid4().hex[:8]}")
+# -- staging folders -------------------------------------------------------------
+
+
+class Staging:
+    """A new hidden folder beside ``target``, locked by this process until released.
+
+    Beside it so that the final rename never crosses a file system; locked
+    so that :func:`remove_stale_staging` can tell it from a killed run's.
+    """
+
+    def __init__(self, target, purpose):
+        parent, name = os.path.split(target)
+        if not os.path.isdir(parent):
+            raise BackupError(f"{parent} does not exist")
+        while True:
+            token = uuid.uuid4().hex[:STAGING_TOKEN_LENGTH]
+            self.folder = os.path.join(parent, staging_name(name, purpose, token))
+            os.mkdir(self.folder, 0o700)
+            self._lock = _lock_staging(self.folder, wait=True)
+            if self._lock is not None:
+                return
+            # A cleaner removed the folder before we could lock it: a new name.
+
+    def rename_to(self, target, *, fsync):
+        """Put the folder in place as ``target`` (still locked: no cleaner may act)."""
+        os.rename(self.folder, target)
+        if fsync:
+            fsync_folder(os.path.dirname(target))  # the rename itself survives a crash
+        self.folder = target
+
+    def remove(self):
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.release()
+
+    def release(self):
+        if self._lock is not None:
+            os.close(self._lock)  # releases the flock
+            self._lock = None
+
+
+def remove_stale_staging(target, purpose):
+    """Remove the staging folders of ``target`` whose lock is free; returns their paths.
+
+    A free lock means the process that made the folder is gone: a live one
+    holds it from the folder's first moment to its rename.  A busy lock is
+    never waited for, and its folder never touched.
+    """
+    parent, name = os.path.split(target)
+    removed = []
+    with os.scandir(parent) as entries:
+        candidates = sorted(
+            entry.path
+            for entry in entries
+            if is_staging_of(entry.name, name, purpose) and entry.is_dir(follow_symlinks=False)
+        )
+    for folder in candidates:
+        if _remove_if_abandoned(folder):
+            removed.append(folder)
+    return removed
+
+
+def _remove_if_abandoned(folder):
+    try:
+        lock = _lock_staging(folder, wait=False)
+    except PermissionError:
+        return False  # another user's folder: not ours to judge
+    if lock is None:
+        return False  # a live process is filling it, or it was renamed meanwhile
+    try:
+        shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        os.close(lock)
+    return not os.path.exists(folder)
+
+
+def _lock_staging(folder, *, wait):
+    """A descriptor holding the flock of ``folder``'s lock file, or None.
+
+    None when the folder is gone, when the lock is busy and ``wait`` is
+    false, or when the folder was removed (or renamed) while we waited: the
+    lock we got is then on a file no longer there.  The lock file is
+    created if missing, so a folder killed before it had one (or made by
+    kintofs 0.1.0) is recognised as abandoned too.
+    """
+    path = os.path.join(folder, LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        if _same_file(path, fd):
+            return fd
+    except BlockingIOError:
+        pass
+    os.close(fd)
+    return None
+
+
+def _same_file(path, fd):
+    try:
+        status = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (status.st_dev, status.st_ino) == (opened.st_dev, opened.st_ino)

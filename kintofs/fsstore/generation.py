@@ -14,13 +14,14 @@ import os
 import uuid
 
 from .atomic import read_json, write_json
+from .layout import generation_file
 from .locks import locked
 
 
 class Generation:
     def __init__(self, root, name, *, fsync=True):
         self.root = root
-        self.path = os.path.join(root, f"_{name}.generation")
+        self.path = os.path.join(root, generation_file(name))
         self.fsync = fsync
 
     def current(self):

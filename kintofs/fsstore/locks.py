@@ -19,8 +19,7 @@ from contextlib import ExitStack, contextmanager
 
 from .atomic import raise_if_disk_refused
 from .base import ParentNotFound, StorageBusy, StorageFull
-
-LOCK_NAME = "_lock"
+from .layout import LOCK_NAME
 
 # Long enough for any single write; a lock held longer means a stuck process.
 LOCK_TIMEOUT_SECONDS = 30
