@@ -76,7 +76,10 @@ def run(args):
                 + ("" if args.action == "list" else "; nothing changed")
             )
         store = FileSystemStore(settings["data_dir"], fsync=settings["fsync"])
-        ACTIONS[args.action](store, args)
+        try:
+            ACTIONS[args.action](store, args)
+        finally:
+            store.close()  # no commit log left behind
     except (CommandError, StorageError, OSError) as error:
         print(f"kintofs account {args.action}: {error}", file=sys.stderr)
         return 1

@@ -4,15 +4,18 @@ Every create, update and delete the API makes is published as a Change, the
 same way for the three actions, at two moments:
 
 ``IN_COMMIT``
-    while the object's list is still locked: the object's files and journal
-    line are durable, the client is not answered yet.  Work that must go
-    with the change happens here (the history entry, the group-membership
-    index); an exception fails the request.
+    inside the commit, before it is durable (fsstore/commit.py): the list
+    is locked, the write is visible to this thread only, and every write a
+    subscriber makes here joins the same commit, so that it is stored with
+    the change or not at all (the history entry).  An exception undoes the
+    whole commit and fails the request.
 ``AFTER_COMMIT``
-    once the lock is released, before the client is answered: work that
-    must not hold up the list's other writers (removing an attachment's
-    file; later, push streams).  An exception is logged, never answered:
-    the change has happened.
+    once the commit is durable and its lists are unlocked, before the
+    client is answered: work that must not hold up other writers or that
+    must only happen to stored changes (the group-membership index,
+    removing an attachment's file; later, push streams).  An exception is
+    logged, never answered: the change has happened.  An undone commit
+    (a refused write, an aborted batch) tells nothing at this moment.
 
 This module knows nothing of HTTP or files: subscribers get plain values.
 """

@@ -20,7 +20,7 @@ from . import accounts_cli
 from .config import DEFAULT_CONFIG_FILE, ConfigError, load_settings
 from .fsstore import FileSystemStore, StorageError
 from .fsstore.atomic import fsync_folder, remove_quietly
-from .fsstore.store import FORMAT_FILE
+from .fsstore.layout import FORMAT_FILE, secret_file
 from .passwords import hash_password
 
 SECRET_NAME = "userid_hmac_secret"
@@ -93,6 +93,7 @@ def initialise(args) -> str:
     if args.admin is not None:
         password_hash = admin_password_hash(args.admin, args.password_stdin)
     undo = Undo()
+    store = None
     try:
         store = prepare_data_dir(data_dir, undo)
         text = config_text(
@@ -115,6 +116,9 @@ def initialise(args) -> str:
     except BaseException:
         undo.run()
         raise
+    finally:
+        if store is not None:
+            store.close()  # no commit log left behind
     return summary(config_path, data_dir, args.admin, prog)
 
 
@@ -211,7 +215,7 @@ def prepare_data_dir(data_dir, undo) -> FileSystemStore:
     undo.created_folders(data_dir, shutil.rmtree)
     if os.path.isdir(data_dir):
         undo.created_file(os.path.join(data_dir, FORMAT_FILE))
-        undo.created_file(os.path.join(data_dir, f"_{SECRET_NAME}"))
+        undo.created_file(os.path.join(data_dir, secret_file(SECRET_NAME)))
         mode = stat.S_IMODE(os.stat(data_dir).st_mode)
         undo.add(lambda: os.chmod(data_dir, mode))
     try:

@@ -126,6 +126,7 @@ def serve(settings):
         thread.join()  # until the requests in flight have their responses
     if watcher:
         watcher.stop()
+    service.store.close()  # every file on disk, the commit log deleted
     logger.info("kintofs stopped")
     return 0
 

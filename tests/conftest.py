@@ -293,6 +293,36 @@ def file_tree(root, ignore=lambda name: False):
     return tree
 
 
+def fill_disk(path):
+    """Append zeros to ``path`` until its file system is full (a small tmpfs)."""
+    import errno
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for size in (65536, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError as error:
+                assert error.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+def put_line(data_path, acl_path, ts, object_id):
+    """The journal line a put leaves, its hash taken from the files as they are."""
+    from kintofs.fsstore.journal import content_digest
+
+    found = []
+    for path in (data_path, acl_path):
+        try:
+            with open(path, "rb") as f:
+                found.append(f.read())
+        except FileNotFoundError:
+            found.append(b"")
+    return {"ts": ts, "op": "put", "id": object_id, "hash": content_digest(*found)}
+
+
 def raw_exchange(port, data, timeout=20):
     """Send ``data`` byte for byte on a new connection to a daemon's ``port``,
     then EOF (the server never waits for more); the whole reply, until it closes."""

@@ -17,12 +17,11 @@ writes work again once space is freed, and what was refused never comes back
 after a restart.
 """
 
-import errno
 import os
 import subprocess
 
 import pytest
-from conftest import Api, assert_error, assert_status, file_tree
+from conftest import Api, assert_error, assert_status, file_tree, fill_disk
 
 RECORDS = "/buckets/b/collections/c/records"
 BALLAST = ".ballast"  # the file that fills the tmpfs, ignored by snapshots
@@ -64,16 +63,7 @@ class TmpfsDisk:
         self.environ = {}
 
     def refuse_space(self):
-        fd = os.open(os.path.join(self.path, BALLAST), os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            for size in (65536, 4096, 1):
-                try:
-                    while True:
-                        os.write(fd, b"\0" * size)
-                except OSError as error:
-                    assert error.errno == errno.ENOSPC
-        finally:
-            os.close(fd)
+        fill_disk(os.path.join(self.path, BALLAST))
 
     def free_space(self):
         os.unlink(os.path.join(self.path, BALLAST))

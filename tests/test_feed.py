@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import os
+import threading
 from wsgiref.util import setup_testing_defaults
 
 import pytest
@@ -83,18 +84,25 @@ def test_every_write_is_one_change_told_at_both_moments(service):
     assert delete.acl == {} and delete.data["deleted"] is True
 
 
-def test_in_commit_the_change_is_durable_and_the_list_still_locked(service):
+def test_in_commit_the_change_is_pending_and_the_list_locked(service):
     service.call("PUT", "/v1/buckets/b")
     service.call("PUT", "/v1/buckets/b/collections/c")
     records = service.store.list((("bucket", "b"), ("collection", "c")), "record")
     observed = {}
 
     def in_commit(change):
-        with open(os.path.join(records.folder, "r1.json")) as f:
-            observed["on_disk"] = json.load(f)
+        observed["on_disk"] = os.path.exists(os.path.join(records.folder, "r1.json"))
+        observed["seen_here"] = records.get("r1").data  # the commit's own thread
+        elsewhere = []
+        reader = threading.Thread(target=lambda: elsewhere.append(records.get("r1")))
+        reader.start()
+        reader.join(10)
+        observed["seen_elsewhere"] = elsewhere
         observed["locked"] = records._write_guard.locked()  # noqa: SLF001 (what the test checks)
 
     def after_commit(change):
+        with open(os.path.join(records.folder, "r1.json")) as f:
+            observed["after_on_disk"] = json.load(f)
         with records.transaction() as writer:  # the lock is free again: no deadlock
             observed["after"] = writer.get("r1").data
 
@@ -102,7 +110,14 @@ def test_in_commit_the_change_is_durable_and_the_list_still_locked(service):
     service.feed.subscribe(after_commit, AFTER_COMMIT)
     status, body = service.call("PUT", "/v1/buckets/b/collections/c/records/r1", {"data": {}})
     assert status == 201
-    assert observed == {"on_disk": body["data"], "locked": True, "after": body["data"]}
+    assert observed == {
+        "on_disk": False,
+        "seen_here": body["data"],
+        "seen_elsewhere": [None],
+        "locked": True,
+        "after_on_disk": body["data"],
+        "after": body["data"],
+    }
 
 
 def test_a_plural_delete_is_one_change_per_object(service):
@@ -130,4 +145,6 @@ def test_an_in_commit_failure_fails_the_request_an_after_commit_one_does_not(ser
     service.feed.subscribe(refuse, IN_COMMIT)
     service.feed.subscribe(broken, AFTER_COMMIT)
     assert service.call("PUT", "/v1/buckets/b/collections/bad")[0] == 500
+    assert service.call("GET", "/v1/buckets/b/collections/bad")[0] == 404, "nothing stored"
+    assert not os.path.exists(os.path.join(service.store.root, "buckets/b/collections/bad"))
     assert service.call("PUT", "/v1/buckets/b/collections/good")[0] == 201

@@ -12,6 +12,7 @@ import textwrap
 import time
 
 import pytest
+from conftest import put_line
 
 from kintofs.fsstore import FileSystemStore, ParentNotFound, StorageBusy, StorageError, StorageFull
 from kintofs.fsstore.atomic import (
@@ -328,7 +329,9 @@ def test_a_file_the_journal_never_saw_gets_a_put_line(folder):
     records = load(folder)
     stored = records.get("r2")
     assert stored.data["id"] == "r2" and stored.data["last_modified"] > 0
-    assert journal_of(folder)[-1] == {"ts": stored.data["last_modified"], "op": "put", "id": "r2"}
+    assert journal_of(folder)[-1] == put_line(
+        records.data_path("r2"), records.acl_path("r2"), stored.data["last_modified"], "r2"
+    )
     assert (
         json.load(open(os.path.join(folder, "r2.json")))["last_modified"]
         == stored.data["last_modified"]
@@ -377,3 +380,178 @@ def test_the_daemon_and_check_refuse_the_same_journal_lines(tmp_path):
     check_sees, problems, torn = read_journal_leniently(str(tmp_path))
     assert daemon_sees == check_sees == [{"ts": 1, "op": "put", "id": "a"}, {"ts": 4, "op": "init"}]
     assert [problem for problem, _ in problems] == ["bad-journal-line"] * 4 and not torn
+
+
+# -- layout: the disk format in one module ---------------------------------------
+
+ROOT = os.path.join(os.sep, "srv", "data")
+BLOG = (("bucket", "b"),)
+POSTS = (("bucket", "b"), ("collection", "c"))
+
+
+@pytest.mark.parametrize(
+    "relative, expected",
+    [
+        ("buckets/b/collections/c/records/r1.json", (POSTS, "record", "r1")),
+        ("buckets/b/collections/c/records/r1.acl", (POSTS, "record", "r1")),
+        ("buckets/b/groups/editors.json", (BLOG, "group", "editors")),
+        ("buckets/b/history/0a06d584-aa.json", (BLOG, "history", "0a06d584-aa")),
+        ("buckets/b", ((), "bucket", "b")),
+        ("buckets/b/_bucket.json", ((), "bucket", "b")),
+        ("buckets/b/_bucket.acl", ((), "bucket", "b")),
+        ("buckets/b/collections/c", (BLOG, "collection", "c")),
+        ("buckets/b/collections/c/_collection.json", (BLOG, "collection", "c")),
+        ("accounts/alice.json", ((), "account", "alice")),
+        ("accounts/alice@example.com.acl", ((), "account", "alice@example.com")),
+    ],
+)
+def test_object_of_names_the_object_a_file_belongs_to(relative, expected):
+    from kintofs.fsstore.layout import object_of
+
+    assert object_of(ROOT, os.path.join(ROOT, *relative.split("/"))) == expected
+
+
+@pytest.mark.parametrize(
+    "relative",
+    [
+        ".",  # the data directory itself
+        "_format.json",
+        "_lock",
+        "_userid_hmac_secret",
+        "_memberships.generation",
+        ".heartbeat-1234",
+        ".trash-1234",
+        "buckets",  # a list folder is no object
+        "buckets/_journal.jsonl",
+        "buckets/_lock",
+        "buckets/.trash-1234",
+        "buckets/b/collections/c/records/_journal.jsonl",
+        "buckets/b/collections/c/records/_lock",
+        "buckets/b/collections/c/records/.tmp-x1y2",
+        "buckets/b/collections/c/records/.tmp-upload-x1y2",
+        "buckets/b/collections/c/records/r1.attachment",
+        "buckets/b/collections/c/records/r1.9f2c4e1a.attachment",
+        "buckets/b/collections/c/records/notes.txt",
+        "buckets/b/_collection.json",  # a bucket's folder holds _bucket.json
+        "buckets/b/things/x.json",  # no kind is called "things"
+        "buckets/b/groups/g/x.json",  # a group is a file, never a folder
+        "_quarantine/buckets/b/_bucket.json.20260101T000000-abcdef",
+        "../elsewhere/buckets/b/_bucket.json",  # outside the data directory
+    ],
+)
+def test_object_of_is_none_for_files_of_no_object(relative):
+    from kintofs.fsstore.layout import object_of
+
+    assert object_of(ROOT, os.path.normpath(os.path.join(ROOT, *relative.split("/")))) is None
+
+
+def test_names_a_list_claims_and_names_the_daemon_loads(tmp_path):
+    """check looks at every <id>.json name (to report a folder there), the daemon at files."""
+    from kintofs.fsstore.layout import id_with_suffix, named_ids, scan_ids, valid_id_for
+
+    valid = valid_id_for("record")
+    for name in ("r2.json", "r1.json", "r1.acl", "r3.attachment", "-x.json", "a.b.json"):
+        (tmp_path / name).write_text("{}")
+    (tmp_path / "r0.json").mkdir()
+    assert sorted(scan_ids(tmp_path, False, valid)) == ["r1", "r2"]
+    assert named_ids(tmp_path, valid) == ["r0", "r1", "r2"]
+    assert named_ids(tmp_path / "missing", valid) == []
+    assert id_with_suffix("r3.attachment", ".attachment", valid) == "r3"
+    assert id_with_suffix("r3.9f2c.attachment", ".attachment", valid) is None
+
+
+def test_staging_names_are_told_apart_by_target_and_purpose():
+    from kintofs.fsstore.layout import is_staging_of, staging_name
+
+    assert staging_name("snap", "partial", "0123abcd") == ".snap.partial-0123abcd"
+    assert is_staging_of(".snap.partial-0123abcd", "snap", "partial")
+    assert not is_staging_of(".snap.partial-0123abcd", "snap", "restoring")
+    assert not is_staging_of(".snap.partial-0123abcd", "sna", "partial")
+    assert not is_staging_of(".snap.x.partial-0123abcd", "snap", "partial")  # snap.x's
+    assert not is_staging_of(".snap.partial-0123abcd.partial-0123abcd", "snap", "partial")
+    assert not is_staging_of(".snap.partial-0123", "snap", "partial")
+
+
+def test_the_old_homes_of_reserved_names_agree_with_layout():
+    """Until every module imports them from layout, the copies must not drift."""
+    from kintofs.fsstore import layout, listing, store, verify
+
+    assert TEMP_PREFIX == layout.TEMP_PREFIX
+    assert listing.TRASH_PREFIX == layout.TRASH_PREFIX
+    assert verify.HEARTBEAT_PREFIX == layout.HEARTBEAT_PREFIX
+    assert JOURNAL_NAME == layout.JOURNAL_NAME and LOCK_NAME == layout.LOCK_NAME
+    assert store.FORMAT_FILE == layout.FORMAT_FILE and store.FORMAT == layout.FORMAT
+
+
+def test_every_reserved_name_is_in_the_documented_table():
+    from kintofs.fsstore import layout
+
+    docs = open(os.path.join(REPO, "docs", "storage.md"), encoding="utf-8").read()
+    table = docs.split("## Names that can never be ids")[1].split("\n## ")[0]
+    for name in (
+        layout.FORMAT_FILE,
+        layout.JOURNAL_NAME,
+        layout.LOCK_NAME,
+        layout.QUARANTINE,
+        layout.TEMP_PREFIX,
+        layout.OLD_PREFIX,
+        layout.UPLOAD_PREFIX,
+        layout.TRASH_PREFIX,
+        layout.HEARTBEAT_PREFIX,
+        layout.ATTACHMENT_SUFFIX,
+        layout.MEMBERSHIPS_GENERATION,
+        layout.secret_file("userid_hmac_secret"),
+    ):
+        assert f"`{name}" in table or f"`<id>{name}`" in table, name
+
+
+# Literals of reserved names still written out in modules of other owners,
+# until they import them from layout (each one is listed in the report of
+# the change that made layout their one home).  New ones fail the test below.
+NOT_YET_FROM_LAYOUT = {
+    ("kintofs/fsstore/watch.py", "_journal.jsonl"),
+    ("kintofs/fsstore/watch.py", "_lock"),
+    ("kintofs/fsstore/watch.py", ".json"),
+    ("kintofs/fsstore/watch.py", ".acl"),
+    ("kintofs/plugins/attachment.py", "upload-"),
+    ("kintofs/plugins/attachment.py", "old-"),
+}
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESERVED_LITERALS = {"_lock", ".json", ".acl", ".attachment", "old-", "upload-"}
+RESERVED_PARTS = ("_journal.jsonl", "_format.json", "_quarantine", ".tmp-", ".trash-")
+RESERVED_PARTS += (".heartbeat-", ".generation", ".before-restore-", ".partial-", ".restoring-")
+
+
+def _string_literals(path):
+    """``(line, text)`` of the string constants of a module, docstrings left out."""
+    import ast
+
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if id(node) not in docstrings:
+                yield node.lineno, node.value
+
+
+def test_reserved_names_are_spelled_out_in_layout_only():
+    found = []
+    for folder, _, names in os.walk(os.path.join(REPO, "kintofs")):
+        for name in sorted(n for n in names if n.endswith(".py")):
+            path = os.path.join(folder, name)
+            relative = os.path.relpath(path, REPO).replace(os.sep, "/")
+            if relative == "kintofs/fsstore/layout.py":
+                continue
+            for line, text in _string_literals(path):
+                reserved = text in RESERVED_LITERALS or any(p in text for p in RESERVED_PARTS)
+                if reserved and (relative, text) not in NOT_YET_FROM_LAYOUT:
+                    found.append(f"{relative}:{line}: {text!r} (import it from fsstore/layout.py)")
+    assert not found, "\n".join(found)

@@ -53,7 +53,7 @@ AUTH = basic_auth(ALICE)
 ALLOWED_NAME = re.compile(
     r"[a-zA-Z0-9][a-zA-Z0-9_-]*(\.json|\.acl)?|buckets|groups|collections|records|"
     r"_journal\.jsonl|_lock|_format\.json|_userid_hmac_secret|_(bucket|collection)\.(json|acl)|"
-    r"_[a-z_]+\.generation"
+    r"_[a-z_]+\.generation|_commits|[0-9a-f]{32}\.jsonl"
 )
 
 

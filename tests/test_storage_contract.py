@@ -9,10 +9,13 @@ daemon, milliseconds each.  docs/storage.md describes the format.
 
 import json
 import os
+import threading
 
 import pytest
+from conftest import put_line
 
 from kintofs.fsstore import FileSystemStore, ParentNotFound, listing
+from kintofs.fsstore.base import Stored
 from kintofs.fsstore.verify import verify
 
 COLLECTION = (("bucket", "b"), ("collection", "c"))
@@ -323,7 +326,7 @@ def test_compaction_with_the_real_slack(records, root):
     new = put(loaded, "new")["last_modified"]
     assert journal_lines(loaded) == [
         {"ts": listing.COMPACT_SLACK + 10, "op": "delete", "id": "r"},
-        {"ts": new, "op": "put", "id": "new"},
+        put_line(loaded.data_path("new"), loaded.acl_path("new"), new, "new"),
     ]
     assert new_store(root).list(*RECORDS).tombstones() == {"r": listing.COMPACT_SLACK + 10}
 
@@ -412,11 +415,9 @@ def test_a_file_changed_by_hand_becomes_a_normal_change(records, root):
     assert stored.data["v"] == 2 and stored.acl == {"write": ["alice"]}
     assert stored.data["last_modified"] > before
     assert records.timestamp() == stored.data["last_modified"]
-    assert journal_lines(records)[-1] == {
-        "ts": stored.data["last_modified"],
-        "op": "put",
-        "id": "r1",
-    }
+    assert journal_lines(records)[-1] == put_line(
+        records.data_path("r1"), records.acl_path("r1"), stored.data["last_modified"], "r1"
+    )
     with open(records.data_path("r1"), encoding="utf-8") as f:
         assert json.load(f) == stored.data, "the file carries its new timestamp"
     assert changes(records, since=before) == [("r1", True, stored.data["last_modified"])]
@@ -445,12 +446,6 @@ def test_a_file_deleted_by_hand_becomes_a_tombstone(records, root):
     assert no_findings(root) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kintofs bug: a hand edit that keeps last_modified is "
-    "not adopted when this process had not loaded the list yet (the load takes "
-    "the file as journaled), so `_since` pollers never see the change",
-)
 def test_a_file_changed_by_hand_before_the_list_was_loaded_is_adopted(records, root):
     before = put(records, "r1", {"v": 1})["last_modified"]
     fresh = new_store(root).list(*RECORDS)  # a daemon that has not read this list yet
@@ -459,12 +454,93 @@ def test_a_file_changed_by_hand_before_the_list_was_loaded_is_adopted(records, r
     assert fresh.get("r1").data["last_modified"] > before
 
 
+def test_an_edit_made_while_stopped_is_a_new_revision_at_the_next_load(records, root):
+    before = put(records, "r1", {"v": 1}, {"write": ["alice"]})["last_modified"]
+    put(records, "r2", {"v": 1})
+    list_before = records.timestamp()
+    edit_by_hand(records.data_path("r1"), v=2)  # sed -i: last_modified kept
+    with open(records.acl_path("r2"), "w") as f:
+        json.dump({"write": ["bob"]}, f)  # only the ACL changed
+    assert sorted(no_findings(root)) == [("edited-by-hand", ""), ("edited-by-hand", "")]
+    restarted = new_store(root).list(*RECORDS)
+    r1, r2 = restarted.get("r1"), restarted.get("r2")
+    assert r1.data["v"] == 2 and r1.data["last_modified"] > list_before
+    assert r1.acl == {"write": ["alice"]}
+    assert r2.acl == {"write": ["bob"]} and r2.data["last_modified"] > list_before
+    assert sorted(i for i, _live, _ts in changes(restarted, since=list_before)) == ["r1", "r2"]
+    assert restarted.timestamp() > list_before > before
+    again = new_store(root).list(*RECORDS)
+    assert again.get("r1") == r1 and again.timestamp() == restarted.timestamp(), "adopted once"
+    assert no_findings(root) == []
+
+
+def test_an_unreadable_file_at_load_is_not_a_deletion(records, root):
+    put(records, "r1", {"v": 1})
+    put(records, "r2", {"v": 1})
+    etag = records.timestamp()
+    with open(records.data_path("r1"), "w") as f:
+        f.write('{"v": ')  # a bad sector, or an editor killed half-way
+    restarted = new_store(root).list(*RECORDS)
+    assert restarted.get("r1") is None, "nothing readable to serve"
+    assert "r1" not in restarted.tombstones(), "never journaled as deleted"
+    assert changes(restarted, since=etag) == [], "pollers are told nothing"
+    assert [e["op"] for e in journal_lines(restarted)].count("delete") == 0
+    assert [problem for problem, _detail in no_findings(root)] == ["unreadable-data"]
+    edit_by_hand_raw(restarted.data_path("r1"), {"v": 3, "id": "r1"})
+    assert restarted.adopt_edit("r1") is True
+    assert restarted.get("r1").data["v"] == 3
+    assert [i for i, _live, _ts in changes(restarted, since=etag)] == ["r1"]
+
+
+def edit_by_hand_raw(path, data):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+
+
 def test_an_unreadable_file_is_left_for_a_later_event(records):
     put(records, "r1", {"v": 1})
     with open(records.data_path("r1"), "w") as f:
         f.write('{"v": ')  # an editor half-way through its save
     assert records.adopt_edit("r1") is False
     assert records.get("r1").data["v"] == 1
+
+
+# -- readers and a writer ------------------------------------------------------------
+
+
+def test_readers_are_served_while_a_write_waits_for_the_disk(root, monkeypatch):
+    store = FileSystemStore(root, fsync=True)
+    make_collection(store)
+    records = store.list(*RECORDS)
+    first = put(records, "r1", {"v": 1})
+    etag = records.timestamp()
+    disk_waits, disk_free = threading.Event(), threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):  # a disk that takes its time, for the writer's thread only
+        if threading.current_thread().name == "writer":
+            disk_waits.set()
+            assert disk_free.wait(30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    writer = threading.Thread(target=put, args=(records, "r1", {"v": 2}), name="writer")
+    writer.start()
+    try:
+        assert disk_waits.wait(30)
+        reads = []
+        reader = threading.Thread(
+            target=lambda: reads.append(
+                (records.get("r1"), records.timestamp(), changes(records, since=etag))
+            )
+        )
+        reader.start()
+        reader.join(10)
+        assert reads == [(Stored(first, {}), etag, [])], "the durable state, at once"
+    finally:
+        disk_free.set()
+        writer.join(30)
+    assert records.get("r1").data["v"] == 2 and records.timestamp() > etag
 
 
 # -- two processes on one folder ----------------------------------------------------

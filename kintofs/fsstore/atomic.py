@@ -8,14 +8,14 @@ import errno
 import json
 import logging
 import os
+import shutil
 import tempfile
 import uuid
 
 from .base import StorageFull
+from .layout import OLD_PREFIX, TEMP_PREFIX
 
 logger = logging.getLogger(__name__)
-
-TEMP_PREFIX = ".tmp-"
 
 # Errors that mean "the disk will not take this write", not "we have a bug".
 _DISK_REFUSED = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
@@ -56,25 +56,35 @@ def dump_json(document):
 
 def write_bytes(path, content, *, fsync=True):
     """Replace ``path`` with ``content`` atomically (owner-only permissions)."""
-    folder = os.path.dirname(path)
+    temp_path = write_temp(path, content, fsync=fsync)
+    try:
+        os.replace(temp_path, path)
+        if fsync:
+            fsync_folder(os.path.dirname(path))
+    except OSError as error:
+        remove_quietly(temp_path)
+        raise_if_disk_refused(error)
+        raise
+
+
+def write_temp(path, content, *, fsync=True):
+    """``content`` in a new temp file beside ``path``, to be renamed over it; its name."""
     try:
         check_injected_fault()
-        fd, temp_path = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)
+        fd, temp_path = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=os.path.dirname(path))
         try:
             with os.fdopen(fd, "wb") as temp:
                 temp.write(content)
                 temp.flush()
                 if fsync:
                     os.fsync(temp.fileno())
-            os.replace(temp_path, path)
         except BaseException:
             remove_quietly(temp_path)
             raise
-        if fsync:
-            fsync_folder(folder)
     except OSError as error:
         raise_if_disk_refused(error)
         raise
+    return temp_path
 
 
 def write_json(path, document, *, fsync=True):
@@ -172,7 +182,7 @@ class FileSwap:
         """A second name for the current file (None when there is none)."""
         if not os.path.exists(path):
             return None
-        backup = os.path.join(os.path.dirname(path), f"{TEMP_PREFIX}old-{uuid.uuid4().hex}")
+        backup = os.path.join(os.path.dirname(path), f"{OLD_PREFIX}{uuid.uuid4().hex}")
         try:
             os.link(path, backup)
         except OSError as error:
@@ -182,6 +192,52 @@ class FileSwap:
             with open(path, "rb") as f:
                 return self._new_temp(path, f.read())
         return backup
+
+
+# What os.link answers where a file system has no hard links (FAT, exFAT,
+# some network and FUSE mounts) or will not give a file one more: a copy does.
+_NO_HARD_LINKS = {
+    errno.EPERM,
+    errno.EACCES,
+    errno.EOPNOTSUPP,
+    errno.ENOTSUP,
+    errno.ENOSYS,
+    errno.EMLINK,
+    errno.EXDEV,
+}
+
+COPY_CHUNK_BYTES = 1 << 20
+
+
+def link_or_copy(path, second_name, *, fsync=True):
+    """Give ``path``'s content the new name ``second_name``, leaving ``path`` as it is.
+
+    A hard link where the file system has them (no space needed), else a copy.
+    A disk that refuses the link (ENOSPC, EROFS, ...) is not asked for a copy.
+    """
+    try:
+        os.link(path, second_name)
+    except OSError as error:
+        if error.errno not in _NO_HARD_LINKS:
+            raise
+        copy_file(path, second_name, fsync=fsync)
+
+
+def copy_file(source, destination, *, fsync=True):
+    """Copy ``source`` into the new file ``destination`` chunk by chunk (owner-only
+    permissions); on any error nothing of ``destination`` is left."""
+    check_injected_fault()
+    with open(source, "rb") as original:
+        fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as copy:
+                shutil.copyfileobj(original, copy, COPY_CHUNK_BYTES)
+                copy.flush()
+                if fsync:
+                    os.fsync(copy.fileno())
+        except BaseException:
+            remove_quietly(destination)
+            raise
 
 
 def raise_if_disk_refused(error):

@@ -2,11 +2,14 @@
 
 One JSON object per line, in the order the writes happened::
 
-    {"ts": 1795343847096, "op": "put", "id": "r1"}
+    {"ts": 1795343847096, "op": "put", "id": "r1", "hash": "9f2c4e1a0b7d3e55"}
     {"ts": 1795343847097, "op": "delete", "id": "r1"}
     {"ts": 1795343847000, "op": "init"}
 
-``put`` means the object file now holds the version stamped ``ts``,
+``put`` means the object file now holds the version stamped ``ts``, whose
+files' bytes have the :func:`content_digest` ``hash`` (optional: lines
+written by hand or by older versions have none); a load that finds other
+bytes knows the files were edited since, even if ``last_modified`` was kept.
 ``delete`` leaves a tombstone stamped ``ts``, and ``init`` only records the
 list timestamp a reader saw before anything was written.  The list timestamp
 is the largest ``ts`` in the file.
@@ -15,12 +18,12 @@ Only holders of the list lock append.  A crash can leave a last line without
 its newline; readers skip it and the next writer cuts it off first.
 """
 
+import hashlib
 import json
 import os
 
 from .atomic import check_injected_fault, fsync_folder, raise_if_disk_refused, write_bytes
-
-JOURNAL_NAME = "_journal.jsonl"
+from .layout import JOURNAL_NAME
 
 
 def is_timestamp(value):
@@ -45,6 +48,15 @@ def parse_line(line):
     if entry.get("op") in ("put", "delete") and isinstance(entry.get("id"), str):
         return entry
     return None
+
+
+def content_digest(data_bytes, acl_bytes):
+    """A short hash of an object's two files as they are on disk (b"" for a missing one).
+
+    Not a security measure: it only tells "these are the bytes we wrote"
+    from "someone changed them", so 64 bits are plenty.
+    """
+    return hashlib.blake2b(data_bytes + b"\0" + acl_bytes, digest_size=8).hexdigest()
 
 
 def cut_torn_tail(f):
@@ -102,8 +114,10 @@ class Journal:
         entries = [entry for entry in map(parse_line, complete.splitlines()) if entry is not None]
         return entries, offset + len(complete)
 
-    def append(self, entries):
-        """Append ``entries`` durably (caller holds the list lock)."""
+    def append(self, entries, *, durable=True):
+        """Append ``entries`` (caller holds the list lock), durably unless
+        ``durable`` is False (a commit whose log already holds them)."""
+        durable = durable and self.fsync
         try:
             check_injected_fault()
             is_new = not os.path.exists(self.path)
@@ -111,9 +125,9 @@ class Journal:
                 cut_torn_tail(f)
                 f.write(encode(entries))
                 f.flush()
-                if self.fsync:
+                if durable:
                     os.fsync(f.fileno())
-            if self.fsync and is_new:
+            if durable and is_new:
                 fsync_folder(os.path.dirname(self.path))
         except OSError as error:
             raise_if_disk_refused(error)

@@ -12,6 +12,7 @@ journal's ``(inode, size)``: if another process appended, only the new lines
 are read; if the journal was replaced, the list is loaded again.
 """
 
+import errno
 import json
 import logging
 import os
@@ -20,29 +21,37 @@ import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
+from typing import NamedTuple
 
+from . import commit as commits
 from . import layout
 from .atomic import (
-    FileSwap,
     dump_json,
     fsync_folder,
     raise_if_disk_refused,
-    read_json,
     remove_quietly,
-    write_json,
+    write_bytes,
+    write_temp,
 )
-from .base import ObjectList, ParentNotFound, StorageFull, Stored, tombstone
+from .base import ObjectList, ParentNotFound, StorageBusy, StorageFull, Stored, tombstone
 from .changes import ChangeOrder
-from .journal import Journal, is_timestamp
-from .locks import locked, locked_for_reading
+from .commit import Commit, Op
+from .journal import Journal, content_digest, is_timestamp
+from .layout import TRASH_PREFIX
+from .locks import LOCK_TIMEOUT_SECONDS, locked, locked_for_reading
 
 logger = logging.getLogger(__name__)
 
-TRASH_PREFIX = ".trash-"
 
 # Rewrite the journal once it holds this many more lines than the index has ids.
 COMPACT_SLACK = 1000
+
+# How long a commit that holds lists waits for one more (see FileList._hold).
+LOCK_WAIT_IN_COMMIT_SECONDS = 5
+
+# What _read_files says of an object whose data file is not there.
+MISSING = "missing"
 
 # What a list's index costs in resident memory (CPython 3.11, 64-bit), as
 # estimated by FileList.memory_estimate for the store's budget
@@ -88,9 +97,15 @@ class FileList(ObjectList):
         "clock",
         "on_container_deleted",
         "on_cost",
+        "address",
+        "commit_log",
         "journal",
         "_guard",
         "_write_guard",
+        "_writing",
+        "_pending",
+        "_pending_ts",
+        "_pending_commit",
         "_signatures",
         "_identity",
         "_offset",
@@ -100,6 +115,7 @@ class FileList(ObjectList):
         "_changes",
         "_timestamp",
         "_loaded",
+        "_adopted_by_load",
         "_object_bytes",
         "_cost",
         "accounted",
@@ -117,9 +133,14 @@ class FileList(ObjectList):
         clock=now_ms,
         on_container_deleted=None,
         on_cost=None,
+        address=None,
+        commit_log=None,
     ):
         """``on_cost(list)`` is called (holding the list's guard) each time
-        :attr:`memory_estimate` changes; the store keeps its budget with it."""
+        :attr:`memory_estimate` changes; the store keeps its budget with it.
+        ``commit_log`` (commit.py) makes the list's commits durable, and
+        ``address`` is how its lines name the list; without a log, every
+        write makes its own files durable."""
         self.folder = folder
         self.kind = kind
         self.container = container
@@ -127,9 +148,12 @@ class FileList(ObjectList):
         self.fsync = fsync
         self.clock = clock
         self.on_container_deleted = on_container_deleted or (lambda list_, object_id: None)
+        self.address, self.commit_log = address, commit_log
         self.journal = Journal(folder, fsync=fsync)
         self._guard = threading.RLock()
         self._write_guard = threading.Lock()
+        self._writing = False  # a commit of this process holds the list (see _refresh)
+        self._pending = self._pending_ts = self._pending_commit = None  # see _own_pending
         self._signatures = {}  # id -> _signature() after our own last write (the watcher skips those)
         self._cost = 0
         self.accounted = (
@@ -153,31 +177,74 @@ class FileList(ObjectList):
         return os.path.join(self.folder, object_id)
 
     # -- reading ----------------------------------------------------------
+    # Every read sees the committed index; the thread of a commit that wrote
+    # to this list also sees its own pending writes (see commit.py).
 
     def get(self, object_id):
         self._refresh()
+        pending = self._own_pending()
+        if pending is not None and object_id in pending:
+            found = pending[object_id]
+            return found if isinstance(found, Stored) else None
         with self._guard:
             return self._objects.get(object_id)
 
     def objects(self):
         self._refresh()
         with self._guard:
-            return dict(self._objects)
+            found = dict(self._objects)
+        pending = self._own_pending()
+        for object_id, change in (pending or {}).items():
+            if isinstance(change, Stored):
+                found[object_id] = change
+            else:
+                found.pop(object_id, None)
+        return found
 
     def tombstones(self):
         self._refresh()
         with self._guard:
-            return dict(self._tombstones)
+            found = dict(self._tombstones)
+        pending = self._own_pending()
+        for object_id, change in (pending or {}).items():
+            if isinstance(change, Stored):
+                found.pop(object_id, None)
+            else:
+                found[object_id] = change.ts
+        return found
 
     def live(self):
         """Every live :class:`Stored`, in no order: a list of references (cheaper than a dict copy)."""
         self._refresh()
+        if self._own_pending() is not None:
+            return list(self.objects().values())
         return list(self._objects.values())
 
     def newest_first(self, since=None, until=None):
         """``(id, Stored or None, ts)`` of objects and tombstones (None) changed
         in ``(since, until]``, newest first; costs what it yields, not the list size."""
         self._refresh()
+        pending = self._own_pending()
+        if pending is not None:
+            yield from self._newest_first_with(pending, since, until)
+        else:
+            yield from self._newest_first_committed(since, until)
+
+    def _newest_first_with(self, pending, since, until):
+        """newest_first inside a commit that wrote here (a batch reading its own writes)."""
+        found = [
+            (object_id, stored, ts)
+            for object_id, stored, ts in self._newest_first_committed(since, until)
+            if object_id not in pending
+        ]
+        for object_id, change in pending.items():
+            ts = change.data["last_modified"] if isinstance(change, Stored) else change.ts
+            if (since is None or ts > since) and (until is None or ts <= until):
+                found.append((object_id, change if isinstance(change, Stored) else None, ts))
+        found.sort(key=lambda item: item[2], reverse=True)
+        return found
+
+    def _newest_first_committed(self, since, until):
         objects, tombstones = self._objects, self._tombstones
         for object_id, ts in self._changes.newest_first(since, until):
             stored = objects.get(object_id)
@@ -188,6 +255,8 @@ class FileList(ObjectList):
 
     def timestamp(self):
         self._refresh()
+        if self._own_pending() is not None:
+            return self._pending_ts
         with self._guard:
             if self._timestamp is not None:
                 return self._timestamp
@@ -203,11 +272,44 @@ class FileList(ObjectList):
 
     @contextmanager
     def transaction(self):
-        """Lock the list (threads and processes) and yield a :class:`Writer`."""
-        self._ensure_folder()
-        with self._write_guard, locked(self.folder):
+        """Hold the list (threads and processes) and yield a :class:`Writer`.
+
+        Inside a commit (a batch: see commit.py) the list joins it, and stays
+        locked until the commit ends; otherwise the transaction is a commit
+        of its own.  An exception undoes this transaction's writes only.
+        """
+        outer = commits.current()
+        with nullcontext(outer) if outer is not None else Commit(self.commit_log) as commit:
+            self._ensure_folder()
+            commit.join(self, self._hold)
+            savepoint = commit.savepoint()
+            try:
+                yield Writer(self, commit)
+            except BaseException:
+                commit.rollback_to(savepoint)
+                raise
+
+    def _hold(self, wait_briefly=False):
+        """Lock the list for a commit; returns what unlocks it.  A commit that
+        already holds other lists waits less: two batches taking the same
+        lists in opposite orders fail one of them (503) instead of both hanging."""
+        timeout = LOCK_WAIT_IN_COMMIT_SECONDS if wait_briefly else LOCK_TIMEOUT_SECONDS
+        if not self._write_guard.acquire(timeout=timeout):
+            raise StorageBusy(f"{self.folder} is being written")
+        with ExitStack() as held:
+            held.callback(self._write_guard.release)
+            held.enter_context(locked(self.folder, timeout=timeout))
             self._refresh(have_lock=True)
-            yield Writer(self)
+            with self._guard:
+                self._writing = True
+            release = held.pop_all()
+
+        def unlock():
+            with self._guard:
+                self._writing = False
+            release.close()
+
+        return unlock
 
     def _ensure_folder(self):
         try:
@@ -237,13 +339,16 @@ class FileList(ObjectList):
         ):
             return False  # the files are as our own last write left them: two stat() calls
         with self.transaction() as writer:
+            if self._adopted_by_load and object_id in self._adopted_by_load:
+                self._adopted_by_load.discard(object_id)
+                return True  # the load this transaction needed found the edit first
             known = self._objects.get(object_id)
             if not os.path.exists(self.data_path(object_id)):
                 if known is None or (
                     self.container and os.path.isdir(self.child_folder(object_id))
                 ):
                     return False  # a container counts as deleted only once its folder is gone
-                self._forget_deleted_by_hand(object_id)
+                writer.forget(object_id)
                 return True
             on_disk = self._read_object(object_id)
             if on_disk is None:
@@ -265,18 +370,6 @@ class FileList(ObjectList):
             except OSError:
                 found.append(None)
         return hash(tuple(found))
-
-    def _forget_deleted_by_hand(self, object_id):
-        """Record the deletion of an object whose files a person removed (caller holds the lock)."""
-        ts = self._next_timestamp()
-        entry = [{"ts": ts, "op": "delete", "id": object_id}]
-        self.journal.append(entry)
-        with self._guard:
-            self._indexed_delete(object_id, ts, entry)
-        if self.container:
-            self.on_container_deleted(self, object_id)
-        else:
-            remove_quietly(self.acl_path(object_id))
 
     # -- memory -----------------------------------------------------------
 
@@ -320,33 +413,20 @@ class FileList(ObjectList):
         self._objects[object_id] = stored
         self._object_bytes += object_cost(stored)
 
-    def _indexed_put(self, object_id, stored, ts, entry):
-        """The index after a durable put and its journal ``entry`` (caller holds the guard)."""
-        self._signatures[object_id] = self._signature(object_id)
+    def _indexed_put(self, object_id, stored, ts, signature):
+        """The index after a durable put (caller holds the guard)."""
+        self._signatures[object_id] = signature
         self._store_object(object_id, stored)
         self._tombstones.pop(object_id, None)
         self._changes.record(object_id, ts)
         self._timestamp = max(self._timestamp or 0, ts)
-        self._after_append(entry)
-        self._recount()
 
-    def _indexed_delete(self, object_id, ts, entry):
-        """The index after a durable delete and its journal ``entry`` (caller holds the guard)."""
+    def _indexed_delete(self, object_id, ts):
+        """The index after a durable delete (caller holds the guard)."""
         self._drop_object(object_id)
         self._tombstones[object_id] = ts
         self._changes.record(object_id, ts)
         self._timestamp = max(self._timestamp or 0, ts)
-        self._after_append(entry)
-        self._recount()
-
-    def _init_timestamp(self):
-        """The list timestamp, journaled first if the list was never written (caller holds the lock)."""
-        with self._guard:
-            if self._timestamp is None:
-                ts = self._next_timestamp()
-                self._append([{"ts": ts, "op": "init"}])
-                self._timestamp = ts
-            return self._timestamp
 
     def _drop_object(self, object_id):
         """Unindex the live version of ``object_id``, if any (caller holds the guard)."""
@@ -354,6 +434,140 @@ class FileList(ObjectList):
         if previous is not None:
             self._object_bytes -= object_cost(previous)
         self._signatures.pop(object_id, None)
+
+    # -- commits (commit.py) ----------------------------------------------
+
+    def _own_pending(self):
+        """The pending writes of the calling thread's commit, or None."""
+        pending = self._pending
+        if pending is not None and self._pending_commit is commits.current():
+            return pending
+        return None
+
+    def _current_timestamp(self):
+        """The list timestamp as the holder of the list sees it (pending writes included)."""
+        return self._pending_ts if self._pending is not None else self._timestamp
+
+    def _pend(self, commit, op):
+        """Make ``op`` visible to its commit's thread (caller holds the list)."""
+        if self._pending is None:
+            self._pending, self._pending_commit = {}, commit
+        if op.op == "put":
+            self._pending[op.object_id] = Stored(op.data, op.acl)
+        elif op.op in ("delete", "forget"):
+            self._pending[op.object_id] = _Gone(op.ts)
+        self._pending_ts = max(self._pending_ts or self._timestamp or op.ts, op.ts)
+
+    def _rebuild_pending(self, commit, ops):
+        """The overlay of ``ops`` only (a rolled-back savepoint)."""
+        self._end_pending()
+        for op in ops:
+            self._pend(commit, op)
+
+    def _end_pending(self):
+        self._pending = self._pending_ts = self._pending_commit = None
+
+    def _stage_op(self, op, *, durable):
+        """Step 1 of a commit: the new files of ``op`` in temp files beside their place."""
+        if op.op != "put":
+            return
+        for content, final in (
+            (op.data_bytes, self.data_path(op.object_id)),
+            (op.acl_bytes, self.acl_path(op.object_id)),
+        ):
+            if os.path.isdir(final):  # put there by hand: the rename after the commit would fail
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), final)
+            op.temps.append((write_temp(final, content, fsync=durable), final))
+
+    def _apply_ops(self, ops, *, durable):
+        """Step 3: ``ops`` (this list's writes of a commit) into the files, the
+        journal and the index.  Returns what to do once the lists are unlocked."""
+        later, folders = [], set()
+        for op in ops:
+            if op.op == "put":
+                for temp, final in op.temps:
+                    os.replace(temp, final)  # data before ACL: see docs/storage.md
+                    folders.add(os.path.dirname(final))
+            elif op.op == "delete" and self.container:
+                trash = os.path.join(self.folder, f"{TRASH_PREFIX}{uuid.uuid4().hex}")
+                os.rename(self.child_folder(op.object_id), trash)  # the whole subtree at once
+                folders.add(self.folder)
+                later.append(lambda trash=trash: shutil.rmtree(trash, ignore_errors=True))
+            elif op.op in ("delete", "forget") and not self.container:
+                remove_quietly(self.data_path(op.object_id))
+                remove_quietly(self.acl_path(op.object_id))
+                folders.add(self.folder)
+            if op.op in ("delete", "forget") and self.container:
+                later.append(
+                    lambda object_id=op.object_id: self.on_container_deleted(self, object_id)
+                )
+        if durable:
+            for folder in folders:
+                fsync_folder(folder)
+        lines = [op.journal_line() for op in ops]
+        self.journal.append(lines, durable=durable)
+        signatures = {op.object_id: self._signature(op.object_id) for op in ops if op.op == "put"}
+        with self._guard:
+            for op in ops:
+                if op.op == "put":
+                    stored = _compact(Stored(op.data, op.acl))
+                    self._indexed_put(op.object_id, stored, op.ts, signatures[op.object_id])
+                elif op.op in ("delete", "forget"):
+                    self._indexed_delete(op.object_id, op.ts)
+                else:
+                    self._timestamp = max(self._timestamp or 0, op.ts)
+            self._after_append(lines)
+            self._recount()
+        self._compact_if_due()
+        return later
+
+    def replay(self, logged):
+        """Apply one write of a dead process's commit log, unless the files
+        already hold it or something newer (recovery, commit.py).  True if
+        the files had to be written."""
+        object_id, ts, action = logged.get("id"), logged.get("ts"), logged.get("op")
+        if action not in ("put", "delete") or not self.valid_id(object_id) or not is_timestamp(ts):
+            return False
+        self._ensure_folder()
+        with self._write_guard, locked(self.folder):
+            self._refresh(have_lock=True)
+            current = self._objects.get(object_id)
+            if current is not None:
+                current_ts = current.data.get("last_modified")
+            else:
+                current_ts = self._tombstones.get(object_id)
+            if current_ts is not None and current_ts > ts:
+                return False  # superseded
+            if action == "delete":
+                if current is None:
+                    return False
+                self._replay_ops([Op(self, "delete", ts, object_id)])
+                return True
+            found = self._read_files(object_id)
+            if current_ts == ts and found not in (None, MISSING) and found[1] == logged.get("hash"):
+                return False  # done
+            data, acl = logged.get("data"), logged.get("acl")
+            if not isinstance(data, dict) or not isinstance(acl, dict):
+                return False
+            if self.container:
+                _make_folder(self.child_folder(object_id))
+            data_bytes, acl_bytes = dump_json(data), dump_json(acl)
+            op = Op(self, "put", ts, object_id, data, acl, data_bytes, acl_bytes)
+            op.digest = content_digest(data_bytes, acl_bytes)
+            self._replay_ops([op])
+            return True
+
+    def _replay_ops(self, ops):
+        for op in ops:
+            self._stage_op(op, durable=self.fsync)
+        for later in self._apply_ops(ops, durable=self.fsync):
+            later()
+
+    def compact_after_replay(self):
+        """Replayed lines may be older than the journal's last: put them in order."""
+        with self._write_guard, locked(self.folder):
+            self._refresh(have_lock=True)
+            self._compact()
 
     # -- the index --------------------------------------------------------
 
@@ -367,20 +581,27 @@ class FileList(ObjectList):
         self._changes = ChangeOrder()
         self._timestamp = None
         self._loaded = False
+        self._adopted_by_load = None  # ids whose hand edit the last load made a revision
 
     def _refresh(self, have_lock=False):
         identity = self.journal.identity()
         with self._guard:
-            if self._loaded and identity == self._identity:
+            # While our own transaction holds the list, no other process can
+            # write it and the index is what that transaction has made
+            # durable so far: serve it as is, without waiting for the writer.
+            if self._loaded and (self._writing or identity == self._identity):
                 return
-            grown = (
+            same_file = (
                 self._loaded
                 and identity
                 and self._identity
                 and identity[0] == self._identity[0]
-                and identity[1] > self._identity[1]
             )
-            if grown:
+            if same_file and identity[1] <= self._identity[1]:
+                # Stat'ed before a write of ours appended (or a torn tail was
+                # cut): nothing new.  Reloading here stalled every request.
+                return
+            if same_file:
                 self._read_new_lines(identity)
                 return
         if not os.path.isdir(self.folder):
@@ -442,30 +663,40 @@ class FileList(ObjectList):
                 if entry["op"] == "delete":
                     self._tombstones[object_id] = entry["ts"]
             repairs = []
-            on_disk = set()
+            on_disk, unreadable = set(), set()
             for object_id in self._scan_ids():
-                stored = self._read_object(object_id)
-                if stored is None:
+                found = self._read_files(object_id)
+                if found is MISSING:
+                    continue  # removed since the scan (or a container folder without its data)
+                if found is None:
+                    unreadable.add(object_id)  # never a deletion: see below
                     continue
+                stored, digest, acl_bytes = found
                 on_disk.add(object_id)
                 entry = latest.get(object_id)
-                if (
-                    entry is None
-                    or entry["op"] != "put"
-                    or entry["ts"] != stored.data.get("last_modified")
-                ):
-                    stored = self._repair_unjournaled(object_id, stored)
-                    repairs.append(
-                        {"ts": stored.data["last_modified"], "op": "put", "id": object_id}
-                    )
+                if _disagrees(entry, stored, digest):
+                    stored, digest = self._repair_unjournaled(object_id, stored, digest, acl_bytes)
+                    ts = stored.data["last_modified"]
+                    repairs.append({"ts": ts, "op": "put", "id": object_id, "hash": digest})
                 self._store_object(object_id, stored)
                 self._tombstones.pop(object_id, None)
             for object_id, entry in latest.items():
-                if entry["op"] == "put" and object_id not in on_disk:
+                # An unreadable file (an editor half-way through, a bad sector)
+                # is not a deletion: it stays out of the index, and becomes a
+                # revision again once it can be read (`kintofs check` reports it).
+                if entry["op"] == "put" and object_id not in on_disk | unreadable:
                     ts = self._next_timestamp()
                     self._timestamp = ts
                     self._tombstones[object_id] = ts
                     repairs.append({"ts": ts, "op": "delete", "id": object_id})
+            if unreadable:
+                logger.error(
+                    "%s: %d unreadable object file(s) left as they are: %s",
+                    self.folder,
+                    len(unreadable),
+                    ", ".join(sorted(unreadable)[:10]),
+                )
+            self._adopted_by_load = {e["id"] for e in repairs if e["op"] == "put"} or None
             if repairs:
                 logger.warning("%s: journal repaired for %d object(s)", self.folder, len(repairs))
                 try:
@@ -483,44 +714,59 @@ class FileList(ObjectList):
             yield object_id, _change_ts(stored, 0)
         yield from self._tombstones.items()
 
-    def _repair_unjournaled(self, object_id, stored):
-        """Give a file the journal never saw a timestamp the list can vouch for."""
+    def _repair_unjournaled(self, object_id, stored, digest, acl_bytes):
+        """Give files the journal never saw (or saw with other bytes) a timestamp
+        the list can vouch for; returns the object and its files' digest."""
         current = stored.data.get("last_modified")
         if is_timestamp(current) and (self._timestamp is None or current > self._timestamp):
             ts = current
         else:
             ts = self._next_timestamp()
             data = dict(stored.data, id=object_id, last_modified=ts)
+            data_bytes = dump_json(data)
             try:
-                write_json(self.data_path(object_id), data, fsync=self.fsync)
+                write_bytes(self.data_path(object_id), data_bytes, fsync=self.fsync)
+                digest = content_digest(data_bytes, acl_bytes)
             except StorageFull:
                 logger.warning("%s: the disk refused the repair of %r", self.folder, object_id)
             stored = Stored(data, stored.acl)
         self._timestamp = ts if self._timestamp is None else max(self._timestamp, ts)
-        return stored
+        return stored, digest
 
     def _scan_ids(self):
         return layout.scan_ids(self.folder, self.container, self.valid_id)
 
     def _read_object(self, object_id):
+        found = self._read_files(object_id)
+        return found[0] if found not in (None, MISSING) else None
+
+    def _read_files(self, object_id):
+        """``(Stored, content digest, ACL file bytes)`` of an object, MISSING
+        when its data file is not there, None when it cannot be read."""
         if not isinstance(object_id, str) or not self.valid_id(object_id):
             return None
         try:
-            data = read_json(self.data_path(object_id))
-            acl = read_json(self.acl_path(object_id))
+            with open(self.data_path(object_id), "rb") as f:
+                data_bytes = f.read()
+            data = json.loads(data_bytes)
+            acl_bytes = _read_if_there(self.acl_path(object_id))
+            acl = json.loads(acl_bytes) if acl_bytes else {}
+        except FileNotFoundError:
+            return MISSING
         except (OSError, ValueError) as error:
             logger.error("%s: unreadable object %r: %s", self.folder, object_id, error)
             return None
         if not isinstance(data, dict):
             return None
-        return _compact(Stored(data, acl if isinstance(acl, dict) else {}))
+        stored = _compact(Stored(data, acl if isinstance(acl, dict) else {}))
+        return stored, content_digest(data_bytes, acl_bytes), acl_bytes
 
     # -- timestamps and journal writes (caller holds the lock) ------------
 
     def _next_timestamp(self, requested=None, current=None):
         """Kinto's rule: strictly after the list timestamp, unless the client
         asked for a specific value newer than the object's current one."""
-        list_ts = self._timestamp or 0
+        list_ts = self._current_timestamp() or 0
         if is_timestamp(requested) and (current is None or requested > current):
             return list_ts + 1 if requested == list_ts else requested
         return max(self.clock(), list_ts + 1)
@@ -532,18 +778,27 @@ class FileList(ObjectList):
         self._after_append(entries)
 
     def _after_append(self, entries):
-        """Account for lines just appended to the journal (caller holds the lock)."""
+        """Account for lines just appended to the journal (caller holds the lock and the guard)."""
         self._identity = self.journal.identity()
         self._offset = self._identity[1]
         self._line_count += len(entries)
+
+    def _compact_if_due(self):
+        """Compact once the journal is much longer than the index (caller holds the lock)."""
         if self._line_count > 2 * (len(self._objects) + len(self._tombstones)) + COMPACT_SLACK:
             self._compact()
 
     def _compact(self):
-        """Keep one line per id (its latest) plus the list timestamp."""
-        entries = [
-            {"ts": s.data["last_modified"], "op": "put", "id": i} for i, s in self._objects.items()
-        ]
+        """Keep one line per id (its latest, with its hash) plus the list timestamp."""
+        # The hashes are not kept in memory (a dict per object): read them back.
+        hashes = {(e["id"], e["ts"]): e["hash"] for e in self.journal.read(0)[0] if "hash" in e}
+        entries = []
+        for object_id, stored in self._objects.items():
+            ts = stored.data["last_modified"]
+            entry = {"ts": ts, "op": "put", "id": object_id}
+            if (object_id, ts) in hashes:
+                entry["hash"] = hashes[object_id, ts]
+            entries.append(entry)
         entries += [{"ts": ts, "op": "delete", "id": i} for i, ts in self._tombstones.items()]
         entries.sort(key=lambda e: e["ts"])
         # The init line only when no kept line carries the list timestamp:
@@ -557,87 +812,82 @@ class FileList(ObjectList):
             logger.warning("%s: no room to compact the journal now", self.folder)
             return
         identity = self.journal.identity()
-        self._identity, self._offset, self._line_count = identity, identity[1], len(entries)
+        with self._guard:
+            self._identity, self._offset, self._line_count = identity, identity[1], len(entries)
 
 
 class Writer:
-    """What a transaction may do; every method runs under the list lock."""
+    """What a transaction may do.  Writes wait in the list's pending overlay
+    until the commit ends (commit.py); what they return is what will be stored."""
 
-    def __init__(self, object_list):
-        self._list = object_list
+    def __init__(self, object_list, commit):
+        self._list, self._commit = object_list, commit
 
     def get(self, object_id):
-        return self._list._objects.get(object_id)
+        return self._list.get(object_id)
 
     def timestamp(self):
-        return self._list._init_timestamp()
+        lst = self._list
+        ts = lst._current_timestamp()
+        if ts is None:
+            # Never written: journal the timestamp readers are about to see.
+            ts = lst._next_timestamp()
+            self._add(Op(lst, "init", ts))
+        return ts
 
     def put(self, object_id, data, acl, *, requested_ts=None):
         """Store ``data`` (with ``id`` and a fresh ``last_modified``) and ``acl``."""
         lst = self._list
-        with lst._guard:
-            current = lst._objects.get(object_id)
-            ts = lst._next_timestamp(
-                requested_ts, current.data.get("last_modified") if current else None
-            )
-            data = dict(data, id=object_id, last_modified=ts)
-            entry = [{"ts": ts, "op": "put", "id": object_id}]
-            new_folder = lst.child_folder(object_id) if lst.container and current is None else None
-            swap = FileSwap(fsync=lst.fsync)
-            try:
-                if new_folder:
-                    _make_folder(new_folder)
-                    if lst.fsync:
-                        fsync_folder(lst.folder)  # the new folder's name survives a power cut
-                swap.stage(lst.data_path(object_id), dump_json(data))
-                swap.stage(lst.acl_path(object_id), dump_json(acl))
-                # Data before ACL: a crash in between leaves the old ACL (or none
-                # on a new object), which grants less, never more.
-                swap.apply()
-                lst.journal.append(entry)
-            except BaseException as error:
-                # A refused write (full or read-only disk) must change nothing.
-                swap.undo()
-                if new_folder:
-                    _remove_empty_folder(new_folder)
-                _raise_storage_error(error, lst.folder)
-            swap.commit()
-            lst._indexed_put(object_id, _compact(Stored(data, acl)), ts, entry)
-            return data
+        current = self.get(object_id)
+        ts = lst._next_timestamp(
+            requested_ts, current.data.get("last_modified") if current else None
+        )
+        data = dict(data, id=object_id, last_modified=ts)
+        if lst.container and current is None:
+            self._make_container_folder(lst.child_folder(object_id))
+        data_bytes, acl_bytes = dump_json(data), dump_json(acl)
+        digest = content_digest(data_bytes, acl_bytes)
+        self._add(Op(lst, "put", ts, object_id, data, acl, data_bytes, acl_bytes, digest))
+        return data
 
     def delete(self, object_id, *, requested_ts=None):
         """Delete a live object (and, for containers, everything inside it)."""
         lst = self._list
-        with lst._guard:
-            current = lst._objects[object_id]
-            ts = lst._next_timestamp(requested_ts, current.data.get("last_modified"))
-            entry = [{"ts": ts, "op": "delete", "id": object_id}]
-            trash = None
-            swap = FileSwap(fsync=lst.fsync)
-            try:
-                if lst.container:
-                    # One rename makes the whole subtree vanish at once.
-                    trash = os.path.join(lst.folder, f"{TRASH_PREFIX}{uuid.uuid4().hex}")
-                    os.rename(lst.child_folder(object_id), trash)
-                    if lst.fsync:
-                        fsync_folder(lst.folder)  # so does the rename
-                else:
-                    swap.stage_removal(lst.data_path(object_id))
-                    swap.stage_removal(lst.acl_path(object_id))
-                    swap.apply()
-                lst.journal.append(entry)
-            except BaseException as error:
-                # A refused write (full or read-only disk) must change nothing.
-                swap.undo()
-                if trash and os.path.isdir(trash):
-                    os.rename(trash, lst.child_folder(object_id))
-                _raise_storage_error(error, lst.folder)
-            swap.commit()
-            lst._indexed_delete(object_id, ts, entry)
-        if trash:
-            shutil.rmtree(trash, ignore_errors=True)
-            lst.on_container_deleted(lst, object_id)
+        current = self.get(object_id)
+        if current is None:
+            raise KeyError(object_id)
+        ts = lst._next_timestamp(requested_ts, current.data.get("last_modified"))
+        self._add(Op(lst, "delete", ts, object_id))
         return tombstone(object_id, ts)
+
+    def forget(self, object_id):
+        """Journal the deletion of an object whose files a person removed."""
+        self._add(Op(self._list, "forget", self._list._next_timestamp(), object_id))
+
+    def after_commit(self, callback):
+        """Call ``callback()`` once the commit is durable and its lists unlocked
+        (never if it is undone); an exception is logged."""
+        self._commit.after_commit.append(callback)
+
+    def after_undo(self, callback):
+        """Call ``callback()`` if this transaction's writes are undone (a refused
+        commit, an aborted batch, an exception in the transaction)."""
+        self._commit.after_undo.append(callback)
+
+    def _add(self, op):
+        self._commit.ops.append(op)
+        self._list._pend(self._commit, op)
+
+    def _make_container_folder(self, folder):
+        """A new bucket or collection gets its folder now, so that its own lists
+        can be locked by the same commit; an undone commit removes it."""
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            return
+        except OSError as error:
+            _raise_storage_error(error, self._list.folder)
+        self._commit.created_folders.append(folder)
 
 
 def _compact(stored):
@@ -651,6 +901,28 @@ def _compact(stored):
         for name, members in stored.acl.items()
     }
     return Stored(data, acl)
+
+
+class _Gone(NamedTuple):
+    """A pending deletion in a commit's overlay."""
+
+    ts: int
+
+
+def _disagrees(entry, stored, digest):
+    """True when an object's files are not what its latest journal line says."""
+    if entry is None or entry["op"] != "put" or entry["ts"] != stored.data.get("last_modified"):
+        return True
+    expected = entry.get("hash")
+    return isinstance(expected, str) and expected != digest
+
+
+def _read_if_there(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return b""
 
 
 def _change_ts(stored, fallback):

@@ -26,10 +26,11 @@ import uuid
 
 from .atomic import read_json, remove_quietly, write_bytes, write_json
 from .base import ParentNotFound, StorageBusy
-from .journal import JOURNAL_NAME, cut_torn_tail, encode
-from .layout import CONTAINERS, QUARANTINE, ListFolder, valid_id_for
+from .journal import cut_torn_tail, encode
+from .layout import CONTAINERS, JOURNAL_NAME, ListFolder, quarantine_folder, valid_id_for
 from .listing import FileList
 from .locks import locked
+from .store import FileSystemStore
 from .verify import LOCK_WAIT_SECONDS, latest_entries, object_stamps, read_journal_leniently
 
 JOURNAL_DAMAGE = {"bad-journal-line", "journal-order", "journal-missing"}
@@ -38,7 +39,12 @@ JOURNAL_DAMAGE = {"bad-journal-line", "journal-order", "journal-missing"}
 def repair(report):
     """Fix every finding of ``report``; returns one line per action taken."""
     actions = []
+    if any(finding.problem == "unfinished-commits" for finding in report.findings):
+        # Opening the directory replays the logs of dead processes (commit.py).
+        replayed = FileSystemStore(report.root).replayed
+        actions.append(f"commit logs replayed: {replayed} write(s) the files missed")
     for (guard, kind), findings in _by_guard(report.findings).items():
+        findings = [f for f in findings if f.problem != "unfinished-commits"]
         try:
             with locked(guard, timeout=LOCK_WAIT_SECONDS):
                 for finding in findings:
@@ -192,6 +198,8 @@ FIXES = {
     "torn-journal-tail": _cut_torn_tail,
     "unjournaled": _by_the_journal,
     "missing-file": _by_the_journal,
+    "edited-by-hand": _by_the_journal,
+    "unfinished-commits": _by_the_journal,
     "stale-file": _by_the_journal,
     "bad-timestamp": _by_the_journal,
     "bad-journal-line": _by_the_journal,
@@ -210,7 +218,7 @@ def quarantine(path, root):
     """Move ``path`` to ``<root>/_quarantine/<same relative path>.<time>``."""
     relative = os.path.relpath(path, root)
     stamp = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    target = os.path.join(root, QUARANTINE, f"{relative}.{stamp}")
+    target = os.path.join(quarantine_folder(root), f"{relative}.{stamp}")
     os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
     os.replace(path, target)
     return target

@@ -7,22 +7,34 @@ docs/storage.md for the whole layout.
 
 import collections
 import json
+import logging
 import os
 import secrets
 import shutil
 import threading
 import time
 import uuid
+from contextlib import nullcontext
 
 from .atomic import check_injected_fault, read_json, write_bytes, write_json
 from .base import StorageError
+from .commit import Commit, CommitLog, current, recover
 from .generation import Generation
-from .layout import CONTAINERS, PLURALS, valid_id_for
-from .listing import TRASH_PREFIX, FileList, now_ms
+from .layout import (
+    CONTAINERS,
+    FORMAT,
+    FORMAT_FILE,
+    HEARTBEAT_PREFIX,
+    PLURALS,
+    TRASH_PREFIX,
+    secret_file,
+    valid_id_for,
+)
+from .listing import FileList, now_ms
 from .locks import locked, locked_for_reading
 
-FORMAT_FILE = "_format.json"
-FORMAT = {"format": "kintofs", "version": 1}
+logger = logging.getLogger(__name__)
+
 
 # A list used this recently is not idle: the memory budget never drops it.
 # Without this, a list that alone exceeds what the budget leaves (the buckets
@@ -48,6 +60,8 @@ class FileSystemStore:
         self._lists_guard = threading.RLock()
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         self._check_format()
+        self.commits = CommitLog(self.root, fsync=fsync)
+        self._recover()
 
     # -- lists ------------------------------------------------------------
 
@@ -62,7 +76,8 @@ class FileSystemStore:
 
     def list(self, parent, kind):
         """The :class:`FileList` of ``kind`` objects under ``parent``."""
-        folder = self.folder_of(tuple(parent), kind)
+        parent = tuple(parent)
+        folder = self.folder_of(parent, kind)
         now = time.monotonic()
         with self._lists_guard:
             found = self._lists.get(folder)
@@ -76,6 +91,8 @@ class FileSystemStore:
                     clock=self.clock,
                     on_container_deleted=self._forget_below,
                     on_cost=self._cost_changed,
+                    address={"parent": [list(pair) for pair in parent], "kind": kind},
+                    commit_log=self.commits,
                 )
                 found.used_at = now
                 self._lists[folder] = found
@@ -88,6 +105,35 @@ class FileSystemStore:
                         keep=found
                     )  # lists that were in use then may be idle now
             return found
+
+    # -- commits (commit.py) -------------------------------------------------
+
+    def commit(self):
+        """A context in which every transaction joins one commit: all of its
+        writes become durable together, or none does (a batch).  Inside a
+        commit already, the same commit."""
+        return nullcontext(current()) if current() is not None else Commit(self.commits)
+
+    def close(self):
+        """Checkpoint the commit log (a clean stop leaves none behind)."""
+        self.commits.close()
+
+    def _recover(self):
+        """Finish the commits of processes that died before their files were written."""
+        self.replayed = 0  # writes the logs held that the files missed
+        try:
+            self.replayed = recover(self.root, self._list_at)
+        except (OSError, StorageError):
+            # A read-only disk, say: serve what the files hold; the log stays for later.
+            logger.exception("could not replay the commit logs in %s", self.root)
+
+    def _list_at(self, address):
+        """The list a commit log line names, or None if it names none."""
+        try:
+            parent = tuple((kind, object_id) for kind, object_id in address["parent"])
+            return self.list(parent, address["kind"])
+        except (KeyError, TypeError, ValueError):
+            return None
 
     @property
     def memory_estimate(self):
@@ -185,7 +231,7 @@ class FileSystemStore:
 
     def persistent_secret(self, name):
         """A random secret generated once and kept in ``_<name>`` (owner-only)."""
-        path = os.path.join(self.root, f"_{name}")
+        path = os.path.join(self.root, secret_file(name))
         with locked_for_reading(self.root):  # a read-only disk may still serve reads
             try:
                 with open(path, encoding="utf-8") as f:
@@ -199,7 +245,7 @@ class FileSystemStore:
         """True if the data folder can be written (heartbeat)."""
         try:
             check_injected_fault()
-            probe = os.path.join(self.root, f".heartbeat-{uuid.uuid4().hex}")
+            probe = os.path.join(self.root, f"{HEARTBEAT_PREFIX}{uuid.uuid4().hex}")
             with open(probe, "wb") as f:
                 f.write(b"ok")
             os.unlink(probe)

@@ -21,20 +21,34 @@ and does not let go; check names it (from ``/proc/locks``) as ``lock-busy``.
 """
 
 import errno
+import fcntl
 import json
 import os
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
-from .atomic import TEMP_PREFIX
 from .base import ParentNotFound, StorageBusy, StorageFull
-from .journal import JOURNAL_NAME, is_timestamp, parse_line
-from .layout import ATTACHMENT_SUFFIX, QUARANTINE, is_dot_name, lists_in, object_folders
-from .listing import TRASH_PREFIX
-from .locks import LOCK_NAME, locked
-from .store import FORMAT, FORMAT_FILE
-
-HEARTBEAT_PREFIX = ".heartbeat-"
+from .journal import content_digest, is_timestamp, parse_line
+from .layout import (
+    ACL_SUFFIX,
+    ATTACHMENT_SUFFIX,
+    COMMIT_LOG_SUFFIX,
+    COMMITS_FOLDER,
+    DATA_SUFFIX,
+    FORMAT,
+    FORMAT_FILE,
+    HEARTBEAT_PREFIX,
+    JOURNAL_NAME,
+    LOCK_NAME,
+    TEMP_PREFIX,
+    TRASH_PREFIX,
+    id_with_suffix,
+    is_dot_name,
+    lists_in,
+    object_folders,
+    quarantine_folder,
+)
+from .locks import locked
 
 # How long check waits for a list's lock before calling its holder stuck.
 LOCK_WAIT_SECONDS = 10
@@ -49,6 +63,8 @@ LEFTOVERS = {
     "torn-journal-tail": "the journal's last line was being written; the next write cuts it",
     "unjournaled": "the journal is behind this file (an interrupted write); the daemon adds the line",
     "missing-file": "the journal lists this object but its file is gone (an interrupted delete)",
+    "edited-by-hand": "the files are not the bytes their journal line hashed; the daemon makes a revision",
+    "unfinished-commits": "a process died before its last commits reached every file; the next start replays them",
 }
 
 DAMAGE = {
@@ -127,7 +143,8 @@ def verify(root, *, lock_wait=LOCK_WAIT_SECONDS):
         if held:
             _check_format(report)
             _check_leftovers(root, report, None, at_root=True)
-    report.quarantined = _count_files(os.path.join(root, QUARANTINE))
+            _check_commit_logs(root, report)
+    report.quarantined = _count_files(quarantine_folder(root))
     pending = lists_in(root)
     while pending:
         pending.extend(check_list(pending.pop(), report, lock_wait))
@@ -243,13 +260,9 @@ def _check_objects(lst, report):
                 files[object_id] = data
             children.extend(lists_in(folder))
     else:
-        for object_id in _leaf_ids(lst):
+        for object_id in lst.named_ids():
             data = _check_object_files(
-                lst,
-                object_id,
-                os.path.join(lst.path, f"{object_id}.json"),
-                os.path.join(lst.path, f"{object_id}.acl"),
-                report,
+                lst, object_id, lst.data_path(object_id), lst.acl_path(object_id), report
             )
             if data is not None:
                 files[object_id] = data
@@ -299,15 +312,6 @@ def _check_object_files(lst, object_id, data_path, acl_path, report):
     return data
 
 
-def _leaf_ids(lst):
-    """Ids that have a data file in a leaf list."""
-    return [
-        name[: -len(".json")]
-        for name in _names(lst.path)
-        if name.endswith(".json") and lst.valid_id(name[: -len(".json")])
-    ]
-
-
 def _compare(lst, entries, files, report):
     """Do the journal and the files tell the same story?"""
     journal = os.path.join(lst.path, JOURNAL_NAME)
@@ -337,6 +341,8 @@ def _compare(lst, entries, files, report):
                 where=lst,
                 object_id=object_id,
             )
+        elif isinstance(entry.get("hash"), str) and _edited(lst, object_id, entry["hash"]):
+            report.add("edited-by-hand", path, where=lst, object_id=object_id)
     for object_id, entry in latest.items():
         if entry["op"] == "put" and object_id not in files and lst.valid_id(object_id):
             if os.path.exists(lst.data_path(object_id)):
@@ -349,28 +355,75 @@ def _compare(lst, entries, files, report):
                 object_id=object_id,
             )
     if not lst.container:
-        for name in _names(lst.path):
-            for suffix, problem in (
-                (".acl", "orphan-acl"),
-                (ATTACHMENT_SUFFIX, "orphan-attachment"),
+        _check_orphans(lst, files, report)
+
+
+def _edited(lst, object_id, expected):
+    """True when readable files are not the bytes the journal hashed (an
+    unreadable ACL is reported as damage already)."""
+    found = []
+    for path in (lst.data_path(object_id), lst.acl_path(object_id)):
+        try:
+            with open(path, "rb") as f:
+                found.append(f.read())
+        except FileNotFoundError:
+            found.append(b"")
+    if found[1] and not _is_acl(_parsed(found[1])):
+        return False
+    return content_digest(*found) != expected
+
+
+def _parsed(content):
+    try:
+        return json.loads(content)
+    except ValueError:
+        return None
+
+
+def _check_commit_logs(root, report):
+    """The commit logs no live process holds: their last commits may be missing from the files."""
+    folder = os.path.join(root, COMMITS_FOLDER)
+    for name in _names(folder):
+        if name.endswith(COMMIT_LOG_SUFFIX) and not _held_by_a_live_process(
+            os.path.join(folder, name)
+        ):
+            report.add("unfinished-commits", os.path.join(folder, name))
+
+
+def _held_by_a_live_process(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True  # checkpointed meanwhile
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+# A leaf object's other files, which outlive it only after an interrupted delete.
+ORPHANS = ((ACL_SUFFIX, "orphan-acl"), (ATTACHMENT_SUFFIX, "orphan-attachment"))
+
+
+def _check_orphans(lst, files, report):
+    for name in _names(lst.path):
+        for suffix, problem in ORPHANS:
+            object_id = id_with_suffix(name, suffix, lst.valid_id)
+            if (
+                object_id is not None
+                and object_id not in files
+                and not os.path.exists(lst.data_path(object_id))
             ):
-                object_id = name[: -len(suffix)]
-                if (
-                    name.endswith(suffix)
-                    and lst.valid_id(object_id)
-                    and object_id not in files
-                    and not os.path.exists(lst.data_path(object_id))
-                ):
-                    report.add(
-                        problem, os.path.join(lst.path, name), where=lst, object_id=object_id
-                    )
+                report.add(problem, os.path.join(lst.path, name), where=lst, object_id=object_id)
 
 
 def object_stamps(lst):
     """``{id: last_modified}`` of the objects whose data file reads well."""
-    ids = object_folders(lst) if lst.container else _leaf_ids(lst)
     stamps = {}
-    for object_id in ids:
+    for object_id in lst.named_ids():
         data, problem = _read_json_file(lst.data_path(object_id))
         if problem is None and isinstance(data, dict) and is_timestamp(data.get("last_modified")):
             stamps[object_id] = data["last_modified"]
@@ -392,7 +445,7 @@ def _holds_objects(folder):
     """True if any file below ``folder`` is data (not a lock, journal or leftover)."""
     for _, dirs, names in os.walk(folder):
         dirs[:] = [d for d in dirs if not is_dot_name(d)]
-        if any(n.endswith((".json", ".acl")) for n in names if not is_dot_name(n)):
+        if any(n.endswith((DATA_SUFFIX, ACL_SUFFIX)) for n in names if not is_dot_name(n)):
             return True
     return False
 

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, quote
 import bottle
 
 from ..acl import MembershipIndex, principals_of
-from ..feed import IN_COMMIT, ChangeFeed
+from ..feed import AFTER_COMMIT, ChangeFeed
 from ..fsstore import StorageBusy, StorageFull
 from . import errors, ratelimit
 from .accesslog import note_userid
@@ -71,7 +71,7 @@ class Service:
         self.capabilities = {}
         self.memberships = MembershipIndex(store)
         self.feed = ChangeFeed()  # every change the API makes (feed.py)
-        self.feed.subscribe(self._track_memberships, IN_COMMIT)
+        self.feed.subscribe(self._track_memberships, AFTER_COMMIT)
         self.validators = []  # callables(state, kind, parent, data, object_id=None)
         # A read-only server may sit on a read-only disk: it only needs to read.
         self.storage_check = store.readable if settings["readonly"] else store.healthy

@@ -1,7 +1,9 @@
 """``POST /v1/batch``: several requests in one (protocol section 13).
 
 Each sub-request runs through the whole WSGI stack (edge rules, auth,
-routing) exactly like a standalone request, one after the other.
+routing) exactly like a standalone request, one after the other, and all of
+them in one storage commit: a 5xx sub-response undoes the whole batch, as in
+Kinto; a 4xx one undoes only its own writes.
 """
 
 import io
@@ -38,16 +40,21 @@ def add_batch_route(service):
         )
         requests = parse_batch(body, settings["batch_max_requests"])
         responses = []
-        try:
-            for sub in requests:
-                response = run_subrequest(service.wsgi, outer, sub)
-                if response["status"] >= 500:
-                    # The batch fails as its sub-request did, Retry-After included.
-                    retry = {k: v for k, v in response["headers"].items() if k == "Retry-After"}
-                    return errors.json_response(response["status"], response["body"], retry)
-                responses.append(response)
-        finally:
-            bottle.request.bind(outer)  # sub-requests rebound the thread-local request
+        # One commit for the whole batch (fsstore/commit.py): its writes are
+        # durable together when it ends, or undone together.
+        with service.store.commit() as commit:
+            try:
+                for sub in requests:
+                    response = run_subrequest(service.wsgi, outer, sub)
+                    if response["status"] >= 500:
+                        # Kinto: the batch fails as its sub-request did (Retry-After
+                        # included), and every earlier write of the batch is undone.
+                        commit.abort()
+                        retry = {k: v for k, v in response["headers"].items() if k == "Retry-After"}
+                        return errors.json_response(response["status"], response["body"], retry)
+                    responses.append(response)
+            finally:
+                bottle.request.bind(outer)  # sub-requests rebound the thread-local request
         return errors.json_response(200, {"responses": responses})
 
 

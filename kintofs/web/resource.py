@@ -644,24 +644,20 @@ class _Transaction:
 
     def __init__(self, object_list, kind, parent, state):
         self.object_list, self.kind, self.parent, self.state = object_list, kind, parent, state
-        self.changes = []
 
     def __enter__(self):
         self._context = self.object_list.transaction()
         try:
-            return PublishingWriter(self._context.__enter__(), self)
+            self._writer = self._context.__enter__()
         except ParentNotFound:
             raise _parent_missing(self.parent) from None
+        return PublishingWriter(self._writer, self)
 
     def __exit__(self, *exc_info):
         try:
-            result = self._context.__exit__(*exc_info)
+            return self._context.__exit__(*exc_info)
         except ParentNotFound:
             raise _parent_missing(self.parent) from None
-        if exc_info[0] is None:
-            for change in self.changes:
-                self.state.service.feed.after_commit(change)
-        return result
 
     def publish(self, action, object_id, old, new):
         change = Change(
@@ -674,8 +670,9 @@ class _Transaction:
             new[0]["last_modified"],
             self.state.userid,
         )
-        self.changes.append(change)
-        self.state.service.feed.in_commit(change)
+        feed = self.state.service.feed
+        feed.in_commit(change)
+        self._writer.after_commit(lambda: feed.after_commit(change))
 
 
 class PublishingWriter:
@@ -689,6 +686,14 @@ class PublishingWriter:
 
     def timestamp(self):
         return self._writer.timestamp()
+
+    def after_commit(self, callback):
+        """``callback()`` once the change is durable (never if it is undone)."""
+        self._writer.after_commit(callback)
+
+    def after_undo(self, callback):
+        """``callback()`` if the change is undone (refused, or its batch aborted)."""
+        self._writer.after_undo(callback)
 
     def put(self, object_id, data, object_acl, *, requested_ts=None):
         old = self._writer.get(object_id)

@@ -1,0 +1,496 @@
+"""Commits: every write of one request, or of one batch, durable together or not at all.
+
+A :class:`Commit` collects the writes of one or more list transactions (an
+object and its history entry; every sub-request of a batch) without touching
+the lists' files: they wait in the lists' pending overlays (listing.py),
+which only the commit's own thread sees.  When the commit ends:
+
+1. each new object file is written to a temp file beside its place: what
+   needs disk space happens first, and a full disk fails here, changing
+   nothing;
+2. one line holding every write is appended to this process's commit log,
+   ``_commits/<random>.jsonl``, and fsynced.  This is the commit point.
+   Commits of other threads that reach this step while an fsync is in
+   flight share the next one (group commit);
+3. the temp files are renamed into place and the lists' journal lines
+   appended, with no fsync of their own, and the indexes take the writes;
+4. the lists' locks are released.
+
+Before 2 a failure, or an abort of a batch, leaves nothing but temp files,
+which are removed.  From 2 on the commit is durable: if the process dies
+before 3 is over, or the machine loses power before the files reach the disk,
+the next process that opens the data directory replays the log into the
+files (:func:`recover`).  Once a log is long enough, a checkpoint syncs the
+file system and deletes it, so that a log only holds the last commits.
+
+A log belongs to its process for as long as it lives (an ``flock`` on it);
+recovery only reads logs whose lock it can take, the logs of dead processes.
+
+A commit with no log (lists outside a store, as ``kintofs check`` uses them)
+writes every file durably in step 3 instead, one list after the other.
+"""
+
+import ctypes
+import fcntl
+import json
+import logging
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+
+from .atomic import check_injected_fault, fsync_folder, raise_if_disk_refused, remove_quietly
+from .base import ParentNotFound, StorageError
+from .layout import COMMIT_LOG_SUFFIX as LOG_SUFFIX
+from .layout import COMMITS_FOLDER
+
+logger = logging.getLogger(__name__)
+
+
+# A log is checkpointed (the file system synced, the log deleted) past this size.
+CHECKPOINT_BYTES = 4 * 1024 * 1024
+
+_current = threading.local()
+
+
+def current():
+    """The commit the calling thread is inside, or None."""
+    return getattr(_current, "commit", None)
+
+
+@dataclass
+class Op:
+    """One write of a commit, as its log line holds it."""
+
+    object_list: object  # the FileList
+    op: str  # "put", "delete", "forget" (files already removed by hand) or "init"
+    ts: int
+    object_id: str | None = None
+    data: dict | None = None
+    acl: dict | None = None
+    data_bytes: bytes = b""
+    acl_bytes: bytes = b""
+    digest: str | None = None
+    temps: list = field(default_factory=list)  # (temp path, final path), staged in step 1
+
+    def logged(self):
+        entry = {"list": self.object_list.address, "op": self.op, "ts": self.ts}
+        if self.object_id is not None:
+            entry["id"] = self.object_id
+        if self.op == "put":
+            entry.update(data=self.data, acl=self.acl, hash=self.digest)
+        return entry
+
+    def journal_line(self):
+        line = {"ts": self.ts, "op": "delete" if self.op == "forget" else self.op}
+        if self.object_id is not None:
+            line["id"] = self.object_id
+        if self.op == "put":
+            line["hash"] = self.digest
+        return line
+
+
+class Commit:
+    """The writes of one request or batch; use as a context manager."""
+
+    def __init__(self, log):
+        self.log = log
+        self.ops = []
+        self.lists = []  # FileLists joined, in order (their locks are held until the end)
+        self.created_folders = []  # container folders made for new objects (undone on abort)
+        self.after_commit = []  # callbacks once durable and unlocked (errors are logged)
+        self.after_undo = []  # callbacks when undone (in reverse order)
+        self.aborted = False
+        self._release = []
+
+    # -- for listing.py -------------------------------------------------
+
+    def join(self, object_list, acquire):
+        """Hold ``object_list`` for the rest of the commit; ``acquire()`` locks it
+        and returns the function that unlocks it."""
+        if object_list not in self.lists:
+            self._release.append(acquire(wait_briefly=bool(self.lists)))
+            self.lists.append(object_list)
+
+    def savepoint(self):
+        return (
+            len(self.ops),
+            len(self.created_folders),
+            len(self.after_commit),
+            len(self.after_undo),
+        )
+
+    def rollback_to(self, savepoint):
+        """Forget the writes made since ``savepoint`` (a failed sub-request)."""
+        op_count, folder_count, commit_count, undo_count = savepoint
+        _run_all(reversed(self.after_undo[undo_count:]))
+        del self.after_undo[undo_count:], self.after_commit[commit_count:]
+        del self.ops[op_count:]
+        for folder in reversed(self.created_folders[folder_count:]):
+            _remove_tree_we_made(folder)
+        del self.created_folders[folder_count:]
+        for object_list in self.lists:
+            object_list._rebuild_pending(
+                self, [op for op in self.ops if op.object_list is object_list]
+            )
+
+    def abort(self):
+        """Undo everything at the end instead of committing (a batch that failed)."""
+        self.aborted = True
+
+    # -- the context ------------------------------------------------------
+
+    def __enter__(self):
+        _current.commit = self
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        _current.commit = None
+        try:
+            if exc_type is None and not self.aborted:
+                self._commit()
+            else:
+                self._undo()
+        finally:
+            for object_list in self.lists:
+                object_list._end_pending()
+            for release in reversed(self._release):
+                release()
+        _run_all(self.after_commit)  # emptied by _undo when undone
+        return False
+
+    def _undo(self):
+        for op in self.ops:
+            for temp, _final in op.temps:
+                remove_quietly(temp)
+        for folder in reversed(self.created_folders):
+            _remove_tree_we_made(folder)
+        _run_all(reversed(self.after_undo))
+        self.after_commit = []
+
+    def _commit(self):
+        if not self.ops:
+            return
+        durable_files = self.log is None
+        try:
+            for op in self.ops:
+                op.object_list._stage_op(op, durable=durable_files)
+            segment = self.log.append(self._log_line()) if self.log else None
+        except BaseException as error:
+            self._undo()
+            _raise_storage_error(error)
+        try:
+            applied = self._apply(durable_files)
+        finally:
+            if segment is not None:
+                self.log.done(segment, applied)
+
+    def _log_line(self):
+        ops = [op.logged() for op in self.ops]
+        return (json.dumps({"ops": ops}, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+    def _apply(self, durable_files):
+        """Step 3: files, journals, indexes.  The commit is durable already (or,
+        without a log, each list is made durable in turn).  False if a list
+        could not be written: its log must then be kept for recovery."""
+        applied = True
+        for object_list in self.lists:
+            ops = [op for op in self.ops if op.object_list is object_list]
+            if ops:
+                try:
+                    # What the list does once unlocked (remove a trashed folder) goes first.
+                    self.after_commit[:0] = object_list._apply_ops(ops, durable=durable_files)
+                except (OSError, StorageError):
+                    # Durable in the log: answered as done, completed by the next recovery.
+                    logger.exception("%s: a committed write failed", object_list.folder)
+                    applied = False
+        return applied
+
+
+class CommitLog:
+    """This process's commit log (one per store), with group commit."""
+
+    def __init__(self, root, *, fsync=True):
+        self.root = root
+        self.folder = os.path.join(root, COMMITS_FOLDER)
+        self.fsync = fsync
+        self._guard = threading.Condition()
+        self._segment = None
+
+    def append(self, line):
+        """Append ``line`` and return once it is durable (with others' lines if
+        they came meanwhile); the returned segment is handed to :meth:`done`."""
+        with self._guard:
+            check_injected_fault()
+            segment = self._segment or self._open_segment()
+            start = segment.written
+            try:
+                _append_to(segment.path, line)
+            except OSError:
+                os.truncate(segment.path, start)  # no half line for recovery to find
+                raise
+            segment.written += len(line)
+            segment.in_flight += 1
+            try:
+                self._wait_durable(segment, segment.written)
+            except BaseException:
+                segment.in_flight -= 1
+                raise
+            return segment
+
+    def done(self, segment, applied=True):
+        """The commit of ``segment`` is applied (or could not be: the log is then
+        kept for the next recovery); checkpoint when the log is long."""
+        with self._guard:
+            segment.keep = segment.keep or not applied
+            segment.in_flight -= 1
+            self._guard.notify_all()
+            if segment is not self._segment or segment.written < CHECKPOINT_BYTES:
+                return
+            self._segment = None  # later commits go to a new log
+            while segment.in_flight:
+                self._guard.wait()
+        self._checkpoint(segment)
+
+    def close(self):
+        """Checkpoint the current log (a clean stop leaves no log behind)."""
+        with self._guard:
+            segment, self._segment = self._segment, None
+            while segment is not None and segment.in_flight:
+                self._guard.wait()
+        if segment is not None:
+            self._checkpoint(segment)
+            try:
+                os.rmdir(self.folder)  # unless other processes' logs are there
+            except OSError:
+                pass
+
+    def _wait_durable(self, segment, end):
+        """fsync up to ``end``: one thread syncs for every line written so far (guard held)."""
+        while segment.synced < end:
+            if segment.failed_below >= end:
+                raise OSError(segment.failure, os.strerror(segment.failure))
+            if segment.syncing:
+                self._guard.wait()
+                continue
+            segment.syncing, target = True, segment.written
+            self._guard.release()
+            try:
+                if self.fsync:
+                    os.fsync(segment.fd)
+            except OSError as error:
+                self._guard.acquire()
+                # Nothing after the last good sync may be replayed: cut it off,
+                # and fail every commit that waited for this sync.
+                os.truncate(segment.path, segment.synced)
+                segment.written = segment.synced
+                segment.failed_below, segment.failure = target, error.errno
+                segment.syncing = False
+                self._guard.notify_all()
+                raise
+            self._guard.acquire()
+            segment.synced, segment.syncing = max(segment.synced, target), False
+            self._guard.notify_all()
+
+    def _open_segment(self):
+        try:
+            return self._new_segment()
+        except FileNotFoundError:
+            return self._new_segment()  # another process removed the empty folder meanwhile
+
+    def _new_segment(self):
+        try:
+            os.mkdir(self.folder, 0o700)
+            if self.fsync:
+                fsync_folder(self.root)
+        except FileExistsError:
+            pass
+        # The log is locked (ours while we live: recovery leaves it alone)
+        # before it gets the name recovery looks for.  The descriptor kept is
+        # read-only (fsync works on it), so that an open log never stops the
+        # file system from being remounted read-only; lines are appended
+        # through a descriptor of their own.
+        name = uuid.uuid4().hex
+        new = os.path.join(self.folder, f".new-{name}")
+        os.close(os.open(new, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        fd = os.open(new, os.O_RDONLY | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        path = os.path.join(self.folder, name + LOG_SUFFIX)
+        os.rename(new, path)
+        if self.fsync:
+            fsync_folder(self.folder)  # the log's name survives a power cut
+        self._segment = _Segment(path, fd)
+        return self._segment
+
+    def _checkpoint(self, segment):
+        if segment.keep or not os.path.exists(segment.path):  # kept, or its folder removed
+            os.close(segment.fd)  # unlocked: the next recovery finishes its commits
+            return
+        try:
+            if self.fsync:
+                sync_file_system(self.root)  # every file the log's commits wrote
+            os.unlink(segment.path)
+            if self.fsync:
+                fsync_folder(self.folder)
+        except OSError:
+            logger.exception("could not checkpoint %s; recovery will replay it", segment.path)
+        finally:
+            os.close(segment.fd)
+
+
+class _Segment:
+    __slots__ = (
+        "path",
+        "fd",
+        "written",
+        "synced",
+        "syncing",
+        "in_flight",
+        "failed_below",
+        "failure",
+        "keep",
+    )
+
+    def __init__(self, path, fd):
+        self.path, self.fd = path, fd
+        self.written = self.synced = 0
+        self.syncing = False
+        self.in_flight = 0
+        self.failed_below, self.failure = -1, 0
+        self.keep = False  # a commit could not be applied: recovery must see this log
+
+
+# -- recovery ---------------------------------------------------------------------
+
+
+def recover(root, list_at):
+    """Replay the logs of dead processes into the files, then delete them.
+
+    ``list_at(address)`` returns the FileList of a log line's ``list``.
+    Returns the number of writes replayed (most are found done already).
+    """
+    folder = os.path.join(root, COMMITS_FOLDER)
+    try:
+        names = sorted(name for name in os.listdir(folder) if name.endswith(LOG_SUFFIX))
+    except FileNotFoundError:
+        return 0
+    replayed = 0
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # another process recovered it meanwhile
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a live process's log
+            replayed += _replay(path, list_at)
+            sync_file_system(root)
+            remove_quietly(path)
+        finally:
+            os.close(fd)
+    return replayed
+
+
+def _replay(path, list_at):
+    with open(path, "rb") as f:
+        content = f.read()
+    replayed, touched = 0, []
+    # A last line without its newline was never synced: never committed.
+    for line in content[: content.rfind(b"\n") + 1].splitlines():
+        try:
+            ops = json.loads(line)["ops"]
+        except (ValueError, KeyError, TypeError):
+            logger.error("%s: a commit line that is not one was skipped", path)
+            continue
+        for op in ops:
+            object_list = list_at(op.get("list"))
+            if object_list is None:
+                continue
+            try:
+                if object_list.replay(op):
+                    replayed += 1
+                    touched.append(object_list)
+            except ParentNotFound:
+                pass  # its container was deleted by a later commit
+    for object_list in dict.fromkeys(touched):
+        object_list.compact_after_replay()
+    if replayed:
+        logger.warning("%s: %d committed write(s) replayed into the files", path, replayed)
+    return replayed
+
+
+# -- helpers ----------------------------------------------------------------------
+
+_libc = None
+
+
+def sync_file_system(path):
+    """syncfs(2) the file system holding ``path`` (sync(2) where it is missing)."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.syncfs  # noqa: B018 - probe
+        except (OSError, AttributeError):
+            _libc = False
+    if not _libc:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _libc.syncfs(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code), path)
+    finally:
+        os.close(fd)
+
+
+def _run_all(callbacks):
+    for callback in list(callbacks):
+        try:
+            callback()
+        except Exception:
+            logger.exception("a callback failed after a commit or its undo")
+
+
+def _append_to(path, content):
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+    try:
+        # Reading the last byte first, as the journal does: fusefat (FAT in
+        # user space) refuses an append to a file not read since it was opened.
+        size = os.fstat(fd).st_size
+        if size:
+            os.pread(fd, 1, size - 1)
+        view = memoryview(content)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _remove_tree_we_made(folder):
+    """Remove a container folder an aborted commit made (with the lists' lock
+    files inside it): it never held an object."""
+    for current, folders, files in os.walk(folder, topdown=False):
+        for name in files:
+            remove_quietly(os.path.join(current, name))
+        for name in folders:
+            try:
+                os.rmdir(os.path.join(current, name))
+            except OSError:
+                pass
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass
+
+
+def _raise_storage_error(error):
+    if isinstance(error, FileNotFoundError):
+        raise ParentNotFound(str(error)) from None  # a container deleted meanwhile
+    if isinstance(error, OSError):
+        raise_if_disk_refused(error)
+    raise error

@@ -1,0 +1,258 @@
+"""One change, one commit (kintofs/fsstore/commit.py).
+
+A request's writes and everything they cause (a history entry, an
+attachment, later a push event) are durable together or not at all, and so
+is a whole batch.  Checked here through the API (in-process), on a real data
+directory: after every refused commit a GET and a ``_since`` poll prove that
+nothing changed, and no file was left behind.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+from conftest import Api, assert_error, assert_status
+
+from kintofs.feed import IN_COMMIT
+from kintofs.fsstore import FileSystemStore
+from kintofs.fsstore.commit import COMMITS_FOLDER
+from kintofs.fsstore.verify import verify
+
+RECORDS = "/buckets/b/collections/c/records"
+
+
+@pytest.fixture
+def app(start_app):
+    app = start_app(plugins="history")
+    api = Api(app)
+    assert_status(api.put("/buckets/b"), 201)
+    assert_status(api.put("/buckets/b/collections/c"), 201)
+    return app, api
+
+
+def state(api, app):
+    """What a client and a person looking at the files would see."""
+    records = api.get(RECORDS)
+    history = api.get("/buckets/b/history")
+    files = sorted(
+        os.path.relpath(os.path.join(folder, name), app.data_dir)
+        for folder, _dirs, names in os.walk(app.data_dir)
+        for name in names
+        if COMMITS_FOLDER not in folder
+    )
+    return records.json(), records.headers["ETag"], history.json(), files
+
+
+def fail_on(service, object_id):
+    """A subscriber whose work fails for ``object_id``: a 500 inside the commit."""
+
+    def refuse(change):
+        if change.id == object_id:
+            raise RuntimeError("in-commit work failed")
+
+    service.feed.subscribe(refuse, IN_COMMIT)
+
+
+def creations(count):
+    return [
+        {"method": "PUT", "path": f"{RECORDS}/r{i}", "body": {"data": {"n": i}}}
+        for i in range(1, count + 1)
+    ]
+
+
+def test_a_batch_whose_tenth_write_fails_leaves_nothing_of_the_first_nine(app):
+    app, api = app
+    etag = api.get(RECORDS).headers["ETag"].strip('"')
+    before = state(api, app)
+    fail_on(app.service, "r10")
+    response = api.post("/batch", json={"requests": creations(12)})
+    assert response.status_code == 500
+    assert state(api, app) == before
+    assert api.get(RECORDS, params={"_since": etag}).json()["data"] == []
+    for i in (1, 9, 10):
+        assert_status(api.get(f"{RECORDS}/r{i}"), 404)
+    # The same batch without the failure is stored whole, history included.
+    app.service.feed._subscribers[IN_COMMIT].pop()  # noqa: SLF001 (remove the test's subscriber)
+    assert_status(api.post("/batch", json={"requests": creations(12)}), 200)
+    assert len(api.get(RECORDS).json()["data"]) == 12
+    assert len(api.get("/buckets/b/history").json()["data"]) == 2 + 12
+
+
+def test_a_4xx_sub_request_undoes_only_itself(app):
+    app, api = app
+    requests = creations(3) + [
+        {
+            "method": "PUT",
+            "path": f"{RECORDS}/r2",
+            "body": {"data": {"n": 20}},
+            "headers": {"If-None-Match": "*"},
+        },  # 412: r2 exists now
+        {"method": "PUT", "path": f"{RECORDS}/r4", "body": {"data": {"n": 4}}},
+    ]
+    responses = assert_status(api.post("/batch", json={"requests": requests}), 200).json()
+    assert [r["status"] for r in responses["responses"]] == [201, 201, 201, 412, 201]
+    assert sorted(r["id"] for r in api.get(RECORDS).json()["data"]) == ["r1", "r2", "r3", "r4"]
+    assert api.get(f"{RECORDS}/r2").json()["data"]["n"] == 2
+
+
+def test_sub_requests_see_the_writes_before_them(app):
+    app, api = app
+    requests = [
+        {"method": "PUT", "path": "/buckets/new", "body": {}},
+        {"method": "PUT", "path": "/buckets/new/collections/fresh", "body": {}},
+        {"method": "PUT", "path": "/buckets/new/collections/fresh/records/a", "body": {"data": {}}},
+        {"method": "GET", "path": "/buckets/new/collections/fresh/records"},
+        {"method": "DELETE", "path": "/buckets/new/collections/fresh/records/a"},
+        {"method": "GET", "path": "/buckets/new/collections/fresh/records/a"},
+    ]
+    responses = assert_status(api.post("/batch", json={"requests": requests}), 200).json()
+    statuses = [r["status"] for r in responses["responses"]]
+    assert statuses == [201, 201, 201, 200, 200, 404]
+    assert [r["id"] for r in responses["responses"][3]["body"]["data"]] == ["a"]
+    assert_status(api.get("/buckets/new/collections/fresh"), 200)
+
+
+def test_a_failed_batch_that_created_a_bucket_leaves_no_folder(app):
+    app, api = app
+    fail_on(app.service, "boom")
+    requests = [
+        {"method": "PUT", "path": "/buckets/new", "body": {}},
+        {"method": "PUT", "path": "/buckets/new/collections/fresh", "body": {}},
+        {"method": "PUT", "path": "/buckets/new/collections/fresh/records/boom", "body": {}},
+    ]
+    assert api.post("/batch", json={"requests": requests}).status_code == 500
+    assert_status(api.get("/buckets/new"), 403)  # Kinto: a missing bucket is forbidden
+    assert not os.path.exists(os.path.join(app.data_dir, "buckets", "new"))
+
+
+def test_a_write_whose_history_entry_fails_is_not_stored(app):
+    app, api = app
+    before = state(api, app)
+    fail_on(app.service, "r1")
+    assert api.put(f"{RECORDS}/r1", json={"data": {}}).status_code == 500
+    assert state(api, app) == before
+
+
+@pytest.mark.daemon
+def test_a_full_disk_refuses_the_whole_batch(tmp_path, monkeypatch, start_server):
+    flag = tmp_path / "fault"
+    monkeypatch.setenv("KFS_TEST_DISK_FAULT_FILE", str(flag))  # read by the daemon at start
+    daemon = start_server(plugins="history")
+    api = Api(daemon)
+    assert_status(api.put("/buckets/b"), 201)
+    assert_status(api.put("/buckets/b/collections/c"), 201)
+    before = state(api, daemon)
+    flag.write_text("ENOSPC")
+    assert_error(api.post("/batch", json={"requests": creations(10)}), 507, 201)
+    flag.unlink()
+    assert state(api, daemon) == before
+    assert_status(api.post("/batch", json={"requests": creations(10)}), 200)
+    assert len(api.get(RECORDS).json()["data"]) == 10
+
+
+# -- the commit log: recovery ------------------------------------------------------
+
+
+def test_a_commit_whose_files_were_never_written_is_replayed_at_the_next_start(tmp_path):
+    # A child process commits (the log line is durable) and is killed before
+    # it writes a single object file: the next store to open the folder
+    # finishes the commit.
+    root = tmp_path / "data"
+    script = f"""
+import os, signal
+from kintofs.fsstore import FileSystemStore, listing
+store = FileSystemStore({str(root)!r}, fsync=True)
+with store.list((), "bucket").transaction() as w:
+    w.put("b", {{}}, {{"write": ["alice"]}})
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+listing.FileList._apply_ops = killed  # dies right after the commit point
+with store.list((("bucket", "b"),), "collection").transaction() as w:
+    w.put("c", {{"title": "kept"}}, {{"write": ["alice"]}})
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    collection_file = root / "buckets" / "b" / "collections" / "c" / "_collection.json"
+    assert not collection_file.exists(), "killed before it was written"
+    logs = os.listdir(root / COMMITS_FOLDER)
+    assert len([name for name in logs if name.endswith(".jsonl")]) == 1
+    found = sorted(f.problem for f in verify(str(root)).findings)
+    assert found == ["empty-object-folder", "unfinished-commits"]  # its folder was made first
+
+    store = FileSystemStore(root, fsync=True)
+    collection = store.get((("bucket", "b"),), "collection", "c")
+    assert collection.data["title"] == "kept" and collection.acl == {"write": ["alice"]}
+    with open(root / "buckets" / "b" / "collections" / "_journal.jsonl") as f:
+        assert [json.loads(line)["id"] for line in f] == ["c"]
+    assert [n for n in os.listdir(root / COMMITS_FOLDER) if n.endswith(".jsonl")] == []
+
+
+def test_a_torn_commit_line_is_never_replayed(tmp_path):
+    root = tmp_path / "data"
+    store = FileSystemStore(root, fsync=False)
+    with store.list((), "bucket").transaction() as writer:
+        writer.put("b", {}, {})
+    folder = root / COMMITS_FOLDER
+    folder.mkdir(exist_ok=True)
+    line = {
+        "ops": [
+            {
+                "list": {"parent": [], "kind": "bucket"},
+                "op": "put",
+                "ts": 1,
+                "id": "torn",
+                "data": {"id": "torn"},
+                "acl": {},
+                "hash": "x",
+            }
+        ]
+    }
+    (folder / "dead.jsonl").write_text(json.dumps(line))  # no newline: never synced
+    reopened = FileSystemStore(root, fsync=False)
+    assert reopened.get((), "bucket", "torn") is None
+    assert reopened.get((), "bucket", "b") is not None
+    assert not (folder / "dead.jsonl").exists()
+
+
+def test_a_live_process_s_log_is_left_alone(tmp_path):
+    root = tmp_path / "data"
+    first = FileSystemStore(root, fsync=False)
+    with first.list((), "bucket").transaction() as writer:
+        writer.put("b", {}, {})
+    logs = [n for n in os.listdir(root / COMMITS_FOLDER) if n.endswith(".jsonl")]
+    assert len(logs) == 1
+    FileSystemStore(root, fsync=False)  # a second process opening the folder
+    assert [n for n in os.listdir(root / COMMITS_FOLDER) if n.endswith(".jsonl")] == logs
+    first.close()
+    assert not (root / COMMITS_FOLDER).exists(), "a clean stop leaves no log"
+
+
+def test_many_threads_share_the_commit_log_and_lose_nothing(tmp_path):
+    root = tmp_path / "data"
+    store = FileSystemStore(root, fsync=True)
+    with store.list((), "bucket").transaction() as writer:
+        writer.put("b", {}, {})
+    for name in ("c1", "c2", "c3", "c4"):
+        with store.list((("bucket", "b"),), "collection").transaction() as writer:
+            writer.put(name, {}, {})
+
+    def write(collection, count):
+        records = store.list((("bucket", "b"), ("collection", collection)), "record")
+        for i in range(count):
+            with records.transaction() as writer:
+                writer.put(f"r{i}", {"i": i}, {})
+
+    threads = [threading.Thread(target=write, args=(name, 50)) for name in ("c1", "c2", "c3", "c4")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads)
+    reopened = FileSystemStore(root, fsync=True)
+    for name in ("c1", "c2", "c3", "c4"):
+        records = reopened.list((("bucket", "b"), ("collection", name)), "record")
+        assert sorted(records.objects()) == sorted(f"r{i}" for i in range(50))
