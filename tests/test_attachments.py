@@ -1,7 +1,9 @@
 """The attachment plugin over HTTP, with the real kinto-http client (protocol 18).
 
 On a daemon, not in process: kinto-http makes its own requests sessions, and
-uploads (chunked ones too) go through the request gate and cheroot."""
+uploads (chunked ones too) go through the request gate and cheroot.  At the
+end: writes the disk refuses (a small tmpfs, or the fault flag of
+docs/storage.md); tests/test_attachments_vfat.py has a disk without hard links."""
 
 import hashlib
 import os
@@ -11,7 +13,7 @@ import sys
 import kinto_http
 import pytest
 import requests
-from conftest import ALICE, BOB, Daemon, assert_error, assert_status, flush
+from conftest import ALICE, BOB, Api, Daemon, assert_error, assert_status, fill_disk, flush
 
 MAX_SIZE = 200_000
 
@@ -339,3 +341,131 @@ def test_default_bucket_uploads(start_server, tmp_path):
     client.add_attachment(id="t1", filepath=write_file(tmp_path, "a.txt", b"mine"))
     record = client.get_record(id="t1")["data"]
     assert download(daemon, record).content == b"mine"
+
+
+# -- full and read-only disks (docs/storage.md) ----------------------------------
+
+PAGE = os.sysconf("SC_PAGE_SIZE")  # tmpfs gives out space page by page
+RECORDS = "/buckets/b/collections/c/records"
+
+
+class SmallTmpfs:
+    """A 2 MiB tmpfs mounted on the data directory, filled to leave a few pages."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        os.makedirs(self.path)
+        self.ballast = os.path.join(self.path, ".ballast")
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", self.path],
+            capture_output=True,
+        )
+        if mounted.returncode != 0:
+            pytest.skip(
+                f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()}); "
+                "test_injected_disk_refusals covers the same answers"
+            )
+
+    def leave_free(self, pages):
+        """Fill the disk, then free exactly ``pages`` pages."""
+        fill_disk(self.ballast)
+        os.truncate(self.ballast, os.path.getsize(self.ballast) - pages * PAGE)
+
+    def free_space(self):
+        os.unlink(self.ballast)
+
+    def close(self):
+        subprocess.run(["umount", "-l", self.path], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    disk = SmallTmpfs(tmp_path / "data")
+    yield disk
+    disk.close()  # after start_server's daemons stopped (fixtures end in reverse)
+
+
+def daemon_with_attachment(start_server, data_dir=None):
+    """A daemon whose record r1 has a file; the record as served."""
+    daemon = start_server(data_dir=data_dir, plugins="flush attachment")
+    api = Api(daemon)
+    assert_status(api.put("/buckets/b"), 201)
+    assert_status(api.put("/buckets/b/collections/c"), 201)
+    assert_status(post_file(daemon, "r1", "old.txt", b"old content"), 201)
+    return daemon, api, api.get(f"{RECORDS}/r1").json()["data"]
+
+
+def temp_files(root):
+    return [name for _, _, names in os.walk(root) for name in names if name.startswith(".tmp-")]
+
+
+def assert_refused(response):
+    assert_error(response, 507, 201)
+    assert "Retry-After" in response.headers
+
+
+def assert_nothing_changed(daemon, api, record):
+    assert temp_files(daemon.data_dir) == []
+    assert api.get(f"{RECORDS}/r1").json()["data"] == record
+    assert download(daemon, record).content == b"old content"
+    with open(stored_file(daemon, "r1"), "rb") as f:
+        assert f.read() == b"old content"
+    assert_status(api.get(f"{RECORDS}/r2"), 404)
+    assert not os.path.exists(stored_file(daemon, "r2"))
+
+
+# Far more than the room left (refused while streaming), and a few bytes more
+# (refused when the file's last buffered bytes are written out).
+@pytest.mark.parametrize("pages", [64, 9])
+def test_a_full_disk_refuses_an_upload_part_way(pages, small_disk, start_server):
+    daemon, api, record = daemon_with_attachment(start_server, small_disk.path)
+    small_disk.leave_free(pages=8)
+    big = os.urandom(pages * PAGE)
+    assert_refused(post_file(daemon, "r1", "new.txt", big))
+    assert_refused(post_file(daemon, "r2", "new.txt", big))
+    assert_nothing_changed(daemon, api, record)
+
+    small_disk.free_space()
+    assert_status(post_file(daemon, "r1", "new.txt", big), 200)
+    assert download(daemon, api.get(f"{RECORDS}/r1").json()["data"]).content == big
+
+
+def test_a_full_disk_refuses_the_record_write_after_the_file(small_disk, start_server):
+    daemon, api, record = daemon_with_attachment(start_server, small_disk.path)
+    # Room for the file exactly: it is put in place, then the record write is refused.
+    small_disk.leave_free(pages=4)
+    assert_refused(post_file(daemon, "r1", "new.txt", os.urandom(4 * PAGE)))
+    # The record's files are staged when its commit ends (fsstore/commit.py, step 1).
+    assert "in _stage_op" in daemon.logs(), "refused before the file was in place"
+    assert_nothing_changed(daemon, api, record)
+
+
+@pytest.mark.parametrize("refusal", ["ENOSPC", "EROFS"])
+def test_injected_disk_refusals(refusal, tmp_path, monkeypatch, start_server):
+    flag = tmp_path / "disk-fault"
+    monkeypatch.setenv("KFS_TEST_DISK_FAULT_FILE", str(flag))  # the daemon's environment
+    daemon, api, record = daemon_with_attachment(start_server)
+    flag.write_text(refusal)
+    assert_refused(post_file(daemon, "r1", "new.txt", b"new content"))
+    assert_refused(post_file(daemon, "r2", "new.txt", b"new content"))
+    # A removal needs no space but its record write does: the file comes back.
+    assert_refused(api.delete(f"{RECORDS}/r1/attachment"))
+    flag.unlink()
+    assert_nothing_changed(daemon, api, record)
+
+
+def test_the_attached_files_interface_is_documented():
+    from pathlib import Path
+
+    from kintofs.fsstore import blobs
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text("utf-8")
+    names = {
+        name
+        for cls in (blobs.AttachedFiles, blobs.StagedFile, blobs.PendingChange)
+        for name in vars(cls)
+        if not name.startswith("_")
+    }
+    assert {"stage", "put", "remove", "write", "sha256", "undo", "commit"} <= names
+    missing = sorted(name for name in names if f"`{name}`" not in doc and f"`{name}(" not in doc)
+    assert not missing, f"docs/plugins.md, 'Attached files', does not describe: {missing}"

@@ -87,9 +87,9 @@ PLUGINS_DOC = REPO / "docs" / "plugins.md"
 PLUGINS = REPO / "kintofs" / "plugins"
 # Web-layer methods of Service that are not for plugins.
 NOT_FOR_PLUGINS = {"policies", "groups_of"}
-# Storage internals a plugin still uses, until the store offers them (docs/plugins.md,
-# "Not yet behind this interface"). Remove an entry once its plugin no longer needs it.
-PENDING_STORAGE_IMPORTS = {"attachment.py": {"..fsstore.atomic", "..fsstore.layout"}}
+# Storage internals a plugin still uses, until the store offers them (docs/plugins.md).
+# Remove an entry once its plugin no longer needs it; none is left.
+PENDING_STORAGE_IMPORTS: dict[str, set[str]] = {}
 
 
 def public_methods(cls):

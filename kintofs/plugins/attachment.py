@@ -6,25 +6,24 @@ served back at ``/v1/attachments/<bid>/<cid>/<rid>`` to readers of the record.
 
 On disk the file is ``<rid>.attachment`` beside ``<rid>.json`` (ids hold no
 dots, so no other object can own that name; the client's file name is only
-metadata).  An upload streams into a ``.tmp-`` file in the collection's
-folder, then is renamed into place under the list's lock together with the
-record write, so a record never names a file that is not there.  Deleting a
-collection or bucket deletes the files with its folder; deleting a record
-deletes its file (a change listener).  See docs/storage.md.
+metadata).  The files are the store's :class:`~kintofs.fsstore.blobs.AttachedFiles`
+of the records list: an upload streams into a temp file in the collection's
+folder, then is put in place under the list's lock together with the record
+write (undone if that write is refused), so a record never names a file that
+is not there.  Deleting a collection or bucket deletes the files with its
+folder; deleting a record deletes its file (a change listener).  See
+docs/storage.md.
 """
 
-import hashlib
 import json
 import mimetypes
 import os
 import re
-import tempfile
 
 import bottle
 
 from .. import __version__, acl
-from ..fsstore.atomic import TEMP_PREFIX, fsync_folder, raise_if_disk_refused, remove_quietly
-from ..fsstore.layout import ATTACHMENT_SUFFIX, attachment_path, kept_attachment_path
+from ..fsstore import blobs
 from ..web import errors
 from ..web import request as req
 from ..web.multipart import LengthReached, MultipartError, boundary_of, read_parts
@@ -97,6 +96,11 @@ def record_view(state, bucket, collection):
     return view
 
 
+def attached_files(settings, records):
+    """The files of the records list ``records`` (a store list)."""
+    return blobs.AttachedFiles(records, keep_old_versions=settings["attachment_keep_old_files"])
+
+
 def location_of(view, record_id):
     """The file's URL relative to the capability's ``base_url``."""
     return "/".join([*(object_id for _, object_id in view.parent), record_id])
@@ -112,8 +116,10 @@ class Upload:
         self.view, self.record_id = view, record_id
         self.state, self.settings = view.state, view.settings
         self.max_size = self.settings["attachment_max_size_bytes"]
+        self.files = attached_files(self.settings, view.object_list())
         self.fields = {}
-        self.file = None  # the _FileSink of the "attachment" part
+        self.part = None  # the "attachment" part's headers ...
+        self.file = None  # ... and its content, a blobs.StagedFile
 
     def run(self):
         view = self.view
@@ -166,9 +172,6 @@ class Upload:
             raise errors.invalid_param(
                 "body", None, "The request body was not sent in time"
             ) from None
-        except OSError as error:
-            raise_if_disk_refused(error)
-            raise
 
     def _body_limit(self):
         return upload_limit(self.settings)
@@ -190,7 +193,7 @@ class Upload:
 
     def _sink_for(self, part):
         if part.name == "attachment" and self.file is None and part.filename is not None:
-            self.file = _FileSink(self._temp_folder(), part, self.max_size)
+            self.part, self.file = part, self.files.stage(self.max_size)
             return self.file
         if part.name == "attachment" and self.file is None:
             raise errors.invalid_param("body", None, "Filename is required.")
@@ -204,18 +207,13 @@ class Upload:
             )
         raise _posted_data_error(f"body: {part.name!r} not in ('data', 'permissions')")
 
-    def _temp_folder(self):
-        """The collection's folder: same file system as the records, and
-        deleted (with any upload in progress) when the collection is."""
-        return os.path.dirname(self.view.object_list().folder)
-
     # checking
 
     def _metadata(self):
-        upload = self.file
-        if upload is None:
+        upload, part = self.file, self.part
+        if upload is None or part is None:
             raise _posted_data_error("Attachment missing.")
-        extension = _extension(upload.filename)
+        extension = _extension(part.filename)
         if extension not in {e.lower() for e in self.settings["attachment_extensions"]}:
             raise errors.invalid_param("body", None, "File extension is not allowed.")
         if upload.too_large:
@@ -225,10 +223,10 @@ class Upload:
                 f"File size ({upload.size} bytes) exceeds the limit ({self.max_size} bytes).",
             )
         return {
-            "filename": upload.filename,
-            "hash": upload.sha256.hexdigest(),
+            "filename": part.filename,
+            "hash": upload.sha256,
             "location": location_of(self.view, self.record_id),
-            "mimetype": _mimetype(upload.content_type, upload.filename, extension),
+            "mimetype": _mimetype(part.content_type, part.filename, extension),
             "size": upload.size,
         }
 
@@ -252,29 +250,28 @@ class Upload:
             self._authorize(existing)
             view.check_body_id(data, record_id)
             data["attachment"] = metadata
-            target = attachment_path(view.object_list().folder, record_id)
-            previous = _set_aside(target, self.settings["attachment_keep_old_files"])
-            self.file.install(target)
-            try:
-                if existing is None:
-                    view.write(writer, 201, record_id, data, permissions or {}, {})
-                else:
-                    view.write(
-                        writer,
-                        200,
-                        record_id,
-                        shallow_merge(existing.data, data),
-                        {},
-                        acl.merge_acl(existing.acl, permissions or {}),
-                        current=existing,
-                    )
-            except BaseException:
-                previous.undo()
-                raise
-            previous.commit()
+            # The file in place first, so the record never names a missing one;
+            # it stays only if the record's commit does.
+            _until_committed(writer, self.files.put(record_id, self.file))
+            self._write_record(writer, existing, data, permissions)
         record_url = f"{self.state.base_url()}/v1{view.uri(record_id)}"
         return errors.json_response(
             201 if existing is None else 200, metadata, {"Location": record_url}
+        )
+
+    def _write_record(self, writer, existing, data, permissions):
+        view, record_id = self.view, self.record_id
+        if existing is None:
+            view.write(writer, 201, record_id, data, permissions or {}, {})
+            return
+        view.write(
+            writer,
+            200,
+            record_id,
+            shallow_merge(existing.data, data),
+            {},
+            acl.merge_acl(existing.acl, permissions or {}),
+            current=existing,
         )
 
 
@@ -290,91 +287,6 @@ class _FieldSink:
         self.content += data
         if len(self.content) > self.limit:
             raise _TooLarge()
-
-
-class _FileSink:
-    """The uploaded file: a ``.tmp-`` file, hashed and counted as it arrives.
-
-    Past ``max_size`` nothing more is written (the temp file is dropped), but
-    the rest is still counted, within the Content-Length already checked, for
-    Kinto's error message.
-    """
-
-    def __init__(self, folder, part, max_size):
-        self.filename, self.content_type, self.max_size = part.filename, part.content_type, max_size
-        self.sha256, self.size, self.too_large = hashlib.sha256(), 0, False
-        fd, self.path = tempfile.mkstemp(prefix=TEMP_PREFIX + "upload-", dir=folder)
-        self.out = os.fdopen(fd, "wb")
-
-    def write(self, data):
-        self.size += len(data)
-        if self.too_large:
-            return
-        if self.max_size and self.size > self.max_size:
-            self.too_large = True
-            self.discard()
-            return
-        self.sha256.update(data)
-        self.out.write(data)
-
-    def install(self, target):
-        """Rename the complete file to ``target`` (durably)."""
-        self.out.flush()
-        os.fsync(self.out.fileno())
-        self.out.close()
-        os.replace(self.path, target)
-        self.path = None
-        fsync_folder(os.path.dirname(target))
-
-    def discard(self):
-        if not self.out.closed:
-            self.out.close()
-        if self.path is not None:
-            remove_quietly(self.path)
-            self.path = None
-
-
-class _SetAside:
-    """The previous file of a record, kept under a second name until the
-    record write succeeds (then dropped, or kept for ``keep_old_files``)."""
-
-    def __init__(self, target, backup, keep_as):
-        self.target, self.backup, self.keep_as = target, backup, keep_as
-
-    def undo(self):
-        if self.backup is not None:
-            os.replace(self.backup, self.target)
-        else:
-            remove_quietly(self.target)
-
-    def commit(self):
-        if self.backup is None:
-            return
-        if self.keep_as:
-            os.replace(self.backup, self.keep_as)
-        else:
-            remove_quietly(self.backup)
-
-
-def _set_aside(target, keep):
-    if not os.path.exists(target):
-        return _SetAside(target, None, None)
-    backup = os.path.join(os.path.dirname(target), f"{TEMP_PREFIX}old-{os.urandom(8).hex()}")
-    os.link(target, backup)
-    return _SetAside(target, backup, _kept_name(target) if keep else None)
-
-
-def _kept_name(path):
-    folder, name = os.path.split(path)
-    return kept_attachment_path(folder, name[: -len(ATTACHMENT_SUFFIX)], _sha256_of(path))
-
-
-def _sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _extension(filename):
@@ -403,28 +315,27 @@ def _posted_data_error(message):
 def remove(view, record_id):
     """``DELETE .../attachment``: the record keeps ``"attachment": null``."""
     view.require_parent_exists_for_write()
-    keep = view.settings["attachment_keep_old_files"]
+    files = attached_files(view.settings, view.object_list())
     with view.transaction(view.object_list()) as writer:
         existing = view.reachable(writer, record_id)
         view.require_existing_or_parent_read(existing, record_id)
-        target = attachment_path(view.object_list().folder, record_id)
-        previous = _set_aside(target, keep)
-        remove_quietly(target)
-        try:
-            view.write(
-                writer,
-                200,
-                record_id,
-                dict(existing.data, attachment=None),
-                {},
-                existing.acl,
-                current=existing,
-            )
-        except BaseException:
-            previous.undo()
-            raise
-        previous.commit()
+        _until_committed(writer, files.remove(record_id))
+        view.write(
+            writer,
+            200,
+            record_id,
+            dict(existing.data, attachment=None),
+            {},
+            existing.acl,
+            current=existing,
+        )
     return bottle.HTTPResponse(status=204)
+
+
+def _until_committed(writer, change):
+    """The file change is final once the record's commit is, undone if it is."""
+    writer.after_commit(change.commit)
+    writer.after_undo(change.undo)
 
 
 def remove_file_of_deleted(service, change):
@@ -433,14 +344,13 @@ def remove_file_of_deleted(service, change):
     if change.kind != "record" or change.action != "delete":
         return
     records = service.store.list(change.parent, "record")
-    target = attachment_path(records.folder, change.id)
-    if not os.path.exists(target):
+    files = attached_files(service.settings, records)
+    if files.path(change.id) is None:
         return
     # Under the list's lock: a new record of the same id may be uploading.
     with records.transaction() as writer:
         if writer.get(change.id) is None:
-            _set_aside(target, service.settings["attachment_keep_old_files"]).commit()
-            remove_quietly(target)
+            files.drop(change.id)
 
 
 def refuse_metadata_change(state, kind, parent, data, object_id=None):
@@ -472,9 +382,8 @@ def serve(view, record_id):
     metadata = existing.data.get("attachment") if existing else None
     if not isinstance(metadata, dict):
         raise errors.object_not_found("attachment", record_id)
-    folder = view.object_list().folder
-    name = record_id + ATTACHMENT_SUFFIX
-    if not os.path.isfile(os.path.join(folder, name)):
+    path = attached_files(view.settings, view.object_list()).path(record_id)
+    if path is None:
         raise errors.object_not_found("attachment", record_id)
     mimetype = metadata.get("mimetype")
     mimetype = (
@@ -483,7 +392,11 @@ def serve(view, record_id):
         else "application/octet-stream"
     )
     response = bottle.static_file(
-        name, root=folder, mimetype=mimetype, etag=f'"{metadata.get("hash", "")}"', charset=None
+        os.path.basename(path),
+        root=os.path.dirname(path),
+        mimetype=mimetype,
+        etag=f'"{metadata.get("hash", "")}"',
+        charset=None,
     )
     # Never let a browser run an uploaded page on this origin.
     response.set_header("Content-Disposition", "attachment")
