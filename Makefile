@@ -31,9 +31,10 @@ typecheck:
 format:
 	$(RUFF) format .
 
-# Opt-in measurements, not tests. benchmark.py compares with a real Kinto
-# installed in /tmp/kintovenv (see CONTRIBUTING.md); slow_clients.py needs
-# only kintofs.
+# Opt-in measurements, not tests (bench/README.md). benchmark.py compares with
+# a real Kinto installed in /tmp/kintovenv (see CONTRIBUTING.md); slow_clients.py
+# needs only kintofs; throughput.py makes its own Kinto virtualenv once.
 bench:
 	$(PYTHON) bench/benchmark.py --quick
 	$(PYTHON) bench/slow_clients.py
+	$(PYTHON) bench/throughput.py --quick

@@ -132,7 +132,7 @@ class Server:
         self.log.close()
 
 
-def start_kintofs(workdir, fsync=True):
+def start_kintofs(workdir, fsync=True, server_class=Server):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KINTOFS_")}
     env.update(
@@ -154,19 +154,19 @@ def start_kintofs(workdir, fsync=True):
         "--config",
         os.devnull,
     ]
-    return Server("kintofs", command, port, env, os.path.join(workdir, "kintofs.log"))
+    return server_class("kintofs", command, port, env, os.path.join(workdir, "kintofs.log"))
 
 
-def start_kinto(workdir, venv):
+def start_kinto(workdir, venv, server_class=Server, ini_text=KINTO_INI):
     kinto = os.path.join(venv, "bin", "kinto")
     if not os.path.exists(kinto):
         sys.exit(f"no Kinto in {venv}: give its virtualenv with --kinto-venv")
     ini = os.path.join(workdir, "kinto.ini")
     with open(ini, "w") as f:
-        f.write(KINTO_INI.replace("{batch}", str(BATCH_SIZE)))
+        f.write(ini_text.replace("{batch}", str(BATCH_SIZE)))
     port = free_port()
     command = [kinto, "start", "--ini", ini, "--port", str(port)]
-    return Server("kinto", command, port, log_path=os.path.join(workdir, "kinto.log"))
+    return server_class("kinto", command, port, log_path=os.path.join(workdir, "kinto.log"))
 
 
 # -- data ----------------------------------------------------------------------
