@@ -256,3 +256,63 @@ def test_many_threads_share_the_commit_log_and_lose_nothing(tmp_path):
     for name in ("c1", "c2", "c3", "c4"):
         records = reopened.list((("bucket", "b"), ("collection", name)), "record")
         assert sorted(records.objects()) == sorted(f"r{i}" for i in range(50))
+
+
+# -- a fault at each step of a change ------------------------------------------------
+
+
+@pytest.mark.daemon
+def test_a_disk_fault_at_each_step_of_a_change_is_all_or_nothing(
+    tmp_path, monkeypatch, start_server
+):
+    # "ENOSPC after N": the daemon's next N storage writes succeed, then every
+    # one fails.  N = 0, 1, 2 ... walks the fault through each step of one
+    # record write with its history entry, and of one group change: the
+    # temp files of each object, the commit log, each journal.
+    flag = tmp_path / "fault"
+    monkeypatch.setenv("KFS_TEST_DISK_FAULT_FILE", str(flag))
+    daemon = start_server(plugins="history")
+    api = Api(daemon)
+    assert_status(api.put("/buckets/b"), 201)
+    assert_status(api.put("/buckets/b/collections/c"), 201)
+    outcomes = []
+    for step in range(20):
+        before = state(api, daemon)
+        etag = before[1].strip('"')
+        flag.write_text(f"ENOSPC after {step}")
+        response = api.put(f"{RECORDS}/r{step}", json={"data": {"step": step}})
+        group = api.put("/buckets/b/groups/g", json={"data": {"members": [f"user{step}"]}})
+        flag.unlink()
+        outcomes.append((response.status_code, group.status_code))
+        assert response.status_code in (201, 507), response.text
+        since = [r["id"] for r in api.get(RECORDS, params={"_since": etag}).json()["data"]]
+        if response.status_code == 507:
+            assert_error(response, 507, 201)
+            assert state(api, daemon)[:2] == before[:2], "nothing of the refused write"
+            assert since == []
+            assert not [f for f in state(api, daemon)[3] if ".tmp-" in f], "no temp file left"
+        else:
+            assert api.get(f"{RECORDS}/r{step}").json()["data"]["step"] == step
+            assert since == [f"r{step}"]
+            entries = api.get("/buckets/b/history", params={"record_id": f"r{step}"}).json()
+            assert [e["action"] for e in entries["data"]] == ["create"], "its history entry too"
+        members = api.get("/buckets/b/groups/g").json().get("data", {}).get("members")
+        if group.status_code in (200, 201):
+            assert members == [f"user{step}"]
+        else:
+            assert group.status_code == 507
+    refused = [step for step, (record, _group) in enumerate(outcomes) if record == 507]
+    assert refused and refused == list(range(len(refused))), outcomes  # the early steps
+    assert outcomes[-1] == (201, 200), "a fault after every step is done with"
+
+    # What was served is what the files hold after a restart (the log completes them).
+    served = state(api, daemon)[:2]
+    daemon.stop()
+    restarted = start_server(data_dir=daemon.data_dir, plugins="history")
+    assert state(Api(restarted), restarted)[:2] == served
+    checked = subprocess.run(
+        [sys.executable, "-m", "kintofs", "check", "--data-dir", daemon.data_dir],
+        capture_output=True,
+        text=True,
+    )
+    assert "0 damaged" in checked.stdout, checked.stdout

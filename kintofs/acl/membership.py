@@ -101,8 +101,14 @@ class MembershipIndex:
 
     def _apply(self, change):
         with self._guard:
-            previous, new = self.generation.bump()
             self._changes += 1
+            try:
+                previous, new = self.generation.bump()
+            except Exception:
+                # The change is stored; without a new token other processes
+                # cannot be told, but this one rebuilds from the files.
+                self._built_from = NOT_LOADED
+                raise
             if self._built_from is NOT_LOADED or previous != self._built_from:
                 # Another process changed memberships since our last build:
                 # rebuilding from the files is the only safe way forward.

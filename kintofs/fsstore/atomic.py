@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 
 from .base import StorageFull
@@ -23,9 +24,13 @@ _DISK_REFUSED = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 # Test-only fault injection, for machines where a test cannot mount a small
 # file system: while the file named by this environment variable exists,
-# every storage write fails with the errno named in it ("ENOSPC", "EROFS").
+# every storage write fails with the errno named in it ("ENOSPC", "EROFS");
+# "ENOSPC after 3" lets the next 3 writes through first, so that a test can
+# fail each step of a change in turn (docs/storage.md).
 FAULT_FLAG_ENV = "KFS_TEST_DISK_FAULT_FILE"
 _FAULT_FLAG = os.environ.get(FAULT_FLAG_ENV)
+_fault_guard = threading.Lock()
+_fault_seen = {"flag": None, "passed": 0}  # the flag as last read, and the writes let through
 
 
 def check_injected_fault():
@@ -33,9 +38,17 @@ def check_injected_fault():
         return
     try:
         with open(_FAULT_FLAG, encoding="ascii") as flag:
-            name = flag.read().strip()
+            content = flag.read().strip()
+            changed = os.fstat(flag.fileno()).st_mtime_ns
     except FileNotFoundError:
         return
+    name, _, after = content.partition(" after ")
+    with _fault_guard:
+        if _fault_seen["flag"] != (content, changed):
+            _fault_seen.update(flag=(content, changed), passed=0)
+        if after.strip().isdigit() and _fault_seen["passed"] < int(after):
+            _fault_seen["passed"] += 1
+            return
     code = getattr(errno, name, errno.ENOSPC)
     raise OSError(code, os.strerror(code))
 

@@ -397,7 +397,7 @@ def recover(root, list_at):
 def _replay(path, list_at):
     with open(path, "rb") as f:
         content = f.read()
-    replayed, touched = 0, []
+    by_list = {}  # folder -> (FileList, its ops in log order), lists in order of first write
     # A last line without its newline was never synced: never committed.
     for line in content[: content.rfind(b"\n") + 1].splitlines():
         try:
@@ -407,16 +407,15 @@ def _replay(path, list_at):
             continue
         for op in ops:
             object_list = list_at(op.get("list"))
-            if object_list is None:
-                continue
-            try:
-                if object_list.replay(op):
-                    replayed += 1
-                    touched.append(object_list)
-            except ParentNotFound:
-                pass  # its container was deleted by a later commit
-    for object_list in dict.fromkeys(touched):
-        object_list.compact_after_replay()
+            if object_list is not None:
+                by_list.setdefault(object_list.folder, (object_list, []))[1].append(op)
+    replayed = 0
+    # A container's list comes before the lists inside it: its folder exists first.
+    for object_list, ops in by_list.values():
+        try:
+            replayed += object_list.replay(ops)
+        except ParentNotFound:
+            pass  # its container was deleted by a later commit
     if replayed:
         logger.warning("%s: %d committed write(s) replayed into the files", path, replayed)
     return replayed

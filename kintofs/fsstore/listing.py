@@ -481,31 +481,50 @@ class FileList(ObjectList):
 
     def _apply_ops(self, ops, *, durable):
         """Step 3: ``ops`` (this list's writes of a commit) into the files, the
-        journal and the index.  Returns what to do once the lists are unlocked."""
+        journal and the index.  Returns what to do once the lists are unlocked.
+
+        The index takes the writes even if a file or the journal cannot be
+        written: the commit is durable in its log, which recovery replays
+        into the files; serving anything else would deny an answered write.
+        """
         later, folders = [], set()
-        for op in ops:
-            if op.op == "put":
-                for temp, final in op.temps:
-                    os.replace(temp, final)  # data before ACL: see docs/storage.md
-                    folders.add(os.path.dirname(final))
-            elif op.op == "delete" and self.container:
-                trash = os.path.join(self.folder, f"{TRASH_PREFIX}{uuid.uuid4().hex}")
-                os.rename(self.child_folder(op.object_id), trash)  # the whole subtree at once
-                folders.add(self.folder)
-                later.append(lambda trash=trash: shutil.rmtree(trash, ignore_errors=True))
-            elif op.op in ("delete", "forget") and not self.container:
-                remove_quietly(self.data_path(op.object_id))
-                remove_quietly(self.acl_path(op.object_id))
-                folders.add(self.folder)
-            if op.op in ("delete", "forget") and self.container:
-                later.append(
-                    lambda object_id=op.object_id: self.on_container_deleted(self, object_id)
-                )
-        if durable:
-            for folder in folders:
-                fsync_folder(folder)
-        lines = [op.journal_line() for op in ops]
-        self.journal.append(lines, durable=durable)
+        try:
+            for op in ops:
+                later += self._apply_files(op, folders)
+            if durable:
+                for folder in folders:
+                    fsync_folder(folder)
+            lines = [op.journal_line() for op in ops]
+            self.journal.append(lines, durable=durable)
+        finally:
+            self._index_ops(ops)
+        with self._guard:
+            self._after_append(lines)
+        self._compact_if_due()
+        return later
+
+    def _apply_files(self, op, folders):
+        """One op's renames and removals; returns what to do once unlocked."""
+        if op.op == "put":
+            for temp, final in op.temps:
+                os.replace(temp, final)  # data before ACL: see docs/storage.md
+                folders.add(os.path.dirname(final))
+            return []
+        if op.op == "init":
+            return []
+        folders.add(self.folder)
+        if not self.container:
+            remove_quietly(self.data_path(op.object_id))
+            remove_quietly(self.acl_path(op.object_id))
+            return []
+        later = [lambda object_id=op.object_id: self.on_container_deleted(self, object_id)]
+        if op.op == "delete":
+            trash = os.path.join(self.folder, f"{TRASH_PREFIX}{uuid.uuid4().hex}")
+            os.rename(self.child_folder(op.object_id), trash)  # the whole subtree at once
+            later.insert(0, lambda: shutil.rmtree(trash, ignore_errors=True))
+        return later
+
+    def _index_ops(self, ops):
         signatures = {op.object_id: self._signature(op.object_id) for op in ops if op.op == "put"}
         with self._guard:
             for op in ops:
@@ -516,58 +535,78 @@ class FileList(ObjectList):
                     self._indexed_delete(op.object_id, op.ts)
                 else:
                     self._timestamp = max(self._timestamp or 0, op.ts)
-            self._after_append(lines)
             self._recount()
-        self._compact_if_due()
-        return later
 
-    def replay(self, logged):
-        """Apply one write of a dead process's commit log, unless the files
-        already hold it or something newer (recovery, commit.py).  True if
-        the files had to be written."""
-        object_id, ts, action = logged.get("id"), logged.get("ts"), logged.get("op")
-        if action not in ("put", "delete") or not self.valid_id(object_id) or not is_timestamp(ts):
-            return False
+    def replay(self, logged_ops):
+        """Bring the files and the journal up to this list's writes in a dead
+        process's commit log (recovery, commit.py); returns how many had to
+        be written.
+
+        Done on the files and the journal as they are, before the index is
+        loaded: a load would take a file whose journal line is missing for
+        an edit, and give it a new timestamp.  A write is done when the
+        journal has a newer line for its id (superseded), or its own line
+        and the files it hashed.
+        """
         self._ensure_folder()
         with self._write_guard, locked(self.folder):
-            self._refresh(have_lock=True)
-            current = self._objects.get(object_id)
-            if current is not None:
-                current_ts = current.data.get("last_modified")
-            else:
-                current_ts = self._tombstones.get(object_id)
-            if current_ts is not None and current_ts > ts:
-                return False  # superseded
-            if action == "delete":
-                if current is None:
-                    return False
-                self._replay_ops([Op(self, "delete", ts, object_id)])
-                return True
-            found = self._read_files(object_id)
-            if current_ts == ts and found not in (None, MISSING) and found[1] == logged.get("hash"):
-                return False  # done
+            latest = {}  # id -> its newest journal line
+            for entry in self.journal.read(0)[0]:
+                if "id" in entry and entry["ts"] >= latest.get(entry["id"], entry)["ts"]:
+                    latest[entry["id"]] = entry
+            lines, written = [], 0
+            for logged in logged_ops:
+                line = self._replayed(logged, latest.get(logged.get("id")))
+                if line is not None:
+                    written += line.pop("written")
+                    lines.append(line)
+                    latest[line["id"]] = line
+            if lines:
+                self.journal.append(lines)
+                with self._guard:
+                    self._reset(identity=None)  # loaded afresh, then put in order:
+                self._refresh(have_lock=True)
+                self._compact()
+            return written
+
+    def _replayed(self, logged, journaled):
+        """The journal line ``logged`` still needs (with ``written``: whether its
+        files had to be written), or None when it is done or superseded."""
+        object_id, ts, action = logged.get("id"), logged.get("ts"), logged.get("op")
+        if not (isinstance(object_id, str) and self.valid_id(object_id) and is_timestamp(ts)):
+            return None
+        if journaled is not None and journaled["ts"] > ts:
+            return None  # superseded
+        if action == "put":
             data, acl = logged.get("data"), logged.get("acl")
             if not isinstance(data, dict) or not isinstance(acl, dict):
-                return False
-            if self.container:
-                _make_folder(self.child_folder(object_id))
-            data_bytes, acl_bytes = dump_json(data), dump_json(acl)
-            op = Op(self, "put", ts, object_id, data, acl, data_bytes, acl_bytes)
-            op.digest = content_digest(data_bytes, acl_bytes)
-            self._replay_ops([op])
-            return True
-
-    def _replay_ops(self, ops):
-        for op in ops:
-            self._stage_op(op, durable=self.fsync)
-        for later in self._apply_ops(ops, durable=self.fsync):
-            later()
-
-    def compact_after_replay(self):
-        """Replayed lines may be older than the journal's last: put them in order."""
-        with self._write_guard, locked(self.folder):
-            self._refresh(have_lock=True)
-            self._compact()
+                return None
+            found = self._read_files(object_id)
+            in_place = found not in (None, MISSING) and found[1] == logged.get("hash")
+            if in_place and journaled is not None and journaled["ts"] == ts:
+                return None
+            line = {"ts": ts, "op": "put", "id": object_id, "hash": logged.get("hash")}
+            if not in_place:
+                if self.container:
+                    _make_folder(self.child_folder(object_id))
+                data_bytes, acl_bytes = dump_json(data), dump_json(acl)
+                write_bytes(self.data_path(object_id), data_bytes, fsync=self.fsync)
+                write_bytes(self.acl_path(object_id), acl_bytes, fsync=self.fsync)
+                line["hash"] = content_digest(data_bytes, acl_bytes)
+            return dict(line, written=not in_place)
+        if action in ("delete", "forget"):
+            present = os.path.exists(self.data_path(object_id))
+            if not present and journaled is not None and journaled["op"] == "delete":
+                return None
+            if present and self.container:
+                trash = os.path.join(self.folder, f"{TRASH_PREFIX}{uuid.uuid4().hex}")
+                os.rename(self.child_folder(object_id), trash)
+                shutil.rmtree(trash, ignore_errors=True)
+            elif present:
+                remove_quietly(self.data_path(object_id))
+                remove_quietly(self.acl_path(object_id))
+            return {"ts": ts, "op": "delete", "id": object_id, "written": present}
+        return None
 
     # -- the index --------------------------------------------------------
 
@@ -592,10 +631,7 @@ class FileList(ObjectList):
             if self._loaded and (self._writing or identity == self._identity):
                 return
             same_file = (
-                self._loaded
-                and identity
-                and self._identity
-                and identity[0] == self._identity[0]
+                self._loaded and identity and self._identity and identity[0] == self._identity[0]
             )
             if same_file and identity[1] <= self._identity[1]:
                 # Stat'ed before a write of ours appended (or a torn tail was
