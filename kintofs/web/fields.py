@@ -1,7 +1,5 @@
 """Validation of the fields Kinto gives a meaning to (protocol 2.1 and 15)."""
 
-import jsonschema
-
 from ..kinds import KINDS
 from .errors import invalid_param
 
@@ -28,9 +26,11 @@ def check_schema(name, schema):
             name,
             f'"{schema}" is not a mapping type: Does not implement dict-like functionality.',
         )
+    from jsonschema import Draft7Validator, SchemaError  # on first use: see schema.dialects
+
     try:
-        jsonschema.Draft7Validator.check_schema(schema)
-    except jsonschema.SchemaError as error:
+        Draft7Validator.check_schema(schema)
+    except SchemaError as error:
         # Kinto prefixes the message with the last element of the path only.
         where = str(error.path[-1]) if error.path else ""
         raise invalid_param("body", name, f"{where}{error.message}") from None

@@ -10,12 +10,9 @@ Compiled validators are cached per (schema owner, its last_modified), so a
 stream of record writes compiles the collection schema once.
 """
 
+import functools
 import threading
 from collections import OrderedDict
-
-import jsonschema
-from jsonschema_specifications import REGISTRY as SPECIFICATIONS
-from referencing.exceptions import Unresolvable
 
 from .. import kinds
 from . import errors
@@ -31,12 +28,19 @@ CAPABILITY = {
 
 CACHE_SIZE = 256
 
-# What validator_for does, without its DeprecationWarning for an unknown
-# $schema (which its docs say will become an error, and so a 500 here).
-LATEST_DIALECT = jsonschema.Draft202012Validator
-DIALECTS = {
-    (cls.META_SCHEMA.get("$id") or cls.META_SCHEMA.get("id", "")).rstrip("#"): cls
-    for cls in (
+
+@functools.cache
+def dialects():
+    """``{$schema URI: validator class}`` and the newest class, for a schema.
+
+    What validator_for does, without its DeprecationWarning for an unknown
+    $schema (which its docs say will become an error, and so a 500 here).
+    Imported on first use: jsonschema is a third of the daemon's start-up
+    time and memory, and most daemons never see a schema.
+    """
+    import jsonschema
+
+    classes = (
         jsonschema.Draft3Validator,
         jsonschema.Draft4Validator,
         jsonschema.Draft6Validator,
@@ -44,7 +48,11 @@ DIALECTS = {
         jsonschema.Draft201909Validator,
         jsonschema.Draft202012Validator,
     )
-}
+    by_uri = {
+        (cls.META_SCHEMA.get("$id") or cls.META_SCHEMA.get("id", "")).rstrip("#"): cls
+        for cls in classes
+    }
+    return by_uri, jsonschema.Draft202012Validator
 
 
 def setup(service):
@@ -93,6 +101,8 @@ def check(compiled, candidate, ignored):
         ignored = (*ignored, "id")
     instance = {k: v for k, v in candidate.items() if k not in ignored}
     validator = compiled.without_required(ignored)
+    from referencing.exceptions import Unresolvable  # with jsonschema: see dialects()
+
     try:
         error = next(validator.iter_errors(instance), None)
     except Unresolvable as unresolvable:
@@ -136,10 +146,13 @@ class Compiled:
             self.error = errors.invalid_param("body", "schema", "$schema is not a string")
             return
         # The dialect named by $schema, else the newest one (Draft 2020-12), as Kinto.
-        self.cls = DIALECTS.get(schema.get("$schema", "").rstrip("#"), LATEST_DIALECT)
+        from jsonschema import SchemaError
+
+        by_uri, latest = dialects()
+        self.cls = by_uri.get(schema.get("$schema", "").rstrip("#"), latest)
         try:
             self.cls.check_schema(schema)
-        except jsonschema.SchemaError as error:
+        except SchemaError as error:
             # Valid Draft 7 (checked on write) but not valid in the dialect used
             # for data: Kinto answers 500, we name the schema.
             where = str(error.path[-1]) if error.path else ""
@@ -163,7 +176,9 @@ class Compiled:
             # No retrieval of remote $ref: the server must not fetch URLs
             # chosen by clients. They answer "Unresolvable: <url>", as Kinto
             # does when its fetch fails.
-            validator = self.cls(schema, registry=SPECIFICATIONS)
+            from jsonschema_specifications import REGISTRY
+
+            validator = self.cls(schema, registry=REGISTRY)
             self._by_ignored[ignored] = validator
         return validator
 
