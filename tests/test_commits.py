@@ -316,3 +316,45 @@ def test_a_disk_fault_at_each_step_of_a_change_is_all_or_nothing(
         text=True,
     )
     assert "0 damaged" in checked.stdout, checked.stdout
+
+
+@pytest.mark.daemon
+def test_a_file_system_out_of_inodes_refuses_whole_batches(tmp_path, start_server):
+    # A real tmpfs with room for few files (nr_inodes): batches of record
+    # creations until one is refused, which must leave nothing behind.
+    data = tmp_path / "data"
+    data.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m,nr_inodes=160,mode=0700", "tmpfs", str(data)],
+        capture_output=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        daemon = start_server(data_dir=data)
+        api = Api(daemon)
+        assert_status(api.put("/buckets/b"), 201)
+        assert_status(api.put("/buckets/b/collections/c"), 201)
+        for batch in range(20):
+            before = state(api, daemon)
+            requests = [
+                {"method": "PUT", "path": f"{RECORDS}/b{batch}-{i}", "body": {"data": {"i": i}}}
+                for i in range(10)
+            ]
+            response = api.post("/batch", json={"requests": requests})
+            if response.status_code == 507:
+                break
+            assert_status(response, 200)
+        else:
+            pytest.fail("160 inodes never ran out")
+        assert_error(response, 507, 201)
+        assert state(api, daemon) == before, "nothing of the refused batch"
+        etag = before[1].strip('"')
+        assert api.get(RECORDS, params={"_since": etag}).json()["data"] == []
+        # Room again (deleting the records frees their inodes): stored whole.
+        assert_status(api.delete(RECORDS), 200)
+        assert_status(api.post("/batch", json={"requests": requests}), 200)
+        assert len(api.get(RECORDS).json()["data"]) == 10
+        daemon.stop()
+    finally:
+        subprocess.run(["umount", "-l", str(data)], capture_output=True)

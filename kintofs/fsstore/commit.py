@@ -367,7 +367,8 @@ def recover(root, list_at):
     """Replay the logs of dead processes into the files, then delete them.
 
     ``list_at(address)`` returns the FileList of a log line's ``list``.
-    Returns the number of writes replayed (most are found done already).
+    Returns the number of writes the files or journals missed (most are
+    found done already).
     """
     folder = os.path.join(root, COMMITS_FOLDER)
     try:
@@ -417,7 +418,7 @@ def _replay(path, list_at):
         except ParentNotFound:
             pass  # its container was deleted by a later commit
     if replayed:
-        logger.warning("%s: %d committed write(s) replayed into the files", path, replayed)
+        logger.warning("%s: %d committed write(s) completed in the files", path, replayed)
     return replayed
 
 

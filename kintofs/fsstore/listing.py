@@ -539,8 +539,8 @@ class FileList(ObjectList):
 
     def replay(self, logged_ops):
         """Bring the files and the journal up to this list's writes in a dead
-        process's commit log (recovery, commit.py); returns how many had to
-        be written.
+        process's commit log (recovery, commit.py); returns how many were
+        missing from them.
 
         Done on the files and the journal as they are, before the index is
         loaded: a load would take a file whose journal line is missing for
@@ -554,11 +554,10 @@ class FileList(ObjectList):
             for entry in self.journal.read(0)[0]:
                 if "id" in entry and entry["ts"] >= latest.get(entry["id"], entry)["ts"]:
                     latest[entry["id"]] = entry
-            lines, written = [], 0
+            lines = []
             for logged in logged_ops:
                 line = self._replayed(logged, latest.get(logged.get("id")))
                 if line is not None:
-                    written += line.pop("written")
                     lines.append(line)
                     latest[line["id"]] = line
             if lines:
@@ -567,11 +566,11 @@ class FileList(ObjectList):
                     self._reset(identity=None)  # loaded afresh, then put in order:
                 self._refresh(have_lock=True)
                 self._compact()
-            return written
+            return len(lines)
 
     def _replayed(self, logged, journaled):
-        """The journal line ``logged`` still needs (with ``written``: whether its
-        files had to be written), or None when it is done or superseded."""
+        """The journal line ``logged`` still needs (its files written first
+        where they are not the logged ones), or None when it is done or superseded."""
         object_id, ts, action = logged.get("id"), logged.get("ts"), logged.get("op")
         if not (isinstance(object_id, str) and self.valid_id(object_id) and is_timestamp(ts)):
             return None
@@ -593,7 +592,7 @@ class FileList(ObjectList):
                 write_bytes(self.data_path(object_id), data_bytes, fsync=self.fsync)
                 write_bytes(self.acl_path(object_id), acl_bytes, fsync=self.fsync)
                 line["hash"] = content_digest(data_bytes, acl_bytes)
-            return dict(line, written=not in_place)
+            return line
         if action in ("delete", "forget"):
             present = os.path.exists(self.data_path(object_id))
             if not present and journaled is not None and journaled["op"] == "delete":
@@ -605,7 +604,7 @@ class FileList(ObjectList):
             elif present:
                 remove_quietly(self.data_path(object_id))
                 remove_quietly(self.acl_path(object_id))
-            return {"ts": ts, "op": "delete", "id": object_id, "written": present}
+            return {"ts": ts, "op": "delete", "id": object_id}
         return None
 
     # -- the index --------------------------------------------------------

@@ -24,6 +24,7 @@ from .layout import (
     CONTAINERS,
     FORMAT,
     FORMAT_FILE,
+    GENERATION_SUFFIX,
     HEARTBEAT_PREFIX,
     PLURALS,
     TRASH_PREFIX,
@@ -123,9 +124,19 @@ class FileSystemStore:
         self.replayed = 0  # writes the logs held that the files missed
         try:
             self.replayed = recover(self.root, self._list_at)
+            if self.replayed:
+                self._bump_generations()
         except (OSError, StorageError):
             # A read-only disk, say: serve what the files hold; the log stays for later.
             logger.exception("could not replay the commit logs in %s", self.root)
+
+    def _bump_generations(self):
+        """Replayed writes are changes no running process was told of (a dead
+        one could not bump the token of what it changed): invalidate every
+        derived index, group memberships included.  A rebuild is all it costs."""
+        for name in os.listdir(self.root):
+            if name.startswith("_") and name.endswith(GENERATION_SUFFIX):
+                self.generation(name[1 : -len(GENERATION_SUFFIX)]).bump()
 
     def _list_at(self, address):
         """The list a commit log line names, or None if it names none."""
