@@ -509,10 +509,6 @@ def test_every_reserved_name_is_in_the_documented_table():
 # until they import them from layout (each one is listed in the report of
 # the change that made layout their one home).  New ones fail the test below.
 NOT_YET_FROM_LAYOUT = {
-    ("kintofs/fsstore/watch.py", "_journal.jsonl"),
-    ("kintofs/fsstore/watch.py", "_lock"),
-    ("kintofs/fsstore/watch.py", ".json"),
-    ("kintofs/fsstore/watch.py", ".acl"),
     ("kintofs/plugins/attachment.py", "upload-"),
     ("kintofs/plugins/attachment.py", "old-"),
 }

@@ -130,12 +130,17 @@ def test_check_finds_damage_and_repair_fixes_it_while_the_daemon_serves(start_se
     )
 
     # The running daemon saw the repairs: r1 is deleted (a tombstone for
-    # syncing clients), r2 lost its own permissions, the rest is untouched.
+    # syncing clients), r2 lost its own permissions (a new revision: its
+    # files changed), the rest is untouched.
     listed = assert_status(api.get(RECORDS), 200).json()["data"]
-    assert {r["id"]: r for r in listed} == {k: v for k, v in created.items() if k != "r1"}
+    untouched = {k: v for k, v in created.items() if k not in ("r1", "r2")}
+    assert {r["id"]: r for r in listed if r["id"] != "r2"} == untouched
+    r2 = api.get(f"{RECORDS}/r2").json()
+    assert r2["permissions"] == {}
+    assert r2["data"]["n"] == created["r2"]["n"]
+    assert r2["data"]["last_modified"] > created["r5"]["last_modified"]
     since = api.get(f"{RECORDS}?_since={created['r5']['last_modified']}").json()["data"]
-    assert [(r["id"], r.get("deleted")) for r in since] == [("r1", True)]
-    assert api.get(f"{RECORDS}/r2").json()["permissions"] == {}
+    assert sorted((r["id"], r.get("deleted")) for r in since) == [("r1", True), ("r2", None)]
     assert_status(api.get(f"{GROUPS}/editors"), 200)
     assert_status(api.put(f"{RECORDS}/r6", json={"data": {"n": 6}}), 201)
     read_journal(os.path.join(folder, "_journal.jsonl"))  # complete lines, strictly increasing

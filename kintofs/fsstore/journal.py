@@ -90,16 +90,19 @@ class Journal:
         return os.path.join(self.folder, JOURNAL_NAME)
 
     def identity(self):
-        """``(inode, size)`` of the file, or None when it does not exist.
+        """``(inode, size, ctime)`` of the file, or None when it does not exist.
 
-        Any change by any process changes this pair: appends grow the size,
-        and a compaction replaces the file (new inode).
+        Any change by any process changes this: appends grow the size, and a
+        compaction replaces the file (new inode).  ctime tells a file
+        rewritten in place (`cp -a`) or replaced by one that got the same
+        inode number (`git checkout`, `tar -x`: unlink, then create) from a
+        stat taken before an append of ours.
         """
         try:
             status = os.stat(self.path)
         except FileNotFoundError:
             return None
-        return (status.st_ino, status.st_size)
+        return (status.st_ino, status.st_size, status.st_ctime_ns)
 
     def read(self, offset=0):
         """``(entries, end)``: complete lines from ``offset``, and where they end."""

@@ -116,6 +116,7 @@ class FileList(ObjectList):
         "_timestamp",
         "_loaded",
         "_adopted_by_load",
+        "_vanishing",
         "_object_bytes",
         "_cost",
         "accounted",
@@ -361,12 +362,15 @@ class FileList(ObjectList):
 
     def _signature(self, object_id):
         """A hash of what stat() says of an object's two files: changes whenever
-        either is rewritten (a hash: one int per object instead of two tuples)."""
+        either is rewritten (a hash: one int per object instead of two tuples).
+        With ctime: `cp -a`, `rsync -a`, `tar -x` set mtime back, never ctime."""
         found = []
         for path in (self.data_path(object_id), self.acl_path(object_id)):
             try:
                 status = os.stat(path)
-                found.append((status.st_ino, status.st_size, status.st_mtime_ns))
+                found.append(
+                    (status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+                )
             except OSError:
                 found.append(None)
         return hash(tuple(found))
@@ -620,6 +624,7 @@ class FileList(ObjectList):
         self._timestamp = None
         self._loaded = False
         self._adopted_by_load = None  # ids whose hand edit the last load made a revision
+        self._vanishing = set()  # ids served on by the last load, their files missing (see _Served)
 
     def _refresh(self, have_lock=False):
         identity = self.journal.identity()
@@ -632,13 +637,15 @@ class FileList(ObjectList):
             same_file = (
                 self._loaded and identity and self._identity and identity[0] == self._identity[0]
             )
-            if same_file and identity[1] <= self._identity[1]:
+            no_newer_ctime = same_file and identity[2] <= self._identity[2]
+            if no_newer_ctime and identity[1] <= self._identity[1]:
                 # Stat'ed before a write of ours appended (or a torn tail was
                 # cut): nothing new.  Reloading here stalled every request.
                 return
-            if same_file:
+            if same_file and identity[1] > self._identity[1]:
                 self._read_new_lines(identity)
                 return
+            # Else replaced, or rewritten in place (a newer ctime): reloaded.
         if not os.path.isdir(self.folder):
             with self._guard:
                 self._reset(identity=None)
@@ -680,10 +687,13 @@ class FileList(ObjectList):
         The files are the truth for live objects, the journal for timestamps
         and tombstones.  Where they disagree (a crash between writing a file
         and its journal line, or a file changed by hand) the journal gets a
-        repair line, so readers and pollers see a normal change.
+        repair line, so readers and pollers see a normal change.  A list this
+        index served already is also compared with what it served (see
+        _Served): a journal replaced by an older copy must not take it back.
         """
         entries, end = self.journal.read(0)
         with self._guard:
+            served = _Served.of(self)
             self._reset(identity=self.journal.identity())
             self._offset = end
             self._line_count = len(entries)
@@ -697,6 +707,7 @@ class FileList(ObjectList):
             for object_id, entry in latest.items():
                 if entry["op"] == "delete":
                     self._tombstones[object_id] = entry["ts"]
+            rewrite = served.raise_timestamp(self)
             repairs = []
             on_disk, unreadable = set(), set()
             for object_id in self._scan_ids():
@@ -709,21 +720,31 @@ class FileList(ObjectList):
                 stored, digest, acl_bytes = found
                 on_disk.add(object_id)
                 entry = latest.get(object_id)
-                if _disagrees(entry, stored, digest):
+                if served.as_served(object_id, stored):
+                    rewrite |= _disagrees(entry, stored, digest)  # kept as it was served
+                elif _disagrees(entry, stored, digest) or served.is_older_copy(stored):
                     stored, digest = self._repair_unjournaled(object_id, stored, digest, acl_bytes)
                     ts = stored.data["last_modified"]
                     repairs.append({"ts": ts, "op": "put", "id": object_id, "hash": digest})
                 self._store_object(object_id, stored)
                 self._tombstones.pop(object_id, None)
-            for object_id, entry in latest.items():
-                # An unreadable file (an editor half-way through, a bad sector)
-                # is not a deletion: it stays out of the index, and becomes a
-                # revision again once it can be read (`kintofs check` reports it).
-                if entry["op"] == "put" and object_id not in on_disk | unreadable:
+            # An unreadable file (an editor half-way through, a bad sector)
+            # is not a deletion: it becomes a revision again once it can be
+            # read (`kintofs check` reports it); until then what was served
+            # of it, if anything, is served on.
+            for object_id in served.vanished(latest, on_disk | unreadable):
+                if served.may_come_back(object_id):
+                    self._serve_on(object_id, served.objects[object_id])
+                    self._vanishing.add(object_id)
+                    rewrite = True
+                else:
                     ts = self._next_timestamp()
                     self._timestamp = ts
                     self._tombstones[object_id] = ts
                     repairs.append({"ts": ts, "op": "delete", "id": object_id})
+            for object_id in unreadable & served.objects.keys():
+                self._serve_on(object_id, served.objects[object_id])  # being written
+            rewrite |= served.restore_tombstones(self)
             if unreadable:
                 logger.error(
                     "%s: %d unreadable object file(s) left as they are: %s",
@@ -739,9 +760,18 @@ class FileList(ObjectList):
                 except StorageFull:
                     # Reads go on from the repaired index; the next load repairs again.
                     logger.warning("%s: the disk refused the journal repair", self.folder)
+            if rewrite:
+                # What the journal lacks is older than its last line: no append can say it.
+                logger.warning("%s: journal older than what was served: rewritten", self.folder)
+                self._compact()
             self._changes = ChangeOrder(self._current_changes())
             self._loaded = True
             self._recount()
+
+    def _serve_on(self, object_id, stored):
+        """Serve ``stored`` on while its files are missing or being written (see _Served)."""
+        self._store_object(object_id, stored)
+        self._tombstones.pop(object_id, None)
 
     def _current_changes(self):
         """``(id, ts)`` of each object's live version or tombstone."""
@@ -785,7 +815,9 @@ class FileList(ObjectList):
                 data_bytes = f.read()
             data = json.loads(data_bytes)
             acl_bytes = _read_if_there(self.acl_path(object_id))
-            acl = json.loads(acl_bytes) if acl_bytes else {}
+            # Empty is not "no ACL" but a file being written (`tar -x`, `cp`): unreadable.
+            acl = json.loads(acl_bytes) if acl_bytes is not None else {}
+            acl_bytes = acl_bytes or b""
         except FileNotFoundError:
             return MISSING
         except (OSError, ValueError) as error:
@@ -944,6 +976,85 @@ class _Gone(NamedTuple):
     ts: int
 
 
+class _Served(NamedTuple):
+    """What a list's index served until its journal was replaced.
+
+    Another process's compaction replaces a journal with one that says as
+    much and more.  A restore (`rsync -a`, `cp -a`, `tar -x`, `git checkout`
+    of an older copy) replaces it with an older one whose files agree with
+    it: loaded alone, the list would serve the old state with its old
+    timestamps, invisible to pollers, its timestamp gone back.  Compared with
+    what was served, a file neither as served nor newer gets a fresh
+    revision, and the list timestamp and tombstones stay; the journal is then
+    rewritten.  An object served but without files now is served on once:
+    the tool may be between removing and writing it (the watcher gives such
+    a file a grace, see watch.py); missing at the next load too, it is gone.
+    """
+
+    objects: dict
+    tombstones: dict
+    timestamp: int
+    vanishing: set
+
+    @classmethod
+    def of(cls, object_list):
+        if not object_list._loaded:
+            return NOTHING_SERVED
+        return cls(
+            object_list._objects,
+            object_list._tombstones,
+            object_list._timestamp or 0,
+            object_list._vanishing,
+        )
+
+    def raise_timestamp(self, object_list):
+        """Never below what was served; True if the journal was behind it."""
+        if (object_list._timestamp or 0) >= self.timestamp:
+            return False
+        object_list._timestamp = self.timestamp
+        return True
+
+    def as_served(self, object_id, stored):
+        return self.objects.get(object_id) == stored
+
+    def is_older_copy(self, stored):
+        """True for files not as served and not newer than anything served."""
+        if self is NOTHING_SERVED:
+            return False
+        current = stored.data.get("last_modified")
+        return not (is_timestamp(current) and current > self.timestamp)
+
+    def vanished(self, latest, present):
+        """Ids live until now whose files are not ``present``: the ones served
+        (but not those a newer line deleted), or with nothing served the
+        ones the journal says are live."""
+        if self is NOTHING_SERVED:
+            live = {object_id for object_id, entry in latest.items() if entry["op"] == "put"}
+        else:
+            live = self.objects.keys()
+        for object_id in live - present:
+            entry = latest.get(object_id)
+            if entry is None or entry["op"] == "put" or entry["ts"] <= self.timestamp:
+                yield object_id
+
+    def may_come_back(self, object_id):
+        return self is not NOTHING_SERVED and object_id not in self.vanishing
+
+    def restore_tombstones(self, object_list):
+        """Put back the tombstones the journal lacks; True if there were any."""
+        lacking = {
+            object_id: ts
+            for object_id, ts in self.tombstones.items()
+            if object_id not in object_list._objects
+            and object_list._tombstones.get(object_id, -1) < ts
+        }
+        object_list._tombstones.update(lacking)
+        return bool(lacking)
+
+
+NOTHING_SERVED = _Served({}, {}, 0, frozenset())
+
+
 def _disagrees(entry, stored, digest):
     """True when an object's files are not what its latest journal line says."""
     if entry is None or entry["op"] != "put" or entry["ts"] != stored.data.get("last_modified"):
@@ -953,11 +1064,12 @@ def _disagrees(entry, stored, digest):
 
 
 def _read_if_there(path):
+    """The file's bytes, None if there is no such file."""
     try:
         with open(path, "rb") as f:
             return f.read()
     except FileNotFoundError:
-        return b""
+        return None
 
 
 def _change_ts(stored, fallback):

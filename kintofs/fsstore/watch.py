@@ -7,11 +7,18 @@ object it concerns and asks that object's list to adopt the change
 an index that agrees.  Events are gathered for a moment first, because
 editors write a file in several steps and our own atomic writes also
 produce events (those are recognised as already known and cost one read).
+
+A file that vanishes is not deleted yet: many editors save by moving the
+file away and writing a new one, seconds later if the disk is slow (vim's
+backup copy, Emacs).  An object whose file stays missing for
+DELETE_GRACE_SECONDS is adopted as deleted; one that comes back before is
+an ordinary edit, with its ACL sidecar untouched in between.
 """
 
 import logging
 import os
 import threading
+import time
 import warnings
 
 from watchdog.events import (
@@ -24,7 +31,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from .layout import CONTAINERS, KIND_OF_PLURAL
+from .layout import object_of
 
 try:  # Linux (watchdog 7's inotify classes; other backends never register twice)
     from watchdog.observers.inotify import InotifyEmitter, InotifyObserver, InotifyWatchGroup
@@ -34,6 +41,11 @@ except ImportError:
 logger = logging.getLogger(__name__)
 
 SETTLE_SECONDS = 0.2
+
+# How long an object's file may be missing before its absence is a deletion:
+# longer than an editor takes between moving a file away and writing the new
+# one (vim on a busy disk, a save dialog), short enough for `rm` to show soon.
+DELETE_GRACE_SECONDS = 5.0
 
 # Asked of the kernel (the inotify mask), so every write's other events
 # (opens, each write(), lock files) never reach Python: a file written in
@@ -96,51 +108,6 @@ if InotifyWatchGroup is not None:
             )
 
 
-def object_of(root, path):
-    """``(parent, kind, id)`` of the object a data path belongs to, or None.
-
-    ``buckets/b/collections/c/records/r1.json`` -> ``((("bucket", "b"),
-    ("collection", "c")), "record", "r1")``; ``buckets/b/_bucket.json`` and
-    the folder ``buckets/b`` itself -> ``((), "bucket", "b")``.
-    """
-    relative = os.path.relpath(path, root)
-    if relative.startswith(".."):
-        return None
-    parts = relative.split(os.sep)
-    name = parts[-1]
-    if name.startswith(".") or name in ("_journal.jsonl", "_lock"):
-        return None
-    if len(parts) % 2:  # a file inside a container's folder: _bucket.json, _collection.acl
-        return _container_file(parts)
-    kind = KIND_OF_PLURAL.get(parts[-2])
-    if kind in CONTAINERS:  # the folder of a container object
-        return _with_parent(parts[:-2], kind, name)
-    stem, dot, suffix = name.rpartition(".")
-    if kind and dot and suffix in ("json", "acl"):  # a leaf object's file
-        return _with_parent(parts[:-2], kind, stem)
-    return None
-
-
-def _container_file(parts):
-    """``_bucket.json`` / ``_collection.acl`` inside a container's folder."""
-    kind = KIND_OF_PLURAL.get(parts[-3]) if len(parts) >= 3 else None
-    if kind in CONTAINERS and parts[-1] in (f"_{kind}.json", f"_{kind}.acl"):
-        return _with_parent(parts[:-3], kind, parts[-2])
-    return None
-
-
-def _with_parent(parent_parts, kind, object_id):
-    if len(parent_parts) % 2:
-        return None
-    parent = []
-    for plural, parent_id in zip(parent_parts[::2], parent_parts[1::2], strict=True):
-        parent_kind = KIND_OF_PLURAL.get(plural)
-        if parent_kind not in CONTAINERS:
-            return None
-        parent.append((parent_kind, parent_id))
-    return tuple(parent), kind, object_id
-
-
 class FileWatcher(FileSystemEventHandler):
     """Watches a store's folder; ``on_adopted(parent, kind, id)`` is told of each
     edit, and of each event in a list whose index was not in memory: a list
@@ -151,6 +118,7 @@ class FileWatcher(FileSystemEventHandler):
         self.store = store
         self.on_adopted = on_adopted
         self._pending = set()
+        self._missing = {}  # target -> time.monotonic() when its absence becomes a deletion
         self._wake = threading.Condition()
         self._stopping = False
         self._observer = make_observer()
@@ -180,34 +148,86 @@ class FileWatcher(FileSystemEventHandler):
                     self._wake.notify()
 
     def _run(self):
-        while True:
-            with self._wake:
-                while not self._pending and not self._stopping:
-                    self._wake.wait()
-                if self._stopping:
-                    return
+        while self._wait_for_work():
             # Let an editor finish its writes before we read the file.
             with self._wake:
                 self._wake.wait(SETTLE_SECONDS)
                 batch, self._pending = self._pending, set()
             for target in sorted(batch):
-                self._adopt(*target)
+                self._handle(target, fresh_event=True)
+            for target in self._grace_over():
+                self._handle(target, fresh_event=False)
 
-    def _adopt(self, parent, kind, object_id):
+    def _wait_for_work(self):
+        """Block until events come or a missing file's grace ends; False once stopping."""
+        with self._wake:
+            while not self._pending and not self._stopping:
+                timeout = self._seconds_to_next_grace_end()
+                if timeout == 0:
+                    break
+                self._wake.wait(timeout)
+            return not self._stopping
+
+    def _seconds_to_next_grace_end(self):
+        """None when no file is missing (wait for events only), else >= 0."""
+        if not self._missing:
+            return None
+        return max(0.0, min(self._missing.values()) - time.monotonic())
+
+    def _grace_over(self):
+        now = time.monotonic()
+        return sorted(target for target, ends in self._missing.items() if ends <= now)
+
+    def _handle(self, target, fresh_event):
+        """Adopt what happened to ``target``; a fresh disappearance waits for its grace."""
+        parent, kind, object_id = target
+        try:
+            object_list = self._list_of(parent, kind)
+            if object_list is None:
+                self._missing.pop(target, None)
+                return
+            # Not held: dropped by the memory budget, or never read.
+            known = self.store.holds(parent, kind)
+            if fresh_event and _lost_a_file(object_list, object_id):
+                # Restarted by every event: an editor still busy with it is not done.
+                self._missing[target] = time.monotonic() + DELETE_GRACE_SECONDS
+                adopted = False
+            else:
+                self._missing.pop(target, None)
+                adopted = object_list.adopt_edit(object_id)
+            if adopted:
+                logger.info("adopted a change made by hand to %s %r", kind, object_id)
+            if adopted or not known:
+                self.on_adopted(parent, kind, object_id)
+        except Exception:  # a watcher must outlive any odd file
+            self._missing.pop(target, None)
+            logger.exception("could not adopt a change to %s %r", kind, object_id)
+
+    def _list_of(self, parent, kind):
+        """The list the object belongs to, or None: not a folder of ours, or its parent is gone."""
         try:
             self.store.folder_of(parent, kind)
         except ValueError:
-            return  # a folder no id could name: not ours
-        try:
-            if parent and not self.store.exists(parent):
-                return
-            known = self.store.holds(
-                parent, kind
-            )  # else dropped by the memory budget, or never read
-            if self.store.list(parent, kind).adopt_edit(object_id):
-                logger.info("adopted a change made by hand to %s %r", kind, object_id)
-                self.on_adopted(parent, kind, object_id)
-            elif not known:
-                self.on_adopted(parent, kind, object_id)
-        except Exception:  # a watcher must outlive any odd file
-            logger.exception("could not adopt a change to %s %r", kind, object_id)
+            return None  # a folder no id could name
+        if parent and not self.store.exists(parent):
+            return None
+        return self.store.list(parent, kind)
+
+
+def _lost_a_file(object_list, object_id):
+    """True if a live object's data file, or the ACL sidecar of one with
+    permissions, is missing or empty: maybe only for a moment (an editor's
+    save, `tar -x` or `cp` writing it)."""
+    known = object_list.get(object_id)
+    if known is None:
+        return False  # nothing to delete: a file that came and went, or already adopted
+    if not _has_content(object_list.data_path(object_id)):
+        return True
+    return bool(known.acl) and not _has_content(object_list.acl_path(object_id))
+
+
+def _has_content(path):
+    try:
+        return os.stat(path).st_size > 0
+    except OSError:
+        return False
