@@ -37,11 +37,7 @@ def locked(folder, timeout=LOCK_TIMEOUT_SECONDS):
     folder that another process has just deleted.
     """
     try:
-        fd = os.open(
-            os.path.join(folder, LOCK_NAME),
-            os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
-            0o600,
-        )
+        fd = _open_lock_file(os.path.join(folder, LOCK_NAME))
     except (FileNotFoundError, NotADirectoryError):
         raise ParentNotFound(folder) from None
     except OSError as error:
@@ -52,6 +48,15 @@ def locked(folder, timeout=LOCK_TIMEOUT_SECONDS):
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _open_lock_file(path):
+    """The lock file, opened read-only once it exists: flock needs no more, and
+    closing a descriptor opened for writing wakes every inotify watcher."""
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
 
 
 def _flock_before(fd, deadline, folder, timeout):
