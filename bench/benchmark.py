@@ -4,7 +4,7 @@
 Starts both servers on 127.0.0.1 (Kinto with its memory backend, from the
 virtualenv given by --kinto-venv), loads N records per size with batch
 requests, restarts kintofs with fsync on (as in production; loading runs with
-fsync off unless --load-fsync, since every write fsyncs three files), then times:
+fsync off unless --load-fsync: loading is not what is measured), then times:
 
   (a) filtered, sorted, paginated list: ?in_status=a,b&_sort=-score,title&_limit=50
   (b) _since poll with few changes:     ?_since=<ETag before 5 updates>
