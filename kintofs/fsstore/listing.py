@@ -994,7 +994,7 @@ class _Served(NamedTuple):
     objects: dict
     tombstones: dict
     timestamp: int
-    vanishing: set
+    vanishing: set | frozenset
 
     @classmethod
     def of(cls, object_list):
