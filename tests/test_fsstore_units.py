@@ -17,7 +17,6 @@ from conftest import put_line
 from kintofs.fsstore import FileSystemStore, ParentNotFound, StorageBusy, StorageError, StorageFull
 from kintofs.fsstore.atomic import (
     TEMP_PREFIX,
-    FileSwap,
     dump_json,
     raise_if_disk_refused,
     read_json,
@@ -138,54 +137,6 @@ def test_a_write_into_a_missing_folder_fails_and_creates_nothing(tmp_path):
     with pytest.raises(FileNotFoundError):
         write_bytes(str(tmp_path / "gone" / "f"), b"x")
     assert not (tmp_path / "gone").exists()
-
-
-def test_swap_apply_then_commit(tmp_path):
-    old, new = str(tmp_path / "old.json"), str(tmp_path / "new.json")
-    write_bytes(old, b"v1", fsync=False)
-    swap = FileSwap(fsync=False)
-    swap.stage(old, b"v2")
-    swap.stage(new, b"first")
-    assert open(old, "rb").read() == b"v1" and not os.path.exists(new), "staging changes nothing"
-    swap.apply()
-    assert open(old, "rb").read() == b"v2" and open(new, "rb").read() == b"first"
-    swap.commit()
-    assert leftovers(tmp_path) == [], "the old versions are gone"
-
-
-def test_swap_undo_puts_every_file_back(tmp_path):
-    old, new, removed = (str(tmp_path / name) for name in ("old", "new", "removed"))
-    write_bytes(old, b"v1", fsync=False)
-    write_bytes(removed, b"keep me", fsync=False)
-    swap = FileSwap(fsync=False)
-    swap.stage(old, b"v2")
-    swap.stage(new, b"first")
-    swap.stage_removal(removed)
-    swap.apply()
-    assert not os.path.exists(removed)
-    swap.undo()  # the journal line was refused, say
-    assert open(old, "rb").read() == b"v1"
-    assert not os.path.exists(new)
-    assert open(removed, "rb").read() == b"keep me"
-    assert leftovers(tmp_path) == []
-
-
-def test_swap_undo_before_apply_only_drops_the_temp_files(tmp_path):
-    path = str(tmp_path / "f")
-    write_bytes(path, b"v1", fsync=False)
-    swap = FileSwap(fsync=False)
-    swap.stage(path, b"v2")
-    assert len(leftovers(tmp_path)) == 2  # the new content and the old one's second name
-    swap.undo()
-    assert open(path, "rb").read() == b"v1" and leftovers(tmp_path) == []
-
-
-def test_swap_removal_of_a_missing_file_is_nothing(tmp_path):
-    swap = FileSwap(fsync=False)
-    swap.stage_removal(str(tmp_path / "never"))
-    swap.apply()
-    swap.commit()
-    assert os.listdir(tmp_path) == []
 
 
 def test_refused_writes_become_storage_full():

@@ -6,17 +6,13 @@ never crosses a file system; leftovers after a crash are safe to delete.
 
 import errno
 import json
-import logging
 import os
 import shutil
 import tempfile
 import threading
-import uuid
 
 from .base import StorageFull
-from .layout import OLD_PREFIX, TEMP_PREFIX
-
-logger = logging.getLogger(__name__)
+from .layout import TEMP_PREFIX
 
 # Errors that mean "the disk will not take this write", not "we have a bug".
 _DISK_REFUSED = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
@@ -111,100 +107,6 @@ def read_json(path):
             return json.loads(f.read())
     except FileNotFoundError:
         return None
-
-
-class FileSwap:
-    """Replace or remove several files so that a refused write changes nothing.
-
-    Everything that needs disk space happens in :meth:`stage` and
-    :meth:`stage_removal`: new contents go to temp files, and the current
-    files get a second name (a hard link, or a copy where links are not
-    supported).  :meth:`apply` then only renames and unlinks, in the order
-    staged.  Until :meth:`commit`, :meth:`undo` puts every old file back
-    without needing any space, so a caller whose next step (the journal
-    line) is refused can leave the folder exactly as it was.  Leftover
-    ``.tmp-`` files after a crash are safe to delete, as always.
-    """
-
-    def __init__(self, *, fsync=True):
-        self.fsync = fsync
-        self._steps = []  # (path, temp file with the new content or None, backup or None)
-        self._applied = []
-
-    def stage(self, path, content):
-        temp = self._new_temp(path, content)
-        try:
-            backup = self._backup(path)
-        except BaseException:
-            remove_quietly(temp)
-            raise
-        self._steps.append((path, temp, backup))
-
-    def stage_removal(self, path):
-        self._steps.append((path, None, self._backup(path)))
-
-    def apply(self):
-        for step in self._steps:
-            path, temp, backup = step
-            if temp is not None:
-                os.replace(temp, path)
-            elif backup is not None:
-                os.unlink(path)
-            self._applied.append(step)
-            if self.fsync:
-                fsync_folder(os.path.dirname(path))
-
-    def undo(self):
-        """Put back what :meth:`apply` changed and drop every temp file."""
-        for path, temp, backup in reversed(self._applied):
-            try:
-                if backup is not None:
-                    os.replace(backup, path)
-                elif temp is not None:
-                    remove_quietly(path)  # the file did not exist before
-            except OSError:
-                logger.error("could not put back %s after a refused write", path, exc_info=True)
-        for _path, temp, backup in self._steps:
-            for leftover in (temp, backup):
-                if leftover is not None:
-                    remove_quietly(leftover)
-        self._steps, self._applied = [], []
-
-    def commit(self):
-        """Forget the old versions: the change is final."""
-        for _path, _temp, backup in self._steps:
-            if backup is not None:
-                remove_quietly(backup)
-        self._steps, self._applied = [], []
-
-    def _new_temp(self, path, content):
-        check_injected_fault()
-        fd, temp_path = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=os.path.dirname(path))
-        try:
-            with os.fdopen(fd, "wb") as temp:
-                temp.write(content)
-                temp.flush()
-                if self.fsync:
-                    os.fsync(temp.fileno())
-        except BaseException:
-            remove_quietly(temp_path)
-            raise
-        return temp_path
-
-    def _backup(self, path):
-        """A second name for the current file (None when there is none)."""
-        if not os.path.exists(path):
-            return None
-        backup = os.path.join(os.path.dirname(path), f"{OLD_PREFIX}{uuid.uuid4().hex}")
-        try:
-            os.link(path, backup)
-        except OSError as error:
-            if error.errno in _DISK_REFUSED:
-                raise
-            # No hard links on this file system (FAT, some network mounts): copy.
-            with open(path, "rb") as f:
-                return self._new_temp(path, f.read())
-        return backup
 
 
 # What os.link answers where a file system has no hard links (FAT, exFAT,

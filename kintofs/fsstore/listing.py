@@ -1086,14 +1086,6 @@ def _make_folder(path):
         pass
 
 
-def _remove_empty_folder(path):
-    """Remove a folder a refused write created (left alone if not empty)."""
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
-
-
 def _raise_storage_error(error, folder):
     """Re-raise ``error`` as the storage layer's own exception where one fits."""
     if isinstance(error, FileNotFoundError):
