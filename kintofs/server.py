@@ -56,6 +56,37 @@ def start_watcher(service):
     return FileWatcher(service.store, on_adopted=adopted).start()
 
 
+# How often a serving daemon looks for the commit log of another process on
+# the same data directory that died: its last commits are completed then.
+DEAD_COMMITS_CHECK_SECONDS = 2.0
+
+
+class DeadCommitsSweeper:
+    """Completes, while serving, the commits of a process that died on the same
+    data directory (at start-up the store does it).  A listing of one small
+    folder and a lock attempt per other log, every few seconds."""
+
+    def __init__(self, store, interval=DEAD_COMMITS_CHECK_SECONDS):
+        self.store, self.interval = store, interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kintofs-recovery", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stopped.set()
+        self._thread.join()
+
+    def _run(self):
+        while not self._stopped.wait(self.interval):
+            try:
+                self.store.recover_dead_commits()
+            except Exception:  # never the end of the thread
+                logger.exception("could not complete a dead process's commits")
+
+
 def buffered_body_limit(settings):
     """The largest body the gate buffers: one any endpoint may accept.
 
@@ -115,6 +146,7 @@ def serve(settings):
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     watcher = start_watcher(service) if settings["watch_files"] else None
+    sweeper = DeadCommitsSweeper(service.store).start()
     host, port = server.bind_addr[:2]
     print(
         f"kintofs listening on http://{host}:{port}/v1/ (data in {service.store.root})",
@@ -124,6 +156,7 @@ def serve(settings):
     server.serve()
     for thread in stopping:
         thread.join()  # until the requests in flight have their responses
+    sweeper.stop()
     if watcher:
         watcher.stop()
     service.store.close()  # every file on disk, the commit log deleted

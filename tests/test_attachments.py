@@ -462,10 +462,10 @@ def test_the_attached_files_interface_is_documented():
     doc = (Path(__file__).resolve().parent.parent / "docs" / "plugins.md").read_text("utf-8")
     names = {
         name
-        for cls in (blobs.AttachedFiles, blobs.StagedFile, blobs.PendingChange)
+        for cls in (blobs.AttachedFiles, blobs.StagedFile)
         for name in vars(cls)
         if not name.startswith("_")
     }
-    assert {"stage", "put", "remove", "write", "sha256", "undo", "commit"} <= names
+    assert {"stage", "put", "remove", "write", "sha256", "complete"} <= names
     missing = sorted(name for name in names if f"`{name}`" not in doc and f"`{name}(" not in doc)
     assert not missing, f"docs/plugins.md, 'Attached files', does not describe: {missing}"

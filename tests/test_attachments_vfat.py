@@ -10,6 +10,7 @@ uploads, replacements and removals go through HTTP, and the files are then
 read back from the mount.
 """
 
+import contextlib
 import hashlib
 import io
 import os
@@ -188,9 +189,8 @@ def test_a_refused_record_write_puts_the_old_file_back(start_on_fat):
 
 def test_the_storage_api_undoes_on_fat(fat):
     # Beside the daemon: the public storage API itself (kintofs/fsstore/blobs.py).
-    records = FileSystemStore(os.path.join(fat, "data")).list(
-        (("bucket", "b"), ("collection", "c")), "record"
-    )
+    store = FileSystemStore(os.path.join(fat, "data"))
+    records = store.list((("bucket", "b"), ("collection", "c")), "record")
     os.makedirs(records.folder)
     files = AttachedFiles(records)
 
@@ -199,13 +199,25 @@ def test_the_storage_api_undoes_on_fat(fat):
         staged.copy_from(io.BytesIO(content))
         return staged
 
-    files.put("r", stage(b"old")).commit()
-    files.put("r", stage(b"new")).undo()
-    assert open(files.path("r"), "rb").read() == b"old"
-    files.remove("r").undo()
-    assert open(files.path("r"), "rb").read() == b"old"
-    with files.remove("r"):
+    class Refused(Exception):
         pass
+
+    def change(write, *, refused=False):
+        with contextlib.suppress(Refused), records.transaction() as writer:
+            write(writer)
+            writer.put("r", {"v": 1}, {})  # the object's write the file goes with
+            if refused:
+                raise Refused()
+
+    change(lambda writer: files.put(writer, "r", stage(b"old")))
+    change(lambda writer: files.put(writer, "r", stage(b"new")), refused=True)
+    assert open(files.path("r"), "rb").read() == b"old"
+    change(lambda writer: files.remove(writer, "r"), refused=True)
+    assert open(files.path("r"), "rb").read() == b"old"
+    change(lambda writer: files.put(writer, "r", stage(b"new")))
+    assert open(files.path("r"), "rb").read() == b"new"
+    change(lambda writer: files.remove(writer, "r"))
     assert files.path("r") is None
+    store.close()  # its commit log, which would keep the file system busy
     names = os.listdir(os.path.dirname(records.folder)) + os.listdir(records.folder)
     assert [name for name in names if name.startswith(".")] == []

@@ -7,12 +7,14 @@ directory: after every refused commit a GET and a ``_since`` poll prove that
 nothing changed, and no file was left behind.
 """
 
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from conftest import Api, assert_error, assert_status
@@ -189,6 +191,98 @@ with store.list((("bucket", "b"),), "collection").transaction() as w:
     with open(root / "buckets" / "b" / "collections" / "_journal.jsonl") as f:
         assert [json.loads(line)["id"] for line in f] == ["c"]
     assert [n for n in os.listdir(root / COMMITS_FOLDER) if n.endswith(".jsonl")] == []
+
+
+ATTACHED_FILE_SCRIPT = """
+import io, os, signal, sys
+from kintofs.fsstore import FileSystemStore, listing
+from kintofs.fsstore.blobs import AttachedFiles
+store = FileSystemStore(sys.argv[1], fsync=True)
+with store.list((), "bucket").transaction() as w:
+    w.put("b", {}, {})
+with store.list((("bucket", "b"),), "collection").transaction() as w:
+    w.put("c", {}, {})
+records = store.list((("bucket", "b"), ("collection", "c")), "record")
+files = AttachedFiles(records, keep_old_versions=sys.argv[3] == "keep")
+def attach(content):
+    with records.transaction() as w:
+        staged = files.stage()
+        staged.copy_from(io.BytesIO(content))
+        files.put(w, "r", staged)
+        w.put("r", {"content": content.decode()}, {})
+attach(b"old")
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+listing.FileList._apply_ops = killed  # dies right after the commit point
+if sys.argv[2] == "replace":
+    attach(b"new")
+else:
+    with records.transaction() as w:
+        files.remove(w, "r")
+        w.delete("r")
+"""
+
+
+@pytest.mark.parametrize("keep", ["keep", "no-keep"])
+@pytest.mark.parametrize("change", ["replace", "delete"])
+def test_an_attached_file_changes_with_its_commit_across_a_crash(tmp_path, change, keep):
+    root = tmp_path / "data"
+    result = subprocess.run(
+        [sys.executable, "-c", ATTACHED_FILE_SCRIPT, str(root), change, keep],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    folder = root / "buckets" / "b" / "collections" / "c" / "records"
+    assert (folder / "r.attachment").read_bytes() == b"old", "killed before the renames"
+
+    store = FileSystemStore(root, fsync=True)  # recovery
+    record = store.get((("bucket", "b"), ("collection", "c")), "record", "r")
+    names = sorted(os.listdir(folder)) + sorted(os.listdir(folder.parent))
+    old_kept = f"r.{hashlib.sha256(b'old').hexdigest()}.attachment"
+    if change == "replace":
+        assert record.data["content"] == "new"
+        assert (folder / "r.attachment").read_bytes() == b"new"
+    else:
+        assert record is None
+        assert not (folder / "r.attachment").exists()
+    assert (old_kept in names) == (keep == "keep")
+    assert [name for name in names if name.startswith(".tmp-")] == []
+    assert verify(str(root)).findings == []
+
+
+@pytest.mark.daemon
+def test_a_serving_daemon_completes_the_commit_of_a_process_that_died_beside_it(
+    tmp_path, start_server
+):
+    daemon = start_server()
+    api = Api(daemon)
+    assert_status(api.put("/buckets/b"), 201)
+    assert_status(api.put("/buckets/b/collections/c"), 201)
+    etag = api.get(RECORDS).headers["ETag"]
+    script = f"""
+import os, signal
+from kintofs.fsstore import FileSystemStore, listing
+store = FileSystemStore({str(daemon.data_dir)!r}, fsync=True)
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+listing.FileList._apply_ops = killed  # dies right after the commit point
+records = store.list((("bucket", "b"), ("collection", "c")), "record")
+with records.transaction() as w:
+    w.put("r1", {{"title": "committed"}}, {{"write": ["nobody"]}})
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    deadline = time.monotonic() + 15
+    while api.get(f"{RECORDS}/r1").status_code == 404 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    record = api.get(f"{RECORDS}/r1")
+    assert_status(record, 200)
+    assert record.json()["data"]["title"] == "committed"
+    since = api.get(f"{RECORDS}?_since={etag.strip(chr(34))}").json()["data"]
+    assert [r["id"] for r in since] == ["r1"]
+    logs = os.listdir(os.path.join(daemon.data_dir, COMMITS_FOLDER))
+    assert len([name for name in logs if name.endswith(".jsonl")]) == 1, "the daemon's own"
 
 
 def test_a_torn_commit_line_is_never_replayed(tmp_path):

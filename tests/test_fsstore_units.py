@@ -445,7 +445,6 @@ def test_every_reserved_name_is_in_the_documented_table():
         layout.LOCK_NAME,
         layout.QUARANTINE,
         layout.TEMP_PREFIX,
-        layout.OLD_PREFIX,
         layout.UPLOAD_PREFIX,
         layout.TRASH_PREFIX,
         layout.HEARTBEAT_PREFIX,

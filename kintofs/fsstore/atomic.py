@@ -5,9 +5,9 @@ never crosses a file system; leftovers after a crash are safe to delete.
 """
 
 import errno
+import hashlib
 import json
 import os
-import shutil
 import tempfile
 import threading
 
@@ -109,52 +109,6 @@ def read_json(path):
         return None
 
 
-# What os.link answers where a file system has no hard links (FAT, exFAT,
-# some network and FUSE mounts) or will not give a file one more: a copy does.
-_NO_HARD_LINKS = {
-    errno.EPERM,
-    errno.EACCES,
-    errno.EOPNOTSUPP,
-    errno.ENOTSUP,
-    errno.ENOSYS,
-    errno.EMLINK,
-    errno.EXDEV,
-}
-
-COPY_CHUNK_BYTES = 1 << 20
-
-
-def link_or_copy(path, second_name, *, fsync=True):
-    """Give ``path``'s content the new name ``second_name``, leaving ``path`` as it is.
-
-    A hard link where the file system has them (no space needed), else a copy.
-    A disk that refuses the link (ENOSPC, EROFS, ...) is not asked for a copy.
-    """
-    try:
-        os.link(path, second_name)
-    except OSError as error:
-        if error.errno not in _NO_HARD_LINKS:
-            raise
-        copy_file(path, second_name, fsync=fsync)
-
-
-def copy_file(source, destination, *, fsync=True):
-    """Copy ``source`` into the new file ``destination`` chunk by chunk (owner-only
-    permissions); on any error nothing of ``destination`` is left."""
-    check_injected_fault()
-    with open(source, "rb") as original:
-        fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as copy:
-                shutil.copyfileobj(original, copy, COPY_CHUNK_BYTES)
-                copy.flush()
-                if fsync:
-                    os.fsync(copy.fileno())
-        except BaseException:
-            remove_quietly(destination)
-            raise
-
-
 def raise_if_disk_refused(error):
     if error.errno in _DISK_REFUSED:
         raise StorageFull(os.strerror(error.errno)) from error
@@ -166,3 +120,12 @@ def remove_quietly(path):
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def sha256_of(path):
+    """The hex SHA-256 of a file's content."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -2,42 +2,31 @@
 
 The public storage interface for plugins that keep a file per object (the
 attachment plugin; docs/plugins.md, "Attached files").  Everything that needs
-disk space happens before the list's state changes: an upload streams into a
-``.tmp-upload-`` file, and the file it replaces gets a second name
-(``.tmp-old-``: a hard link, or a copy where the file system has none).  What
-then changes the folder is renames only, so a refused record write can be
-undone without space, and a refusal of the disk (ENOSPC, EDQUOT, EFBIG,
-EROFS) is :class:`~kintofs.fsstore.base.StorageFull` with no temp file left.
+disk space happens before the commit: an upload streams into a
+``.tmp-upload-`` file, made durable before the commit point.  The commit
+(fsstore/commit.py) then logs the file's change with the object's write, and
+makes it by renames only, which need no space and no hard links (FAT works);
+recovery completes it after a crash.  A refusal of the disk (ENOSPC, EDQUOT,
+EFBIG, EROFS) is :class:`~kintofs.fsstore.base.StorageFull` with no temp
+file left.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import tempfile
-import uuid
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from .atomic import (
-    check_injected_fault,
-    fsync_folder,
-    link_or_copy,
-    raise_if_disk_refused,
-    remove_quietly,
-)
-from .layout import OLD_PREFIX, UPLOAD_PREFIX, attachment_path, kept_attachment_path
+from .atomic import check_injected_fault, raise_if_disk_refused, remove_quietly
+from .layout import UPLOAD_PREFIX, attachment_path
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
-    from types import TracebackType
+    from collections.abc import Iterator
     from typing import BinaryIO
 
-    from .listing import FileList
-
-logger = logging.getLogger(__name__)
-
+    from .listing import FileList, Writer
 
 @contextmanager
 def _disk_refusals_as_storage_full() -> Iterator[None]:
@@ -53,8 +42,9 @@ class AttachedFiles:
 
     ``keep_old_versions``: a replaced or removed file is kept as
     ``<id>.<sha256>.attachment`` instead of deleted (kinto-attachment's
-    ``keep_old_files``).  :meth:`put`, :meth:`remove` and :meth:`drop` are
-    for a caller that holds the list's lock (in its transaction).
+    ``keep_old_files``).  :meth:`put` and :meth:`remove` take the writer of a
+    transaction on the list: the file changes with the commit of the
+    object's write, or not at all (recovery completes it after a crash).
     """
 
     def __init__(self, object_list: FileList, *, keep_old_versions: bool = False) -> None:
@@ -76,135 +66,19 @@ class AttachedFiles:
         """
         return StagedFile(os.path.dirname(self.folder), max_size, fsync=self.fsync)
 
-    def put(self, object_id: str, staged: StagedFile) -> PendingChange:
-        """Make ``staged`` the file of ``object_id``, undoable until committed.
+    def put(self, writer: Writer, object_id: str, staged: StagedFile) -> None:
+        """Make ``staged`` the file of ``object_id`` with the writer's commit.
 
-        On an error nothing changed, and the staged file is gone.
+        On an error, or if the commit is undone, the staged file is deleted.
         """
-        target = attachment_path(self.folder, object_id)
         with _disk_refusals_as_storage_full():
             content = staged.complete()
-            backup: str | None = None
-            try:
-                backup = self._second_name_of(target)
-                os.replace(content, target)
-                change = PendingChange(target, backup, created=True, keep=self._keeper(object_id))
-            except BaseException:
-                remove_quietly(content)
-                if backup is not None:
-                    remove_quietly(backup)
-                raise
-            self._synced_or_undone(change)
-        return change
+        writer.put_file(object_id, content, keep_old=self.keep_old_versions)
 
-    def remove(self, object_id: str) -> PendingChange:
-        """Remove the file of ``object_id`` (if any), undoable until committed."""
-        target = attachment_path(self.folder, object_id)
-        if not os.path.exists(target):
-            return PendingChange(target, None, created=False)
-        backup = self._backup_name()
-        with _disk_refusals_as_storage_full():
-            os.replace(target, backup)  # a rename: no space, no hard link needed
-            change = PendingChange(target, backup, created=False, keep=self._keeper(object_id))
-            self._synced_or_undone(change)
-        return change
-
-    def drop(self, object_id: str) -> None:
-        """The file of a deleted object goes (or is kept as an old version), for good."""
-        self.remove(object_id).commit()
-
-    def _second_name_of(self, target: str) -> str | None:
-        """A ``.tmp-old-`` name for the current file, or None when there is none."""
-        if not os.path.exists(target):
-            return None
-        backup = self._backup_name()
-        link_or_copy(target, backup, fsync=self.fsync)
-        return backup
-
-    def _backup_name(self) -> str:
-        return os.path.join(self.folder, f"{OLD_PREFIX}{uuid.uuid4().hex}")
-
-    def _keeper(self, object_id: str) -> Callable[[str], str] | None:
-        """Where a previous file of ``object_id`` is kept (from its content), if it is."""
-        if not self.keep_old_versions:
-            return None
-        folder = self.folder
-        return lambda content: kept_attachment_path(folder, object_id, _sha256_of(content))
-
-    def _synced_or_undone(self, change: PendingChange) -> None:
-        """Make the renames durable; a caller that gets an error has nothing to undo."""
-        try:
-            if self.fsync:
-                fsync_folder(self.folder)
-        except BaseException:
-            change.undo()
-            raise
-
-
-class PendingChange:
-    """A file put in place or removed, its previous version kept aside.
-
-    Used as a context manager around the record write that goes with it:
-    an exception undoes the change (renames only: it needs no space), a
-    normal exit commits it.  Either is final; a second call does nothing.
-    ``created``: the change made ``target``, so an undo with no previous
-    file deletes it.  ``keep(backup)`` names where the previous version is
-    kept on commit (None: it is deleted).
-    """
-
-    def __init__(
-        self,
-        target: str,
-        backup: str | None,
-        *,
-        created: bool,
-        keep: Callable[[str], str] | None = None,
-    ) -> None:
-        self.target, self.backup, self.created, self.keep = target, backup, created, keep
-        self.done = False
-
-    def __enter__(self) -> PendingChange:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.undo()
-
-    def undo(self) -> None:
-        """Put the previous file back (or none, if there was none)."""
-        if self.done:
-            return
-        self.done = True
-        try:
-            if self.backup is not None:
-                os.replace(self.backup, self.target)
-            elif self.created:
-                remove_quietly(self.target)
-        except OSError:
-            logger.error("could not put back %s after a refused write", self.target, exc_info=True)
-
-    def commit(self) -> None:
-        """Forget the previous file, or keep it as an old version."""
-        if self.done:
-            return
-        self.done = True
-        if self.backup is None:
-            return
-        # The record is written already: a failure here must not fail the request.
-        try:
-            if self.keep is not None:
-                os.replace(self.backup, self.keep(self.backup))
-            else:
-                remove_quietly(self.backup)
-        except OSError:
-            logger.error("could not keep or delete %s", self.backup, exc_info=True)
+    def remove(self, writer: Writer, object_id: str) -> None:
+        """Remove the file of ``object_id`` (if it has one) with the writer's commit."""
+        if os.path.exists(attachment_path(self.folder, object_id)):
+            writer.remove_file(object_id, keep_old=self.keep_old_versions)
 
 
 class StagedFile:
@@ -279,11 +153,3 @@ class StagedFile:
         except BaseException:
             self.discard()
             raise
-
-
-def _sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -63,7 +63,9 @@ class Op:
     """One write of a commit, as its log line holds it."""
 
     object_list: object  # the FileList
-    op: str  # "put", "delete", "forget" (files already removed by hand) or "init"
+    # "put", "delete", "forget" (files already removed by hand), "init", or
+    # "file": an object's attached file put in place (from ``temps``) or removed
+    op: str
     ts: int
     object_id: str | None = None
     data: dict | None = None
@@ -72,6 +74,8 @@ class Op:
     acl_bytes: bytes = b""
     digest: str | None = None
     temps: list = field(default_factory=list)  # (temp path, final path), staged in step 1
+    keep_old: bool = False  # "file": keep the file it replaces or removes ...
+    kept: str | None = None  # ... there (named from its content in step 1)
 
     def logged(self):
         entry = {"list": self.object_list.address, "op": self.op, "ts": self.ts}
@@ -79,6 +83,12 @@ class Op:
             entry["id"] = self.object_id
         if self.op == "put":
             entry.update(data=self.data, acl=self.acl, hash=self.digest)
+            # Their names, for recovery to remove what the dead process left.
+            entry["temps"] = [os.path.basename(temp) for temp, _final in self.temps]
+        elif self.op == "file":
+            # Names only: the temp file lies in the list's container, the kept one beside it.
+            entry["from"] = os.path.basename(self.temps[0][0]) if self.temps else None
+            entry["kept"] = os.path.basename(self.kept) if self.kept else None
         return entry
 
     def journal_line(self):
@@ -173,6 +183,7 @@ class Commit:
             return
         durable_files = self.log is None
         try:
+            _date_file_ops(self.ops)
             for op in self.ops:
                 op.object_list._stage_op(op, durable=durable_files)
             segment = self.log.append(self._log_line()) if self.log else None
@@ -446,6 +457,18 @@ def sync_file_system(path):
             raise OSError(code, os.strerror(code), path)
     finally:
         os.close(fd)
+
+
+def _date_file_ops(ops):
+    """A file op takes the latest timestamp of its list's writes in the commit:
+    recovery then knows it superseded by any later write of its object."""
+    latest = {}
+    for op in ops:
+        if op.op != "file":
+            latest[id(op.object_list)] = max(latest.get(id(op.object_list), 0), op.ts)
+    for op in ops:
+        if op.op == "file":
+            op.ts = latest.get(id(op.object_list)) or op.object_list._current_timestamp() or 0
 
 
 def _run_all(callbacks):

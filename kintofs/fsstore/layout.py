@@ -52,7 +52,6 @@ def quarantine_folder(root):
 
 # Leftovers: the dot keeps them out of every list, whatever follows it.
 TEMP_PREFIX = ".tmp-"  # an atomic write in progress
-OLD_PREFIX = TEMP_PREFIX + "old-"  # the version a write replaces, until it commits
 UPLOAD_PREFIX = TEMP_PREFIX + "upload-"  # an attachment being received
 TRASH_PREFIX = ".trash-"  # a deleted container being removed
 HEARTBEAT_PREFIX = ".heartbeat-"  # the heartbeat's write probe, at the root
@@ -213,6 +212,22 @@ def attachment_path(list_folder, object_id):
 
 def kept_attachment_path(list_folder, object_id, sha256):
     return os.path.join(list_folder, f"{object_id}.{sha256}{ATTACHMENT_SUFFIX}")
+
+
+def is_temp_name(name):
+    """A name a write in progress may have (checked before a commit log is trusted)."""
+    return isinstance(name, str) and name.startswith(TEMP_PREFIX) and os.sep not in name
+
+
+def is_upload_name(name):
+    """A name an upload in progress may have (checked before a commit log is trusted)."""
+    return isinstance(name, str) and name.startswith(UPLOAD_PREFIX) and os.sep not in name
+
+
+def is_kept_attachment_name(object_id, name):
+    return isinstance(name, str) and re.fullmatch(
+        re.escape(object_id) + r"\.[0-9a-f]{64}" + re.escape(ATTACHMENT_SUFFIX), name
+    ) is not None
 
 
 def lists_in(folder):

@@ -31,10 +31,19 @@ from .atomic import (
     fsync_folder,
     raise_if_disk_refused,
     remove_quietly,
+    sha256_of,
     write_bytes,
     write_temp,
 )
-from .base import ObjectList, ParentNotFound, StorageBusy, StorageFull, Stored, tombstone
+from .base import (
+    ObjectList,
+    ParentNotFound,
+    StorageBusy,
+    StorageError,
+    StorageFull,
+    Stored,
+    tombstone,
+)
 from .changes import ChangeOrder
 from .commit import Commit, Op
 from .journal import Journal, content_digest, is_timestamp
@@ -454,6 +463,8 @@ class FileList(ObjectList):
 
     def _pend(self, commit, op):
         """Make ``op`` visible to its commit's thread (caller holds the list)."""
+        if op.op == "file":
+            return  # the object's attached file is not part of the object
         if self._pending is None:
             self._pending, self._pending_commit = {}, commit
         if op.op == "put":
@@ -473,6 +484,9 @@ class FileList(ObjectList):
 
     def _stage_op(self, op, *, durable):
         """Step 1 of a commit: the new files of ``op`` in temp files beside their place."""
+        if op.op == "file":
+            self._stage_file_op(op)
+            return
         if op.op != "put":
             return
         for content, final in (
@@ -482,6 +496,18 @@ class FileList(ObjectList):
             if os.path.isdir(final):  # put there by hand: the rename after the commit would fail
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), final)
             op.temps.append((write_temp(final, content, fsync=durable), final))
+
+    def _stage_file_op(self, op):
+        """An attached file's new version is staged already (by its writer); the
+        one it replaces gets its kept name now, while nothing can change it."""
+        if op.temps and not os.path.isfile(op.temps[0][0]):
+            raise StorageError(f"{op.temps[0][0]}: the staged file is gone")
+        current = layout.attachment_path(self.folder, op.object_id)
+        if op.keep_old and os.path.isfile(current):
+            op.kept = layout.kept_attachment_path(self.folder, op.object_id, sha256_of(current))
+        if self.fsync and op.temps:
+            # The log holds its name, not its content: the file must survive on its own.
+            fsync_folder(os.path.dirname(op.temps[0][0]))
 
     def _apply_ops(self, ops, *, durable):
         """Step 3: ``ops`` (this list's writes of a commit) into the files, the
@@ -498,7 +524,7 @@ class FileList(ObjectList):
             if durable:
                 for folder in folders:
                     fsync_folder(folder)
-            lines = [op.journal_line() for op in ops]
+            lines = [op.journal_line() for op in ops if op.op != "file"]
             self.journal.append(lines, durable=durable)
         finally:
             self._index_ops(ops)
@@ -509,6 +535,10 @@ class FileList(ObjectList):
 
     def _apply_files(self, op, folders):
         """One op's renames and removals; returns what to do once unlocked."""
+        if op.op == "file":
+            self._apply_file_op(op)
+            folders.add(self.folder)
+            return []
         if op.op == "put":
             for temp, final in op.temps:
                 os.replace(temp, final)  # data before ACL: see docs/storage.md
@@ -528,6 +558,18 @@ class FileList(ObjectList):
             later.insert(0, lambda: shutil.rmtree(trash, ignore_errors=True))
         return later
 
+    def _apply_file_op(self, op):
+        target = layout.attachment_path(self.folder, op.object_id)
+        if op.kept is not None:
+            try:
+                os.replace(target, op.kept)
+            except FileNotFoundError:
+                pass
+        if op.temps:
+            os.replace(op.temps[0][0], target)
+        elif op.kept is None:
+            remove_quietly(target)
+
     def _index_ops(self, ops):
         signatures = {op.object_id: self._signature(op.object_id) for op in ops if op.op == "put"}
         with self._guard:
@@ -537,7 +579,7 @@ class FileList(ObjectList):
                     self._indexed_put(op.object_id, stored, op.ts, signatures[op.object_id])
                 elif op.op in ("delete", "forget"):
                     self._indexed_delete(op.object_id, op.ts)
-                else:
+                elif op.op == "init":
                     self._timestamp = max(self._timestamp or 0, op.ts)
             self._recount()
 
@@ -558,8 +600,11 @@ class FileList(ObjectList):
             for entry in self.journal.read(0)[0]:
                 if "id" in entry and entry["ts"] >= latest.get(entry["id"], entry)["ts"]:
                     latest[entry["id"]] = entry
-            lines = []
+            lines, files = [], 0
             for logged in logged_ops:
+                if logged.get("op") == "file":
+                    files += self._replayed_file(logged, latest.get(logged.get("id")))
+                    continue
                 line = self._replayed(logged, latest.get(logged.get("id")))
                 if line is not None:
                     lines.append(line)
@@ -567,10 +612,50 @@ class FileList(ObjectList):
             if lines:
                 self.journal.append(lines)
                 with self._guard:
-                    self._reset(identity=None)  # loaded afresh, then put in order:
+                    # Loaded again, in order (a live list keeps what it served:
+                    # a process on the same folder died, this one replays it).
+                    self._identity = None
                 self._refresh(have_lock=True)
                 self._compact()
-            return len(lines)
+            return len(lines) + files
+
+    def _remove_staged_temps(self, object_id, names):
+        """The temp files step 1 wrote beside the object's files: the dead process
+        never renamed them (replay writes the files from the log)."""
+        if not isinstance(names, list):
+            return
+        folder = os.path.dirname(self.data_path(object_id))
+        for name in names:
+            if layout.is_temp_name(name):
+                remove_quietly(os.path.join(folder, name))
+
+    def _replayed_file(self, logged, journaled):
+        """Put an attached file in place, or remove it, as a logged "file" op
+        says, unless it is done or a later write of its object superseded it."""
+        object_id, ts = logged.get("id"), logged.get("ts")
+        if not (isinstance(object_id, str) and self.valid_id(object_id) and is_timestamp(ts)):
+            return False
+        if journaled is not None and journaled["ts"] > ts:
+            return False
+        staged_name, kept_name = logged.get("from"), logged.get("kept")
+        if not (staged_name is None or layout.is_upload_name(staged_name)) or not (
+            kept_name is None or layout.is_kept_attachment_name(object_id, kept_name)
+        ):
+            return False  # never a path outside the list
+        target = layout.attachment_path(self.folder, object_id)
+        staged = os.path.join(os.path.dirname(self.folder), staged_name) if staged_name else None
+        kept = os.path.join(self.folder, kept_name) if kept_name else None
+        if staged is not None and not os.path.isfile(staged):
+            return False  # renamed into place already
+        if staged is None and not os.path.exists(target):
+            return False  # removed already
+        if kept is not None and os.path.isfile(target):
+            os.replace(target, kept)
+        if staged is not None:
+            os.replace(staged, target)
+        else:
+            remove_quietly(target)
+        return True
 
     def _replayed(self, logged, journaled):
         """The journal line ``logged`` still needs (its files written first
@@ -584,6 +669,7 @@ class FileList(ObjectList):
             data, acl = logged.get("data"), logged.get("acl")
             if not isinstance(data, dict) or not isinstance(acl, dict):
                 return None
+            self._remove_staged_temps(object_id, logged.get("temps"))
             found = self._read_files(object_id)
             in_place = found not in (None, MISSING) and found[1] == logged.get("hash")
             if in_place and journaled is not None and journaled["ts"] == ts:
@@ -930,6 +1016,22 @@ class Writer:
     def forget(self, object_id):
         """Journal the deletion of an object whose files a person removed."""
         self._add(Op(self._list, "forget", self._list._next_timestamp(), object_id))
+
+    def put_file(self, object_id, staged_path, *, keep_old=False):
+        """Make the file at ``staged_path`` the attached file of ``object_id``
+        when the commit is made (blobs.py); it is deleted if it is undone.
+
+        The file must be complete, durable, and in this list's container folder.
+        ``keep_old``: the file it replaces is kept under a name of its content.
+        """
+        target = layout.attachment_path(self._list.folder, object_id)
+        op = Op(self._list, "file", 0, object_id, temps=[(staged_path, target)], keep_old=keep_old)
+        self._add(op)
+        self.after_undo(lambda: remove_quietly(staged_path))
+
+    def remove_file(self, object_id, *, keep_old=False):
+        """Remove the attached file of ``object_id`` when the commit is made."""
+        self._add(Op(self._list, "file", 0, object_id, keep_old=keep_old))
 
     def after_commit(self, callback):
         """Call ``callback()`` once the commit is durable and its lists unlocked

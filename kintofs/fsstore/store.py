@@ -120,15 +120,24 @@ class FileSystemStore:
         self.commits.close()
 
     def _recover(self):
-        """Finish the commits of processes that died before their files were written."""
         self.replayed = 0  # writes the logs held that the files missed
+        self.recover_dead_commits()
+
+    def recover_dead_commits(self):
+        """Finish the commits of processes that died before their files were
+        written: at start, and now and then while serving (another process on
+        the same data directory may die at any time).  Returns how many writes
+        the files missed."""
         try:
-            self.replayed = recover(self.root, self._list_at)
-            if self.replayed:
-                self._bump_generations()
+            replayed = recover(self.root, self._list_at)
         except (OSError, StorageError):
             # A read-only disk, say: serve what the files hold; the log stays for later.
             logger.exception("could not replay the commit logs in %s", self.root)
+            return 0
+        if replayed:
+            self.replayed += replayed
+            self._bump_generations()
+        return replayed
 
     def _bump_generations(self):
         """Replayed writes are changes no running process was told of (a dead

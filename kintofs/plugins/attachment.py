@@ -23,6 +23,7 @@ import re
 import bottle
 
 from .. import __version__, acl
+from ..feed import IN_COMMIT
 from ..fsstore import blobs
 from ..web import errors
 from ..web import request as req
@@ -67,8 +68,8 @@ def setup(service):
         },
     )
     service.add_validator(refuse_metadata_change)
-    # After the commit: removing the file takes the records' lock again.
-    service.feed.subscribe(lambda change: remove_file_of_deleted(service, change))
+    # In the commit: the file goes with its record, or stays with it.
+    service.feed.subscribe(lambda change: remove_file_of_deleted(service, change), IN_COMMIT)
     service.add_heartbeat("attachments", service.storage_check)  # the files are in the store
 
     def attachment(state, bucket, collection, record):
@@ -250,9 +251,8 @@ class Upload:
             self._authorize(existing)
             view.check_body_id(data, record_id)
             data["attachment"] = metadata
-            # The file in place first, so the record never names a missing one;
-            # it stays only if the record's commit does.
-            _until_committed(writer, self.files.put(record_id, self.file))
+            # The file changes with the record's commit, or not at all.
+            self.files.put(writer, record_id, self.file)
             self._write_record(writer, existing, data, permissions)
         record_url = f"{self.state.base_url()}/v1{view.uri(record_id)}"
         return errors.json_response(
@@ -319,7 +319,7 @@ def remove(view, record_id):
     with view.transaction(view.object_list()) as writer:
         existing = view.reachable(writer, record_id)
         view.require_existing_or_parent_read(existing, record_id)
-        _until_committed(writer, files.remove(record_id))
+        files.remove(writer, record_id)
         view.write(
             writer,
             200,
@@ -332,25 +332,14 @@ def remove(view, record_id):
     return bottle.HTTPResponse(status=204)
 
 
-def _until_committed(writer, change):
-    """The file change is final once the record's commit is, undone if it is."""
-    writer.after_commit(change.commit)
-    writer.after_undo(change.undo)
-
-
 def remove_file_of_deleted(service, change):
     """A deleted record's file goes too (its collection's or bucket's folder
     takes the files of theirs)."""
     if change.kind != "record" or change.action != "delete":
         return
     records = service.store.list(change.parent, "record")
-    files = attached_files(service.settings, records)
-    if files.path(change.id) is None:
-        return
-    # Under the list's lock: a new record of the same id may be uploading.
-    with records.transaction() as writer:
-        if writer.get(change.id) is None:
-            files.drop(change.id)
+    with records.transaction() as writer:  # joins the deletion's commit
+        attached_files(service.settings, records).remove(writer, change.id)
 
 
 def refuse_metadata_change(state, kind, parent, data, object_id=None):

@@ -695,6 +695,13 @@ class PublishingWriter:
         """``callback()`` if the change is undone (refused, or its batch aborted)."""
         self._writer.after_undo(callback)
 
+    def put_file(self, object_id, staged_path, *, keep_old=False):
+        """The object's attached file becomes ``staged_path`` with the commit (blobs.py)."""
+        self._writer.put_file(object_id, staged_path, keep_old=keep_old)
+
+    def remove_file(self, object_id, *, keep_old=False):
+        self._writer.remove_file(object_id, keep_old=keep_old)
+
     def put(self, object_id, data, object_acl, *, requested_ts=None):
         old = self._writer.get(object_id)
         stored = self._writer.put(object_id, data, object_acl, requested_ts=requested_ts)
