@@ -24,7 +24,13 @@ from kintofs.fsstore.atomic import (
     write_bytes,
     write_json,
 )
-from kintofs.fsstore.journal import JOURNAL_NAME, Journal, encode
+from kintofs.fsstore.journal import (
+    JOURNAL_NAME,
+    Journal,
+    encode,
+    rewritten_by_others,
+    wall_ms,
+)
 from kintofs.fsstore.locks import LOCK_NAME, locked, locked_for_reading
 
 
@@ -52,13 +58,14 @@ def test_a_missing_journal_reads_empty(journal):
 
 
 def test_append_then_read_from_an_offset(journal):
-    journal.append([{"ts": 1, "op": "put", "id": "a"}])
+    t = wall_ms()  # timestamps of now: no "at" (see the tests of stamping below)
+    journal.append([{"ts": t + 1, "op": "put", "id": "a"}])
     entries, end = journal.read()
-    assert entries == [{"ts": 1, "op": "put", "id": "a"}]
+    assert entries == [{"ts": t + 1, "op": "put", "id": "a"}]
     assert end == os.path.getsize(journal.path) == journal.identity()[1]
-    journal.append([{"ts": 2, "op": "delete", "id": "a"}, {"ts": 3, "op": "init"}])
+    journal.append([{"ts": t + 2, "op": "delete", "id": "a"}, {"ts": t + 3, "op": "init"}])
     assert journal.read(end) == (
-        [{"ts": 2, "op": "delete", "id": "a"}, {"ts": 3, "op": "init"}],
+        [{"ts": t + 2, "op": "delete", "id": "a"}, {"ts": t + 3, "op": "init"}],
         os.path.getsize(journal.path),
     )
 
@@ -75,27 +82,55 @@ def test_read_skips_what_is_not_an_entry(journal):
 
 
 def test_a_torn_tail_is_not_read_and_the_next_append_cuts_it(journal):
-    journal.append([{"ts": 1, "op": "put", "id": "a"}])
+    t = wall_ms()
+    journal.append([{"ts": t, "op": "put", "id": "a"}])
     complete = os.path.getsize(journal.path)
     with open(journal.path, "ab") as f:
         f.write(b'{"ts":2,"op":"pu')
-    assert journal.read() == ([{"ts": 1, "op": "put", "id": "a"}], complete)
-    journal.append([{"ts": 3, "op": "put", "id": "b"}])
+    assert journal.read() == ([{"ts": t, "op": "put", "id": "a"}], complete)
+    journal.append([{"ts": t + 1, "op": "put", "id": "b"}])
     with open(journal.path, "rb") as f:
-        assert f.read() == b'{"ts":1,"op":"put","id":"a"}\n{"ts":3,"op":"put","id":"b"}\n'
+        assert f.read() == encode(
+            [{"ts": t, "op": "put", "id": "a"}, {"ts": t + 1, "op": "put", "id": "b"}]
+        )
 
 
 def test_identity_changes_on_append_and_on_rewrite(journal):
-    journal.append([{"ts": 1, "op": "init"}])
+    t = wall_ms()
+    journal.append([{"ts": t + 1, "op": "init"}])
     first = journal.identity()
-    journal.append([{"ts": 2, "op": "init"}])
+    journal.append([{"ts": t + 2, "op": "init"}])
     grown = journal.identity()
     assert grown[0] == first[0] and grown[1] > first[1]
-    journal.rewrite([{"ts": 2, "op": "init"}])
+    journal.rewrite([{"ts": t + 2, "op": "init"}])
     replaced = journal.identity()
     assert replaced[0] != first[0], "a rewrite is a new file (another process notices)"
-    assert journal.read()[0] == [{"ts": 2, "op": "init"}]
+    assert journal.read()[0] == [{"ts": t + 2, "op": "init"}]
     assert leftovers(journal.folder) == []
+
+
+def test_a_line_whose_time_is_not_now_gets_the_wall_time(journal):
+    journal.append([{"ts": 5, "op": "put", "id": "a"}])  # a client forced an old ts
+    (entry,) = journal.read()[0]
+    assert entry["ts"] == 5 and abs(entry["at"] - wall_ms()) < 60_000
+    assert not rewritten_by_others(*journal_now(journal))
+
+
+def test_a_journal_changed_by_another_program_is_told_from_one_we_wrote(journal, tmp_path):
+    t = wall_ms()
+    journal.append([{"ts": t, "op": "put", "id": "a"}])
+    assert not rewritten_by_others(*journal_now(journal))
+    # A copy made long ago, put back now: its ctime is now, its lines are old.
+    old = t - 3_600_000
+    with open(journal.path, "wb") as f:
+        f.write(encode([{"ts": old, "op": "put", "id": "a"}]))
+    assert rewritten_by_others(*journal_now(journal))
+    old_stamped = [{"ts": old, "op": "put", "id": "a", "at": t}]
+    assert not rewritten_by_others(old_stamped, journal.identity()), "ours, with its wall time"
+
+
+def journal_now(journal):
+    return journal.read()[0], journal.identity()
 
 
 def test_journal_name_is_the_documented_one(journal):

@@ -21,6 +21,7 @@ import pytest
 from conftest import ALICE, BOB, Api, assert_status
 from test_live_files import RECORDS, wait_for
 
+from kintofs.fsstore.journal import APPEND_SLACK_MS
 from kintofs.fsstore.watch import DELETE_GRACE_SECONDS
 
 # Longer than a file stays missing before it counts as deleted: what a check
@@ -342,6 +343,54 @@ def test_git_checkout_of_a_committed_data_dir(collection, tmp_path):
         collection.wait_for_title("r1", "old")
         collection.wait_for_title("r2", "deleted since")
     assert_restored(collection, poller, before)
+
+
+# -- restores while the daemon is stopped ---------------------------------------------
+
+
+def restore_while_stopped(collection, start_server, restore):
+    """Stop, ``restore()`` an older copy, start: the restart serves it as new revisions."""
+    before = collection.etag()
+    poller = Poller(collection.daemon, before)
+    collection.daemon.stop()
+    # A restore is told from kintofs's own writes by the journal's ctime, later
+    # than any time written in it by more than the time an append may take.
+    time.sleep(APPEND_SLACK_MS / 1000 + 0.5)
+    restore()
+    again = Collection(start_server(collection.daemon.data_dir))
+    poller.client = Poller(again.daemon, before).client
+    poller.sync()
+    for record_id, title in (("r1", "old"), ("r2", "deleted since")):
+        data, etag = again.served(record_id)
+        assert data["title"] == title
+        assert poller.of(record_id) == [(data["last_modified"], False)]
+        assert etag == data["last_modified"] > before
+    assert again.served("r3")[0]["title"] == "created since"  # what the restore left
+    assert again.etag() > before
+    again.assert_creator_may_write("r1")
+    again.assert_creator_may_write("r2")
+    return again
+
+
+def test_git_checkout_of_a_committed_data_dir_while_stopped(collection, tmp_path, start_server):
+    data_dir = collection.daemon.data_dir
+    make_history(collection, tmp_path, lambda: commit_data_dir(data_dir))
+    restore_while_stopped(
+        collection, start_server, lambda: git(data_dir, "checkout", "--", ".")
+    )
+
+
+def test_tar_x_of_a_backup_while_stopped(collection, tmp_path, start_server):
+    archive = str(tmp_path / "backup.tar.gz")
+    make_history(collection, tmp_path, lambda: kintofs_backup(collection.daemon, archive))
+    data_dir = collection.daemon.data_dir
+    again = restore_while_stopped(
+        collection, start_server, lambda: run("tar", "-xzf", archive, "-C", data_dir)
+    )
+    # Restarted once more, nothing is restored again: the revisions are kintofs's own.
+    etag = again.etag()
+    again.daemon.stop()
+    assert Collection(start_server(data_dir)).etag() == etag
 
 
 def test_git_checkout_of_a_journal_alone_takes_nothing_back(collection, start_server):

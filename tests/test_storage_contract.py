@@ -69,7 +69,11 @@ def journal_lines(object_list):
     with open(object_list.journal.path, "rb") as f:
         content = f.read()
     assert content.endswith(b"\n"), "the journal ends with a complete line"
-    return [json.loads(line) for line in content.splitlines()]
+    # "at" (the wall time of a line whose ts is not about now) has tests of its own.
+    return [
+        {key: value for key, value in json.loads(line).items() if key != "at"}
+        for line in content.splitlines()
+    ]
 
 
 def put(object_list, object_id, data=None, acl=None, **kwargs):

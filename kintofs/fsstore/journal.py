@@ -14,6 +14,13 @@ bytes knows the files were edited since, even if ``last_modified`` was kept.
 list timestamp a reader saw before anything was written.  The list timestamp
 is the largest ``ts`` in the file.
 
+A write's ``ts`` is the wall time it was made, give or take a moment.  Where
+it is not (a client forced an older ``last_modified``, a compaction, a
+replayed commit), the last line written also gets ``"at"``, the wall time
+in ms: so a journal whose ctime is much later than every ``ts`` and ``at``
+in it was written by someone else, as a restore of an older copy does
+(:func:`rewritten_by_others`).
+
 Only holders of the list lock append.  A crash can leave a last line without
 its newline; readers skip it and the next writer cuts it off first.
 """
@@ -21,6 +28,7 @@ its newline; readers skip it and the next writer cuts it off first.
 import hashlib
 import json
 import os
+import time
 
 from .atomic import check_injected_fault, fsync_folder, raise_if_disk_refused, write_bytes
 from .layout import JOURNAL_NAME
@@ -48,6 +56,35 @@ def parse_line(line):
     if entry.get("op") in ("put", "delete") and isinstance(entry.get("id"), str):
         return entry
     return None
+
+
+# How long after a line's time its journal may still be changed by its own
+# append (a commit waits for the commit log's fsync, possibly behind others').
+APPEND_SLACK_MS = 5_000
+
+
+def wall_ms():
+    return time.time_ns() // 1_000_000
+
+
+def stamped(entries):
+    """``entries``, the last one with ``at`` if its ``ts`` is not about now."""
+    if not entries:
+        return entries
+    now = wall_ms()
+    if abs(now - entries[-1]["ts"]) <= APPEND_SLACK_MS // 2:
+        return entries
+    return [*entries[:-1], dict(entries[-1], at=now)]
+
+
+def rewritten_by_others(entries, identity):
+    """True if the journal (its ``entries`` and ``identity``) was changed after
+    the last time kintofs wrote it: a restore, `tar -x`, `git checkout`, a
+    copy to another disk (ctime is set by the kernel; no tool sets it back)."""
+    if not entries or identity is None:
+        return False
+    written = max(max(entry["ts"], entry.get("at", 0)) for entry in entries)
+    return identity[2] // 1_000_000 > written + APPEND_SLACK_MS
 
 
 def content_digest(data_bytes, acl_bytes):
@@ -126,7 +163,7 @@ class Journal:
             is_new = not os.path.exists(self.path)
             with open(self.path, "ab+") as f:
                 cut_torn_tail(f)
-                f.write(encode(entries))
+                f.write(encode(stamped(entries)))
                 f.flush()
                 if durable:
                     os.fsync(f.fileno())
@@ -138,4 +175,4 @@ class Journal:
 
     def rewrite(self, entries):
         """Replace the whole journal (compaction; caller holds the lock)."""
-        write_bytes(self.path, encode(entries), fsync=self.fsync)
+        write_bytes(self.path, encode(stamped(entries)), fsync=self.fsync)

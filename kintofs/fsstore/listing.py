@@ -46,7 +46,7 @@ from .base import (
 )
 from .changes import ChangeOrder
 from .commit import Commit, Op
-from .journal import Journal, content_digest, is_timestamp
+from .journal import Journal, content_digest, is_timestamp, rewritten_by_others
 from .layout import TRASH_PREFIX
 from .locks import LOCK_TIMEOUT_SECONDS, locked, locked_for_reading
 
@@ -778,9 +778,22 @@ class FileList(ObjectList):
         _Served): a journal replaced by an older copy must not take it back.
         """
         entries, end = self.journal.read(0)
+        identity = self.journal.identity()
         with self._guard:
             served = _Served.of(self)
-            self._reset(identity=self.journal.identity())
+            # Nothing served to compare with (a list not loaded since start, or
+            # dropped from memory): a journal written by others since kintofs
+            # last wrote it is an older copy put back, whose files all agree
+            # with it.  Every object becomes a new revision, so that pollers
+            # see what the restore brought back and the ETag moves forward.
+            restored = served is NOTHING_SERVED and rewritten_by_others(entries, identity)
+            if restored:
+                logger.warning(
+                    "%s: the journal was put back by another program: every object is a "
+                    "new revision",
+                    self.folder,
+                )
+            self._reset(identity=identity)
             self._offset = end
             self._line_count = len(entries)
             latest = {}
@@ -808,8 +821,10 @@ class FileList(ObjectList):
                 entry = latest.get(object_id)
                 if served.as_served(object_id, stored):
                     rewrite |= _disagrees(entry, stored, digest)  # kept as it was served
-                elif _disagrees(entry, stored, digest) or served.is_older_copy(stored):
-                    stored, digest = self._repair_unjournaled(object_id, stored, digest, acl_bytes)
+                elif restored or _disagrees(entry, stored, digest) or served.is_older_copy(stored):
+                    stored, digest = self._repair_unjournaled(
+                        object_id, stored, digest, acl_bytes, fresh=restored
+                    )
                     ts = stored.data["last_modified"]
                     repairs.append({"ts": ts, "op": "put", "id": object_id, "hash": digest})
                 self._store_object(object_id, stored)
@@ -865,11 +880,16 @@ class FileList(ObjectList):
             yield object_id, _change_ts(stored, 0)
         yield from self._tombstones.items()
 
-    def _repair_unjournaled(self, object_id, stored, digest, acl_bytes):
+    def _repair_unjournaled(self, object_id, stored, digest, acl_bytes, *, fresh=False):
         """Give files the journal never saw (or saw with other bytes) a timestamp
-        the list can vouch for; returns the object and its files' digest."""
+        the list can vouch for (``fresh``: a new one in any case); returns the
+        object and its files' digest."""
         current = stored.data.get("last_modified")
-        if is_timestamp(current) and (self._timestamp is None or current > self._timestamp):
+        if (
+            not fresh
+            and is_timestamp(current)
+            and (self._timestamp is None or current > self._timestamp)
+        ):
             ts = current
         else:
             ts = self._next_timestamp()

@@ -26,7 +26,7 @@ import uuid
 
 from .atomic import read_json, remove_quietly, write_bytes, write_json
 from .base import ParentNotFound, StorageBusy
-from .journal import cut_torn_tail, encode
+from .journal import cut_torn_tail, encode, stamped
 from .layout import CONTAINERS, JOURNAL_NAME, ListFolder, quarantine_folder, valid_id_for
 from .listing import FileList
 from .locks import locked
@@ -101,7 +101,7 @@ def rebuild_journal(lst):
     top = max([entry["ts"] for entry in entries] + list(stamps.values()), default=None)
     if top is not None and (not rebuilt or rebuilt[-1]["ts"] < top):
         rebuilt.append({"ts": top, "op": "init"})
-    write_bytes(os.path.join(lst.path, JOURNAL_NAME), encode(rebuilt))
+    write_bytes(os.path.join(lst.path, JOURNAL_NAME), encode(stamped(rebuilt)))
     return len(rebuilt)
 
 
