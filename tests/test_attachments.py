@@ -454,6 +454,43 @@ def test_injected_disk_refusals(refusal, tmp_path, monkeypatch, start_server):
     assert_nothing_changed(daemon, api, record)
 
 
+def test_a_disk_fault_at_each_step_of_an_upload_is_all_or_nothing(
+    tmp_path, monkeypatch, start_server
+):
+    # "ENOSPC after N": N = 0, 1, 2 ... walks the fault through each step of a
+    # replacement of r1's file: the upload, the record's temp files, the
+    # commit log, the renames and the journal.
+    flag = tmp_path / "disk-fault"
+    monkeypatch.setenv("KFS_TEST_DISK_FAULT_FILE", str(flag))
+    daemon, api, record = daemon_with_attachment(start_server)
+    outcomes = []
+    for step in range(12):
+        content = f"content of step {step}".encode()
+        flag.write_text(f"ENOSPC after {step}")
+        response = post_file(daemon, "r1", f"step{step}.txt", content)
+        flag.unlink()
+        outcomes.append(response.status_code)
+        if response.status_code == 507:
+            assert_refused(response)
+            assert api.get(f"{RECORDS}/r1").json()["data"] == record, "nothing changed"
+            assert download(daemon, record).content == b"old content"
+            assert temp_files(daemon.data_dir) == []
+        else:
+            assert_status(response, 200)
+            record = api.get(f"{RECORDS}/r1").json()["data"]
+            assert record["attachment"]["filename"] == f"step{step}.txt"
+            assert download(daemon, record).content == content, "the file with its record"
+            with open(stored_file(daemon, "r1"), "rb") as f:
+                assert f.read() == content
+    refused = [step for step, status in enumerate(outcomes) if status == 507]
+    assert refused and refused == list(range(len(refused))), outcomes
+    assert outcomes[-1] == 200, "a fault after every step is done with"
+    daemon.stop()
+    restarted = start_server(data_dir=daemon.data_dir, plugins="flush attachment")
+    assert Api(restarted).get(f"{RECORDS}/r1").json()["data"] == record
+    assert download(restarted, record).content == content
+
+
 def test_the_attached_files_interface_is_documented():
     from pathlib import Path
 
