@@ -74,6 +74,7 @@ class Op:
     acl_bytes: bytes = b""
     digest: str | None = None
     temps: list = field(default_factory=list)  # (temp path, final path), staged in step 1
+    write_acl: bool = True  # "put": False leaves the ACL sidecar as a person made it
     keep_old: bool = False  # "file": keep the file it replaces or removes ...
     kept: str | None = None  # ... there (named from its content in step 1)
 
@@ -83,6 +84,8 @@ class Op:
             entry["id"] = self.object_id
         if self.op == "put":
             entry.update(data=self.data, acl=self.acl, hash=self.digest)
+            if not self.write_acl:
+                entry["acl_file"] = False
             # Their names, for recovery to remove what the dead process left.
             entry["temps"] = [os.path.basename(temp) for temp, _final in self.temps]
         elif self.op == "file":

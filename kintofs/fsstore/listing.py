@@ -126,6 +126,7 @@ class FileList(ObjectList):
         "_loaded",
         "_adopted_by_load",
         "_vanishing",
+        "_unreadable",
         "_object_bytes",
         "_cost",
         "accounted",
@@ -354,18 +355,23 @@ class FileList(ObjectList):
                 return True  # the load this transaction needed found the edit first
             known = self._objects.get(object_id)
             if not os.path.exists(self.data_path(object_id)):
+                self._note_unreadable(object_id, None)  # nothing left to read
                 if known is None or (
                     self.container and os.path.isdir(self.child_folder(object_id))
                 ):
                     return False  # a container counts as deleted only once its folder is gone
                 writer.forget(object_id)
                 return True
-            on_disk = self._read_object(object_id)
-            if on_disk is None:
+            found = self._read_files(object_id)
+            if found in (None, MISSING):
                 return False  # unreadable (an editor half-way through): the next event retries
+            on_disk, _digest, acl_bytes = found
             if on_disk != known:
                 data = {k: v for k, v in on_disk.data.items() if k not in ("id", "last_modified")}
-                writer.put(object_id, data, on_disk.acl)
+                # The data file gets its new last_modified; the ACL sidecar stays
+                # as it is (absent, maybe still being copied: writing {} there
+                # could replace the one a `tar -x` is about to write).
+                writer.put(object_id, data, on_disk.acl, acl_file_bytes=acl_bytes)
             self._signatures[object_id] = self._signature(object_id)
             return on_disk != known
 
@@ -428,6 +434,7 @@ class FileList(ObjectList):
 
     def _indexed_put(self, object_id, stored, ts, signature):
         """The index after a durable put (caller holds the guard)."""
+        self._unreadable.pop(object_id, None)  # its files are the ones just written
         self._signatures[object_id] = signature
         self._store_object(object_id, stored)
         self._tombstones.pop(object_id, None)
@@ -436,6 +443,7 @@ class FileList(ObjectList):
 
     def _indexed_delete(self, object_id, ts):
         """The index after a durable delete (caller holds the guard)."""
+        self._unreadable.pop(object_id, None)  # its files are gone
         self._drop_object(object_id)
         self._tombstones[object_id] = ts
         self._changes.record(object_id, ts)
@@ -489,10 +497,10 @@ class FileList(ObjectList):
             return
         if op.op != "put":
             return
-        for content, final in (
-            (op.data_bytes, self.data_path(op.object_id)),
-            (op.acl_bytes, self.acl_path(op.object_id)),
-        ):
+        files = [(op.data_bytes, self.data_path(op.object_id))]
+        if op.write_acl:
+            files.append((op.acl_bytes, self.acl_path(op.object_id)))
+        for content, final in files:
             if os.path.isdir(final):  # put there by hand: the rename after the commit would fail
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), final)
             op.temps.append((write_temp(final, content, fsync=durable), final))
@@ -678,9 +686,13 @@ class FileList(ObjectList):
             if not in_place:
                 if self.container:
                     _make_folder(self.child_folder(object_id))
-                data_bytes, acl_bytes = dump_json(data), dump_json(acl)
+                data_bytes = dump_json(data)
                 write_bytes(self.data_path(object_id), data_bytes, fsync=self.fsync)
-                write_bytes(self.acl_path(object_id), acl_bytes, fsync=self.fsync)
+                if logged.get("acl_file", True):
+                    acl_bytes = dump_json(acl)
+                    write_bytes(self.acl_path(object_id), acl_bytes, fsync=self.fsync)
+                else:
+                    acl_bytes = _read_if_there(self.acl_path(object_id)) or b""
                 line["hash"] = content_digest(data_bytes, acl_bytes)
             return line
         if action in ("delete", "forget"):
@@ -711,6 +723,7 @@ class FileList(ObjectList):
         self._loaded = False
         self._adopted_by_load = None  # ids whose hand edit the last load made a revision
         self._vanishing = set()  # ids served on by the last load, their files missing (see _Served)
+        self._unreadable = {}  # id -> the path of its file that did not read at the last look
 
     def _refresh(self, have_lock=False):
         identity = self.journal.identity()
@@ -763,6 +776,8 @@ class FileList(ObjectList):
             self._tombstones.pop(object_id, None)
             self._changes.record(object_id, _change_ts(stored, ts))
         elif entry["op"] in ("put", "delete") and isinstance(object_id, str):
+            if entry["op"] == "delete":
+                self._unreadable.pop(object_id, None)  # its files are gone (a repair, say)
             self._drop_object(object_id)
             self._tombstones[object_id] = ts
             self._changes.record(object_id, ts)
@@ -911,26 +926,51 @@ class FileList(ObjectList):
         found = self._read_files(object_id)
         return found[0] if found not in (None, MISSING) else None
 
+    def unreadable_files(self):
+        """``{id: path}`` of the objects whose data file or ACL sidecar did
+        not read at the last look (a load, the watcher, another process's
+        journal line): what was served of them is served on (the heartbeat
+        reports them).  An id leaves once its files read again or are gone."""
+        with self._guard:
+            return dict(self._unreadable)
+
+    def _note_unreadable(self, object_id, path):
+        """Remember that ``path``, a file of ``object_id``, did not read; with
+        None, that the object's files read again or are gone."""
+        if path is None and object_id not in self._unreadable:
+            return  # the usual case, without taking the guard
+        with self._guard:
+            if path is None:
+                self._unreadable.pop(object_id, None)
+            else:
+                self._unreadable[object_id] = path
+
     def _read_files(self, object_id):
         """``(Stored, content digest, ACL file bytes)`` of an object, MISSING
         when its data file is not there, None when it cannot be read."""
         if not isinstance(object_id, str) or not self.valid_id(object_id):
             return None
+        path = self.data_path(object_id)  # then the ACL's: the one that did not read
         try:
-            with open(self.data_path(object_id), "rb") as f:
+            with open(path, "rb") as f:
                 data_bytes = f.read()
             data = json.loads(data_bytes)
-            acl_bytes = _read_if_there(self.acl_path(object_id))
+            path = self.acl_path(object_id)
+            acl_bytes = _read_if_there(path)
             # Empty is not "no ACL" but a file being written (`tar -x`, `cp`): unreadable.
             acl = json.loads(acl_bytes) if acl_bytes is not None else {}
             acl_bytes = acl_bytes or b""
         except FileNotFoundError:
+            self._note_unreadable(object_id, None)
             return MISSING
         except (OSError, ValueError) as error:
             logger.error("%s: unreadable object %r: %s", self.folder, object_id, error)
+            self._note_unreadable(object_id, path)
             return None
         if not isinstance(data, dict):
+            self._note_unreadable(object_id, self.data_path(object_id))
             return None
+        self._note_unreadable(object_id, None)
         stored = _compact(Stored(data, acl if isinstance(acl, dict) else {}))
         return stored, content_digest(data_bytes, acl_bytes), acl_bytes
 
@@ -1008,8 +1048,12 @@ class Writer:
             self._add(Op(lst, "init", ts))
         return ts
 
-    def put(self, object_id, data, acl, *, requested_ts=None):
-        """Store ``data`` (with ``id`` and a fresh ``last_modified``) and ``acl``."""
+    def put(self, object_id, data, acl, *, requested_ts=None, acl_file_bytes=None):
+        """Store ``data`` (with ``id`` and a fresh ``last_modified``) and ``acl``.
+
+        ``acl_file_bytes``: the ACL sidecar's bytes as they are on disk, left
+        as they are (b"" for none; ``acl`` must be what they hold): a hand edit.
+        """
         lst = self._list
         current = self.get(object_id)
         ts = lst._next_timestamp(
@@ -1018,9 +1062,12 @@ class Writer:
         data = dict(data, id=object_id, last_modified=ts)
         if lst.container and current is None:
             self._make_container_folder(lst.child_folder(object_id))
-        data_bytes, acl_bytes = dump_json(data), dump_json(acl)
+        data_bytes = dump_json(data)
+        acl_bytes = dump_json(acl) if acl_file_bytes is None else acl_file_bytes
         digest = content_digest(data_bytes, acl_bytes)
-        self._add(Op(lst, "put", ts, object_id, data, acl, data_bytes, acl_bytes, digest))
+        op = Op(lst, "put", ts, object_id, data, acl, data_bytes, acl_bytes, digest)
+        op.write_acl = acl_file_bytes is None
+        self._add(op)
         return data
 
     def delete(self, object_id, *, requested_ts=None):

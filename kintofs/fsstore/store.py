@@ -6,6 +6,7 @@ docs/storage.md for the whole layout.
 """
 
 import collections
+import heapq
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import threading
 import time
 import uuid
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 from .atomic import check_injected_fault, read_json, write_bytes, write_json
 from .base import StorageError
@@ -41,6 +43,17 @@ logger = logging.getLogger(__name__)
 # Without this, a list that alone exceeds what the budget leaves (the buckets
 # list, touched by every request) would be dropped and re-read on every request.
 RECENT_SECONDS = 1.0
+
+# How many unreadable files FileSystemStore.unreadable_files names (the heartbeat's list).
+UNREADABLE_LISTED = 20
+
+
+@dataclass(frozen=True)
+class UnreadableFiles:
+    """What :meth:`FileSystemStore.unreadable_files` found."""
+
+    count: int  # every unreadable object file of the lists in memory
+    paths: list[str]  # the first of them, relative to the data folder, sorted
 
 
 class FileSystemStore:
@@ -272,6 +285,17 @@ class FileSystemStore:
             return True
         except OSError:
             return False
+
+    def unreadable_files(self, limit=UNREADABLE_LISTED):
+        """The object files (data or ACL) that the lists in memory could not
+        read at their last look: an editor half-way through, bad bytes.  Each
+        list serves on what it served of them (see FileList.unreadable_files);
+        a file leaves once it reads again, is gone, or its list is dropped
+        from memory.  How many, and the first ``limit`` paths relative to the
+        data folder.  Reads no file (heartbeat)."""
+        found = [path for lst in self.held() for path in lst.unreadable_files().values()]
+        first = heapq.nsmallest(limit, found)
+        return UnreadableFiles(len(found), [os.path.relpath(path, self.root) for path in first])
 
     def readable(self):
         """True if the data folder can be read (heartbeat in read-only mode)."""

@@ -13,6 +13,12 @@ file away and writing a new one, seconds later if the disk is slow (vim's
 backup copy, Emacs).  An object whose file stays missing for
 DELETE_GRACE_SECONDS is adopted as deleted; one that comes back before is
 an ordinary edit, with its ACL sidecar untouched in between.
+
+A folder that appears (``mkdir -p``, ``cp -a`` or ``tar -x`` of a whole
+collection, a ``mv`` from elsewhere) is watched from its creation event on:
+what was written inside before that sent no event the watcher could get.
+So each new folder is walked once its watch exists, and every object file
+found in it is handled like an edit (see _objects_in).
 """
 
 import logging
@@ -22,6 +28,7 @@ import time
 import warnings
 
 from watchdog.events import (
+    DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
     FileClosedEvent,
@@ -51,7 +58,19 @@ DELETE_GRACE_SECONDS = 5.0
 # (opens, each write(), lock files) never reach Python: a file written in
 # place ends with "closed", an atomic save with "moved", removals with
 # "deleted", and a deleted bucket or collection folder with the last two.
-EVENTS = [FileClosedEvent, FileMovedEvent, FileDeletedEvent, DirDeletedEvent, DirMovedEvent]
+# A new folder's "created" is there to walk it (what a recursive watch asks
+# of the kernel anyway: watchdog needs it to watch the new folder).  Not
+# "created" for files: a file's creation is followed by its "closed" or
+# "moved", and watchdog's own walk of a new folder reports what it finds as
+# "created" events only, before the folders inside are all watched.
+EVENTS = [
+    FileClosedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+]
 
 
 # Registering each folder once (see _OnceWatchGroup): watchdog 7's recursive
@@ -118,6 +137,7 @@ class FileWatcher(FileSystemEventHandler):
         self.store = store
         self.on_adopted = on_adopted
         self._pending = set()
+        self._new_folders = set()  # folders created since the last batch, to walk
         self._missing = {}  # target -> time.monotonic() when its absence becomes a deletion
         self._wake = threading.Condition()
         self._stopping = False
@@ -140,6 +160,12 @@ class FileWatcher(FileSystemEventHandler):
         self._worker.join(5)
 
     def on_any_event(self, event):
+        if isinstance(event, DirCreatedEvent):
+            # Delivered once watchdog watches the folder (and the folders in
+            # it): a walk from now on misses nothing written before.
+            with self._wake:
+                self._new_folders.add(os.fsdecode(event.src_path))
+                self._wake.notify()
         for path in (event.src_path, getattr(event, "dest_path", "")):
             target = object_of(self.store.root, os.fsdecode(path)) if path else None
             if target:
@@ -149,10 +175,19 @@ class FileWatcher(FileSystemEventHandler):
 
     def _run(self):
         while self._wait_for_work():
-            # Let an editor finish its writes before we read the file.
+            # Let an editor finish its writes before we read the file: the
+            # whole SETTLE_SECONDS, not until the next event (each notifies).
+            # Cut short, a burst (`mkdir -p` then files, `tar -x`) was read
+            # half-written: a new folder's object adopted before its ACL
+            # sidecar was written, and the adoption's rewrite of it won.
+            settled = time.monotonic() + SETTLE_SECONDS
             with self._wake:
-                self._wake.wait(SETTLE_SECONDS)
+                while not self._stopping and (left := settled - time.monotonic()) > 0:
+                    self._wake.wait(left)
                 batch, self._pending = self._pending, set()
+                folders, self._new_folders = self._new_folders, set()
+            batch |= _objects_in(self.store.root, folders)
+            # Sorted, parents first: a new collection before its records.
             for target in sorted(batch):
                 self._handle(target, fresh_event=True)
             for target in self._grace_over():
@@ -161,7 +196,7 @@ class FileWatcher(FileSystemEventHandler):
     def _wait_for_work(self):
         """Block until events come or a missing file's grace ends; False once stopping."""
         with self._wake:
-            while not self._pending and not self._stopping:
+            while not self._pending and not self._new_folders and not self._stopping:
                 timeout = self._seconds_to_next_grace_end()
                 if timeout == 0:
                     break
@@ -212,6 +247,31 @@ class FileWatcher(FileSystemEventHandler):
         if parent and not self.store.exists(parent):
             return None
         return self.store.list(parent, kind)
+
+
+def _objects_in(root, folders):
+    """The objects with a file under any of ``folders`` (new folders, see EVENTS).
+
+    A folder inside another of ``folders`` is walked with it, once: watchdog
+    reports the folders it finds in a new folder as created too.  Folders
+    whose name starts with ``.`` or ``_`` hold no object (no id starts so:
+    temp, trash, quarantine) and are not walked.
+    """
+    found = set()
+    walked = []
+    for folder in sorted(folders):
+        if os.path.basename(folder).startswith((".", "_")) or any(
+            folder.startswith(top + os.sep) for top in walked
+        ):
+            continue
+        walked.append(folder)
+        for current, subfolders, files in os.walk(folder):
+            subfolders[:] = [name for name in subfolders if not name.startswith((".", "_"))]
+            for name in files:
+                target = object_of(root, os.path.join(current, name))
+                if target:
+                    found.add(target)
+    return found
 
 
 def _lost_a_file(object_list, object_id):

@@ -61,6 +61,12 @@ PLURAL_METHODS = "HEAD,GET,POST,DELETE,OPTIONS"
 OBJECT_METHODS = "GET,HEAD,PUT,PATCH,DELETE,OPTIONS"
 
 
+def unreadable_files_warning(store):
+    """The heartbeat's ``unreadable_files``: ``{"count": n, "paths": [...]}``, or None."""
+    found = store.unreadable_files()
+    return {"count": found.count, "paths": found.paths} if found.count else None
+
+
 class Service:
     """Everything that lives as long as the daemon: settings, store, plugins' hooks."""
 
@@ -76,6 +82,10 @@ class Service:
         # A read-only server may sit on a read-only disk: it only needs to read.
         self.storage_check = store.readable if settings["readonly"] else store.healthy
         self.heartbeat_checks = {"storage": self.storage_check}
+        # Keys the heartbeat adds without failing (README, "Operating kintofs"):
+        # name -> function returning a JSON value that is never false, or None
+        # to leave the key out.  Kinto answers 503 only for a false value.
+        self.heartbeat_warnings = {"unreadable_files": lambda: unreadable_files_warning(store)}
         self.hello_user_extensions = []  # callables(state, user_dict)
         self.preflight_methods = []  # (compiled path regex, "GET,HEAD,...") of plugins' routes
         self.delete_tokens = SingleUseTokens()  # Next-Page tokens of plural DELETE

@@ -1,5 +1,6 @@
 """Utility endpoints: hello, heartbeats, version (protocol section 5)."""
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -9,6 +10,8 @@ import bottle
 
 from .. import __version__
 from . import errors
+
+logger = logging.getLogger(__name__)
 
 HEARTBEAT_TIMEOUT_SECONDS = 10
 
@@ -62,6 +65,15 @@ def add_routes(service, state):
                 except (FutureTimeout, Exception):
                     results[name] = False
         status = 200 if all(results.values()) else 503
+        # Warnings after the status: they report, they never fail the heartbeat.
+        for name, warning in service.heartbeat_warnings.items():
+            try:
+                value = warning()
+            except Exception:
+                logger.exception("heartbeat warning %r failed", name)
+                continue
+            if value is not None and name not in results:
+                results[name] = value
         return errors.json_response(status, results)
 
     @app.route("/v1/__lbheartbeat__", ["GET", "HEAD"])
