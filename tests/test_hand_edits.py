@@ -375,9 +375,7 @@ def restore_while_stopped(collection, start_server, restore):
 def test_git_checkout_of_a_committed_data_dir_while_stopped(collection, tmp_path, start_server):
     data_dir = collection.daemon.data_dir
     make_history(collection, tmp_path, lambda: commit_data_dir(data_dir))
-    restore_while_stopped(
-        collection, start_server, lambda: git(data_dir, "checkout", "--", ".")
-    )
+    restore_while_stopped(collection, start_server, lambda: git(data_dir, "checkout", "--", "."))
 
 
 def test_tar_x_of_a_backup_while_stopped(collection, tmp_path, start_server):

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from .listing import FileList, Writer
 
+
 @contextmanager
 def _disk_refusals_as_storage_full() -> Iterator[None]:
     try:

@@ -225,9 +225,13 @@ def is_upload_name(name):
 
 
 def is_kept_attachment_name(object_id, name):
-    return isinstance(name, str) and re.fullmatch(
-        re.escape(object_id) + r"\.[0-9a-f]{64}" + re.escape(ATTACHMENT_SUFFIX), name
-    ) is not None
+    return (
+        isinstance(name, str)
+        and re.fullmatch(
+            re.escape(object_id) + r"\.[0-9a-f]{64}" + re.escape(ATTACHMENT_SUFFIX), name
+        )
+        is not None
+    )
 
 
 def lists_in(folder):
