@@ -16,6 +16,8 @@ from .web.accesslog import with_access_log
 from .web.app import Service, create_app
 from .web.gate import GatedServer, Limits
 from .web.schema import setup as setup_schema_validation
+from .web.streams import StreamingGateway
+from .web.streams import setup as setup_push
 
 logger = logging.getLogger("kintofs")
 
@@ -43,6 +45,7 @@ def build_app(settings):
         )
     setup_schema_validation(service)
     setup_plugins(service, settings["plugins"])
+    setup_push(service)
     return create_app(service), service
 
 
@@ -52,6 +55,7 @@ def start_watcher(service):
     def adopted(parent, kind, object_id):
         if kind in ("group", "bucket"):
             service.memberships.invalidate()  # group members may have changed
+        service.push.adopted(parent, kind, object_id)
 
     return FileWatcher(service.store, on_adopted=adopted).start()
 
@@ -127,6 +131,7 @@ def serve(settings):
     )
     # kintofs enforces max_request_body_bytes itself, with a Kinto 413 body.
     server.max_request_body_size = 0
+    server.gateway = StreamingGateway  # push streams leave their worker (web/streams.py)
     try:
         server.prepare()
     except OSError as error:
@@ -157,6 +162,7 @@ def serve(settings):
     for thread in stopping:
         thread.join()  # until the requests in flight have their responses
     sweeper.stop()
+    service.push.stop()
     if watcher:
         watcher.stop()
     service.store.close()  # every file on disk, the commit log deleted

@@ -209,6 +209,7 @@ class InProcessServer:
         if self.watcher:
             self.watcher.stop()
             self.watcher = None
+        self.service.push.stop()
         access = logging.getLogger(ACCESS_LOGGER)
         ours = os.path.abspath(self.settings["access_log"])
         for handler in list(access.handlers):

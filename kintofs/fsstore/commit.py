@@ -155,6 +155,8 @@ class Commit:
 
     def __enter__(self):
         _current.commit = self
+        if self.log is not None:
+            self.log.began(self)
         return self
 
     def __exit__(self, exc_type, exc, tb):
@@ -169,6 +171,8 @@ class Commit:
                 object_list._end_pending()
             for release in reversed(self._release):
                 release()
+            if self.log is not None:
+                self.log.ended(self)
         _run_all(self.after_commit)  # emptied by _undo when undone
         return False
 
@@ -224,12 +228,39 @@ class Commit:
 class CommitLog:
     """This process's commit log (one per store), with group commit."""
 
-    def __init__(self, root, *, fsync=True):
+    def __init__(self, root, *, fsync=True, clock=None):
         self.root = root
         self.folder = os.path.join(root, COMMITS_FOLDER)
         self.fsync = fsync
+        self.clock = clock
         self._guard = threading.Condition()
         self._segment = None
+        self._in_flight = {}  # commit -> the clock when it began: its writes' lowest ts
+        self._flight_guard = threading.Lock()
+        self.on_settled = []  # callables told when a commit ended (push: hub.py)
+
+    # -- commits in flight (push streams keep their order with this) ----------
+
+    def began(self, commit):
+        if self.clock is not None:
+            with self._flight_guard:
+                self._in_flight[commit] = self.clock()
+
+    def ended(self, commit):
+        with self._flight_guard:
+            if self._in_flight.pop(commit, None) is None:
+                return
+        for listener in self.on_settled:
+            try:
+                listener()
+            except Exception:
+                logger.exception("a listener of ended commits failed")
+
+    def oldest_in_flight(self):
+        """The lowest timestamp a commit still in flight may give (a client-forced
+        past one aside), or None when none is in flight."""
+        with self._flight_guard:
+            return min(self._in_flight.values(), default=None)
 
     def append(self, line):
         """Append ``line`` and return once it is durable (with others' lines if

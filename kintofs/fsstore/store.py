@@ -74,7 +74,7 @@ class FileSystemStore:
         self._lists_guard = threading.RLock()
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         self._check_format()
-        self.commits = CommitLog(self.root, fsync=fsync)
+        self.commits = CommitLog(self.root, fsync=fsync, clock=clock)
         self._recover()
 
     # -- lists ------------------------------------------------------------
