@@ -43,7 +43,9 @@ __all__ = [
 DEFAULT_CONFIG_FILE = "kintofs.toml"
 ENV_PREFIX = "KINTOFS_"
 
-KNOWN_PLUGINS = frozenset({"flush", "default_bucket", "accounts", "history", "attachment"})
+KNOWN_PLUGINS = frozenset(
+    {"flush", "default_bucket", "accounts", "history", "attachment", "changes"}
+)
 KNOWN_AUTH_POLICIES = frozenset({"basicauth", "account"})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 HTTP_SCHEMES = ("", "http", "https")
@@ -134,6 +136,8 @@ DEFAULTS: dict[str, Any] = {
     ],
     "attachment_max_size_bytes": 10485760,
     "attachment_keep_old_files": False,
+    # Changes plugin (Kinto's changes.* settings)
+    "changes_resources": [],
     # HTTP behaviour
     "cors_origins": ["*"],
     "cors_max_age_seconds": 3600,

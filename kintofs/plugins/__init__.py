@@ -8,7 +8,7 @@ docs/plugins.md.
 
 import importlib
 
-AVAILABLE = ("flush", "history", "accounts", "default_bucket", "attachment")
+AVAILABLE = ("flush", "history", "accounts", "default_bucket", "attachment", "changes")
 
 
 def setup_plugins(service, names):
