@@ -151,10 +151,21 @@ DEFAULTS: dict[str, Any] = {
     # Logging
     "log_level": "info",
     "access_log": "-",
+    # Telling others about changes (kintofs/push/webhooks.py, push/command.py)
+    "webhooks": [],
+    "change_command": "",
+    "change_command_delay_seconds": 2,
 }
 
 # Types of settings whose default does not tell (None defaults).
 _EXPLICIT_TYPES: dict[str, type] = {"userid_hmac_secret": str}
+
+# Settings that are lists of tables (``[[webhooks]]`` in kintofs.toml, a JSON
+# array of objects in the environment): key -> {field: required}.  Every field
+# is a string; an optional one left out is None in the loaded settings.
+TABLE_LISTS: dict[str, dict[str, bool]] = {
+    "webhooks": {"url": True, "secret": True, "bucket": False, "collection": False},
+}
 
 
 class ConfigError(Exception):
@@ -217,8 +228,46 @@ def _is_known_key(key: str) -> bool:
     return key in DEFAULTS or GENERIC_PRINCIPALS_RE.match(key) is not None
 
 
+def _check_tables(key: str, value: Any, source: str) -> list[dict[str, str | None]]:
+    """A list of tables (see TABLE_LISTS), each with every field (None if left out)."""
+    fields = TABLE_LISTS[key]
+    if not isinstance(value, list):
+        got = type(value).__name__  # never echoed: a table holds a secret
+        raise _fail(
+            key, source, f"expected an array of tables ([[{key}]], two brackets), got {got}"
+        )
+    tables = []
+    for index, table in enumerate(value):
+        where = f"{key}[{index}]"
+        if not isinstance(table, dict):
+            raise _fail(key, source, f"{where}: expected a table, got {type(table).__name__}")
+        unknown = sorted(set(table) - set(fields))
+        if unknown:
+            hint = ""
+            if not source.startswith("environment variable") and source != "command line":
+                hint = (
+                    f"; every key after a [[{key}]] line belongs to that table: "
+                    f"put the [[{key}]] tables at the end of the file"
+                )
+            known = ", ".join(sorted(fields))
+            raise _fail(
+                key, source, f"{where}: unknown field {unknown[0]!r} (known: {known}{hint})"
+            )
+        for name, required in fields.items():
+            if required and name not in table:
+                raise _fail(key, source, f"{where}: {name} is missing")
+            if name in table and not isinstance(table[name], str):
+                # The value is not echoed: it may be a secret.
+                got = type(table[name]).__name__
+                raise _fail(key, source, f"{where}: {name}: expected a string, got {got}")
+        tables.append({name: table.get(name) for name in fields})
+    return tables
+
+
 def _check_native(key: str, value: Any, source: str) -> Any:
     """Check a value that already has a Python type (TOML, overrides)."""
+    if key in TABLE_LISTS:
+        return _check_tables(key, value, source)
     kind = _expected_type(key)
     if kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
@@ -238,6 +287,14 @@ def _check_native(key: str, value: Any, source: str) -> Any:
 
 def _parse_text(key: str, text: str, source: str) -> Any:
     """Turn the text of an environment variable (or a string flag) into a value."""
+    if key in TABLE_LISTS:
+        if not text.strip():
+            return []
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise _fail(key, source, f"expected a JSON array of objects: {exc}") from None
+        return _check_native(key, value, source)
     kind = _expected_type(key)
     if kind is str:
         return text
@@ -351,6 +408,7 @@ _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "login_rate_window_seconds": (1, None),
     "history_auto_trim_threshold": (0, None),
     "attachment_max_size_bytes": (0, None),
+    "change_command_delay_seconds": (0, None),
 }
 
 
@@ -377,7 +435,11 @@ def _validate(settings: Settings, sources: dict[str, str]) -> None:
         settings[key] = list(dict.fromkeys(settings[key]))
 
     for key, value in settings.items():
-        if _expected_type(key) is list and any(not item.strip() for item in value):
+        if (
+            key not in TABLE_LISTS
+            and _expected_type(key) is list
+            and any(not item.strip() for item in value)
+        ):
             raise fail(key, "entries must not be empty strings")
 
     level = settings["log_level"].lower()
@@ -389,6 +451,38 @@ def _validate(settings: Settings, sources: dict[str, str]) -> None:
 
     if settings["http_scheme"] not in HTTP_SCHEMES:
         raise fail("http_scheme", f'must be "", "http" or "https", got {settings["http_scheme"]!r}')
+
+    _validate_webhooks(settings["webhooks"], lambda problem: fail("webhooks", problem))
+
+
+def _validate_webhooks(hooks: list[dict[str, Any]], fail: Any) -> None:
+    """Each hook: an http(s) URL, a secret, valid ids; no two alike."""
+    from urllib.parse import urlsplit
+
+    from .kinds import KINDS
+
+    seen: dict[tuple[Any, ...], int] = {}
+    for index, hook in enumerate(hooks):
+        where = f"webhooks[{index}]"
+        url = hook["url"]
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 (a bad port raises ValueError)
+        except ValueError as exc:
+            raise fail(f"{where}: url: {exc}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname or url != url.strip():
+            raise fail(f"{where}: url must be an http:// or https:// URL, got {url!r}")
+        if not hook["secret"]:
+            raise fail(f"{where}: secret must not be empty (it signs every request)")
+        for kind in ("bucket", "collection"):
+            if hook[kind] is not None and not KINDS[kind].valid_id(hook[kind]):
+                raise fail(f"{where}: {kind}: not a valid {kind} id: {hook[kind]!r}")
+        if hook["collection"] is not None and hook["bucket"] is None:
+            raise fail(f"{where}: a collection filter needs its bucket")
+        same = (url, hook["bucket"], hook["collection"])
+        if same in seen:
+            raise fail(f"{where}: same url, bucket and collection as webhooks[{seen[same]}]")
+        seen[same] = index
 
 
 # ---------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from .fsstore import FileSystemStore
 from .fsstore.watch import FileWatcher
 from .plugins import setup_plugins
 from .plugins.attachment import upload_limit
+from .push.command import start_change_command
+from .push.webhooks import start_webhooks
 from .web.accesslog import with_access_log
 from .web.app import Service, create_app
 from .web.gate import GatedServer, Limits
@@ -151,6 +153,8 @@ def serve(settings):
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     watcher = start_watcher(service) if settings["watch_files"] else None
+    webhooks = start_webhooks(service)  # push/webhooks.py
+    change_command = start_change_command(service)  # push/command.py
     sweeper = DeadCommitsSweeper(service.store).start()
     host, port = server.bind_addr[:2]
     print(
@@ -162,6 +166,8 @@ def serve(settings):
     for thread in stopping:
         thread.join()  # until the requests in flight have their responses
     sweeper.stop()
+    webhooks.stop()
+    change_command.stop()  # runs for the last changes, if any
     service.push.stop()
     if watcher:
         watcher.stop()

@@ -81,6 +81,25 @@ def generation_file(name):
 
 MEMBERSHIPS_GENERATION = generation_file("memberships")
 
+# Webhooks (kintofs/push/webhooks.py), at the root: "_webhooks/<hook key>.json"
+# holds the position of the last change each hook delivered, and
+# "_webhooks/_lock" is flocked by the one process that delivers them.  Not a
+# list (no journal): lists never look at it, a backup copies the positions.
+WEBHOOKS_FOLDER = "_webhooks"
+
+
+def webhooks_folder(root):
+    return os.path.join(root, WEBHOOKS_FOLDER)
+
+
+def webhook_state_path(root, key):
+    """Where the hook named ``key`` (hex digits) keeps its last delivered position."""
+    return os.path.join(root, WEBHOOKS_FOLDER, key + DATA_SUFFIX)
+
+
+def webhooks_lock_path(root):
+    return os.path.join(root, WEBHOOKS_FOLDER, LOCK_NAME)
+
 
 def secret_file(name):
     """``_<name>``: a secret generated once, at the root (``_userid_hmac_secret``)."""
