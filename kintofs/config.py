@@ -155,6 +155,7 @@ DEFAULTS: dict[str, Any] = {
     "webhooks": [],
     "change_command": "",
     "change_command_delay_seconds": 2,
+    "push_heartbeat_seconds": 20,
 }
 
 # Types of settings whose default does not tell (None defaults).
@@ -409,6 +410,7 @@ _INT_RANGES: dict[str, tuple[int, int | None]] = {
     "history_auto_trim_threshold": (0, None),
     "attachment_max_size_bytes": (0, None),
     "change_command_delay_seconds": (0, None),
+    "push_heartbeat_seconds": (1, 3600),
 }
 
 

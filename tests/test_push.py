@@ -354,3 +354,19 @@ def test_deleting_the_collection_ends_its_stream(served):
     assert [uri for _, uri, _ in changes(bucket.take(2))] == [f"{RECORDS}/r1", COLLECTION]
     assert not bucket.ended.is_set()
     assert_status(api.get(f"/events{COLLECTION}"), 404)
+
+
+def test_an_idle_stream_gets_heartbeat_comments(start_server):
+    daemon = start_server(push_heartbeat_seconds="1")
+    api = Api(daemon)
+    assert_status(api.put("/buckets/b"), 201)
+    assert_status(api.put(COLLECTION), 201)
+    response = requests.get(
+        daemon.url + f"/events{COLLECTION}", auth=ALICE, stream=True, timeout=30
+    )
+    received = b""
+    while received.count(b": heartbeat\n\n") < 2:  # the read times out after 30 s
+        received += response.raw.read1(1024)
+    assert received == b"retry: 3000\n\n" + b": heartbeat\n\n" * 2
+    response.raw._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)
+    response.close()

@@ -48,7 +48,7 @@ class Push:
 
     def __init__(self, service):
         self.service = service
-        self.sender = Sender()
+        self.sender = Sender(heartbeat_seconds=service.settings["push_heartbeat_seconds"])
         self.hub = Hub(service.store, service.settings, service.groups_of)
         service.feed.subscribe(self._told)
         service.store.commits.on_settled.append(self.hub.settled)
