@@ -47,7 +47,11 @@ except ImportError:
 
 logger = logging.getLogger(__name__)
 
-SETTLE_SECONDS = 0.2
+# A burst of events is handled once it has been quiet this long (an editor's
+# save is a few events within a millisecond), or at the latest this long
+# after it began (a long `tar -x`).
+QUIET_SECONDS = 0.05
+SETTLE_SECONDS = 0.5
 
 # How long an object's file may be missing before its absence is a deletion:
 # longer than an editor takes between moving a file away and writing the new
@@ -138,6 +142,7 @@ class FileWatcher(FileSystemEventHandler):
         self.on_adopted = on_adopted
         self._pending = set()
         self._new_folders = set()  # folders created since the last batch, to walk
+        self._last_event = 0.0  # monotonic time of the latest event (the quiet wait)
         self._missing = {}  # target -> time.monotonic() when its absence becomes a deletion
         self._wake = threading.Condition()
         self._stopping = False
@@ -165,24 +170,30 @@ class FileWatcher(FileSystemEventHandler):
             # it): a walk from now on misses nothing written before.
             with self._wake:
                 self._new_folders.add(os.fsdecode(event.src_path))
+                self._last_event = time.monotonic()
                 self._wake.notify()
         for path in (event.src_path, getattr(event, "dest_path", "")):
             target = object_of(self.store.root, os.fsdecode(path)) if path else None
             if target:
                 with self._wake:
                     self._pending.add(target)
+                    self._last_event = time.monotonic()
                     self._wake.notify()
 
     def _run(self):
         while self._wait_for_work():
-            # Let an editor finish its writes before we read the file: the
-            # whole SETTLE_SECONDS, not until the next event (each notifies).
-            # Cut short, a burst (`mkdir -p` then files, `tar -x`) was read
-            # half-written: a new folder's object adopted before its ACL
-            # sidecar was written, and the adoption's rewrite of it won.
-            settled = time.monotonic() + SETTLE_SECONDS
+            # Let an editor or a copy finish its writes before we read the
+            # files: until events have stopped for QUIET_SECONDS (each event
+            # notifies, so the wait is measured from the last one), but no
+            # longer than SETTLE_SECONDS.  A burst read half-written would be
+            # two revisions of one copied object (its data, then its ACL).
+            latest = time.monotonic() + SETTLE_SECONDS
             with self._wake:
-                while not self._stopping and (left := settled - time.monotonic()) > 0:
+                while not self._stopping:
+                    now = time.monotonic()
+                    left = min(self._last_event + QUIET_SECONDS, latest) - now
+                    if left <= 0:
+                        break
                     self._wake.wait(left)
                 batch, self._pending = self._pending, set()
                 folders, self._new_folders = self._new_folders, set()
