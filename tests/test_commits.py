@@ -7,6 +7,7 @@ directory: after every refused commit a GET and a ``_since`` poll prove that
 nothing changed, and no file was left behind.
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -21,7 +22,8 @@ from conftest import Api, assert_error, assert_status
 
 from kintofs.feed import IN_COMMIT
 from kintofs.fsstore import FileSystemStore
-from kintofs.fsstore.commit import COMMITS_FOLDER
+from kintofs.fsstore import commit as commit_module
+from kintofs.fsstore.commit import COMMITS_FOLDER, CommitLog
 from kintofs.fsstore.verify import verify
 
 RECORDS = "/buckets/b/collections/c/records"
@@ -457,3 +459,58 @@ def test_a_file_system_out_of_inodes_refuses_whole_batches(tmp_path, start_serve
         daemon.stop()
     finally:
         subprocess.run(["umount", "-l", str(data)], capture_output=True)
+
+
+def test_a_failed_fsync_fails_every_line_it_cut_and_none_after(tmp_path, monkeypatch):
+    # A's fsync fails while B's line is written behind it: the cut removes
+    # both, so both fail (B used to wait for a sync of a line no longer
+    # there); C, written after the cut, is durable.
+    log = CommitLog(str(tmp_path), fsync=True)
+    real_fsync, b_written, calls = os.fsync, threading.Event(), []
+
+    def fsync(fd):
+        if log._segment is not None and fd == log._segment.fd:
+            calls.append(fd)
+            if len(calls) == 1:  # A's: fails once B's line is written behind it
+                assert b_written.wait(10)
+                raise OSError(errno.EIO, "injected")
+        real_fsync(fd)
+
+    outcomes = {}
+
+    def commit(name):
+        try:
+            log.done(log.append(f'{{"ops":[],"{name}":1}}\n'.encode()))
+            outcomes[name] = "durable"
+        except OSError as error:
+            outcomes[name] = error.errno
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    first = threading.Thread(target=commit, args=("A",))
+    first.start()
+    wait_until(lambda: calls)
+    second = threading.Thread(target=commit, args=("B",))
+    original_append = commit_module._append_to
+
+    def append_then_signal(path, content):
+        original_append(path, content)
+        b_written.set()
+
+    monkeypatch.setattr(commit_module, "_append_to", append_then_signal)
+    second.start()
+    first.join(10)
+    second.join(10)
+    assert outcomes == {"A": errno.EIO, "B": errno.EIO}
+    commit("C")
+    assert outcomes["C"] == "durable"
+    (segment,) = [name for name in os.listdir(log.folder) if name.endswith(".jsonl")]
+    with open(os.path.join(log.folder, segment), "rb") as f:
+        assert f.read() == b'{"ops":[],"C":1}\n'
+    log.close()
+
+
+def wait_until(check, timeout=10):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "never happened"
+        time.sleep(0.01)

@@ -277,7 +277,7 @@ class CommitLog:
             segment.written += len(line)
             segment.in_flight += 1
             try:
-                self._wait_durable(segment, segment.written)
+                self._wait_durable(segment, segment.written, segment.cuts)
             except BaseException:
                 segment.in_flight -= 1
                 raise
@@ -310,10 +310,12 @@ class CommitLog:
             except OSError:
                 pass
 
-    def _wait_durable(self, segment, end):
-        """fsync up to ``end``: one thread syncs for every line written so far (guard held)."""
+    def _wait_durable(self, segment, end, cuts):
+        """fsync up to ``end``: one thread syncs for every line written so far
+        (guard held).  ``cuts``: the log's cuts when the line was written; a
+        later cut removed it, unless a sync had made it durable before."""
         while segment.synced < end:
-            if segment.failed_below >= end:
+            if segment.cuts != cuts:
                 raise OSError(segment.failure, os.strerror(segment.failure))
             if segment.syncing:
                 self._guard.wait()
@@ -326,10 +328,11 @@ class CommitLog:
             except OSError as error:
                 self._guard.acquire()
                 # Nothing after the last good sync may be replayed: cut it off,
-                # and fail every commit that waited for this sync.
+                # and fail every commit whose line was in it (those written
+                # during this fsync too: the cut removed them).
                 os.truncate(segment.path, segment.synced)
+                segment.cuts, segment.failure = segment.cuts + 1, error.errno
                 segment.written = segment.synced
-                segment.failed_below, segment.failure = target, error.errno
                 segment.syncing = False
                 self._guard.notify_all()
                 raise
@@ -391,7 +394,7 @@ class _Segment:
         "synced",
         "syncing",
         "in_flight",
-        "failed_below",
+        "cuts",
         "failure",
         "keep",
     )
@@ -401,7 +404,7 @@ class _Segment:
         self.written = self.synced = 0
         self.syncing = False
         self.in_flight = 0
-        self.failed_below, self.failure = -1, 0
+        self.cuts, self.failure = 0, 0  # times a failed fsync cut the log back
         self.keep = False  # a commit could not be applied: recovery must see this log
 
 
