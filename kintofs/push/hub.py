@@ -102,11 +102,34 @@ def _ids(store, parent, kind):
 class Event:
     """One change as streams tell it."""
 
-    __slots__ = ("ts", "action", "kind", "parent", "id", "data", "acl")
+    __slots__ = ("ts", "action", "kind", "parent", "id", "data", "acl", "_ancestors", "_encoded")
 
     def __init__(self, ts, action, kind, parent, object_id, data, object_acl=None):
         self.ts, self.action, self.kind, self.parent = ts, action, kind, parent
         self.id, self.data, self.acl = object_id, data, object_acl or {}
+        self._ancestors = self._encoded = None
+
+    def ancestors_acls(self, store):
+        """``{kind: acl}`` of the ancestors, read once (None if one is gone)."""
+        if self._ancestors is None:
+            acls = {}
+            for depth, (kind, _) in enumerate(self.parent):
+                *above, (parent_kind, parent_id) = self.parent[: depth + 1]
+                stored = store.get(tuple(above), parent_kind, parent_id)
+                if stored is None:
+                    self._ancestors = False
+                    return None
+                acls[kind] = stored.acl
+            self._ancestors = acls
+        return None if self._ancestors is False else self._ancestors
+
+    def encoded(self, single_list, encode):
+        """``encode(self, single_list)``, done once for all the streams of one kind."""
+        if self._encoded is None:
+            self._encoded = {}
+        if single_list not in self._encoded:
+            self._encoded[single_list] = encode(self, single_list)
+        return self._encoded[single_list]
 
     @property
     def path(self):
@@ -177,6 +200,7 @@ class Hub:
         self._wakeup = threading.Condition()
         self._thread = None
         self._stopped = False
+        self._principals = {}  # userid -> principals, for one batch of events
 
     # -- waking (any thread; the work is done on the hub's own) -----------------
 
@@ -213,6 +237,7 @@ class Hub:
                 next_poll = time.monotonic() + POLL_SECONDS
             try:
                 with self._guard:
+                    self._principals = {}  # memberships as they are now
                     for parent, kind in dirty:
                         self._read_list(parent, kind)
                     self._release()
@@ -288,6 +313,7 @@ class Hub:
         """Start ``subscriber``: what it missed since ``position`` first (see
         parse_position), then live events.  Returns False if it fell behind at once."""
         with self._guard:
+            self._principals = {}
             # Every list of the scope read up to now first: what changed while
             # nobody followed it is not news to this subscriber (nor sent to it).
             for parent, kind in subscriber.scope.lists(self.store):
@@ -338,19 +364,21 @@ class Hub:
     # -- permissions -------------------------------------------------------------
 
     def may_read(self, userid, event):
-        principals = principals_of(userid, self.groups_of(userid) if userid else ())
+        """May ``userid`` read the object of ``event`` now?  The ancestors' ACLs
+        are read once per event, the principals once per batch of events."""
+        principals = self._principals.get(userid)
+        if principals is None:
+            groups = self.groups_of(userid) if userid else ()
+            principals = self._principals[userid] = set(principals_of(userid, groups))
         granted = acl.settings_principals(
             self.settings, event.kind, "read", top_level=not event.parent
         )
         if granted and not granted.isdisjoint(principals):
             return True
-        acls = {}
-        for depth, (kind, _) in enumerate(event.parent):
-            *above, (parent_kind, parent_id) = event.parent[: depth + 1]
-            stored = self.store.get(tuple(above), parent_kind, parent_id)
-            if stored is None:
-                return False  # deleted since: nothing of it is readable
-            acls[kind] = stored.acl
+        acls = event.ancestors_acls(self.store)
+        if acls is None:
+            return False  # an ancestor was deleted since: nothing of it is readable
+        acls = dict(acls)
         if event.action != "delete":
             acls[event.kind] = event.acl
         elif not event.parent:

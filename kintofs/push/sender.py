@@ -38,7 +38,7 @@ def sse_bytes(event_name, data, event_id=None):
 class Stream:
     """One subscriber's connection."""
 
-    __slots__ = ("sock", "fd", "buffer", "last_sent", "closing", "closed", "on_closed")
+    __slots__ = ("sock", "fd", "buffer", "last_sent", "closing", "closed", "on_closed", "begun")
 
     def __init__(self, sock):
         self.sock = sock
@@ -48,13 +48,20 @@ class Stream:
         self.closing = False  # close once the buffer is written (after a resync)
         self.closed = False
         self.on_closed = None  # called once it is closed (the hub forgets its subscriber)
+        self.begun = False  # written by the sender (Sender.begin)
 
 
 class Sender:
+    """Writes what :meth:`send` is given at once when the socket takes it (the
+    usual case: a few hundred bytes); only what it cannot take now waits, and
+    the thread visits only the streams that have bytes waiting, are closing
+    or are new, plus every stream once a second for its heartbeat."""
+
     def __init__(self, heartbeat_seconds=HEARTBEAT_SECONDS, max_buffered=MAX_BUFFERED_BYTES):
         self.heartbeat_seconds, self.max_buffered = heartbeat_seconds, max_buffered
-        self._guard = threading.Lock()
+        self._guard = threading.Lock()  # a stream's buffer and socket writes
         self._streams = {}  # fd -> Stream
+        self._attention = set()  # streams the thread must look at (guarded)
         self._registered = {}  # fd -> the events it is registered for (the thread's own)
         self._stopping = False
         self._thread = None  # started with the first stream
@@ -85,20 +92,36 @@ class Sender:
             if self._thread is None:
                 self._start()
             self._streams[stream.fd] = stream
+            stream.begun = True
+            self._attention.add(stream)
         self._wake()
 
     def send(self, stream, data):
-        """Queue ``data``; False (and the stream told to resync, then closed)
-        if the subscriber has fallen too far behind."""
+        """Write or queue ``data``; False (and the stream told to resync, then
+        closed) if the subscriber has fallen too far behind."""
         with self._guard:
             if stream.closed or stream.closing:
                 return False
             if len(stream.buffer) + len(data) > self.max_buffered:
                 stream.buffer += sse_bytes("resync", {"reason": "too slow to keep up"})
                 stream.closing = True
+                self._attention.add(stream)
                 self._wake()
                 return False
-            stream.buffer += data
+            if stream.buffer or not stream.begun:
+                stream.buffer += data  # behind what waits already
+                return True
+            try:
+                sent = stream.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # gone: the thread sees it when it tries again
+            stream.last_sent = time.monotonic()
+            if sent == len(data):
+                return True
+            stream.buffer += data[sent:]
+            self._attention.add(stream)
         self._wake()
         return True
 
@@ -106,6 +129,8 @@ class Sender:
         """Close once what is queued is written (or at once if it cannot be)."""
         with self._guard:
             stream.closing = True
+            if stream.begun:
+                self._attention.add(stream)
         self._wake()
 
     def stop(self):
@@ -125,34 +150,49 @@ class Sender:
     # -- the loop ----------------------------------------------------------
 
     def _run(self):
-        registered = self._registered
+        next_heartbeats = time.monotonic() + 1.0
         while not self._stopping:
             with self._guard:
-                streams = list(self._streams.values())
+                streams, self._attention = self._attention, set()
             now = time.monotonic()
+            if now >= next_heartbeats:
+                with self._guard:
+                    streams |= set(self._streams.values())
+                next_heartbeats = now + 1.0
             for stream in streams:
-                if not stream.buffer and now - stream.last_sent >= self.heartbeat_seconds:
-                    with self._guard:
-                        stream.buffer += b": heartbeat\n\n"
-                self._flush(stream)
-                if stream.closed:
-                    continue
-                wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if stream.buffer else 0)
-                if registered.get(stream.fd) != wanted:
-                    if stream.fd in registered:
-                        self._selector.modify(stream.fd, wanted, stream)
-                    else:
-                        self._selector.register(stream.fd, wanted, stream)
-                    registered[stream.fd] = wanted
-            for key, mask in self._selector.select(min(self.heartbeat_seconds, 1.0)):
+                self._visit(stream, now)
+            for key, mask in self._selector.select(1.0):
                 if key.data is None:
                     self._drain_wakeups()
-                elif mask & selectors.EVENT_READ:
+                    continue
+                if mask & selectors.EVENT_READ:
                     self._readable(key.data)
+                if mask & selectors.EVENT_WRITE and not key.data.closed:
+                    self._visit(key.data, time.monotonic())
         with self._guard:
             streams = list(self._streams.values())
         for stream in streams:
             self._shut(stream)
+
+    def _visit(self, stream, now):
+        """Heartbeat if due, write what waits, close if asked, and register
+        the stream for what it needs now (its client's EOF; room to write)."""
+        if stream.closed:
+            return
+        with self._guard:
+            if not stream.buffer and now - stream.last_sent >= self.heartbeat_seconds:
+                stream.buffer += b": heartbeat\n\n"
+        self._flush(stream)
+        if stream.closed:
+            return
+        wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if stream.buffer else 0)
+        registered = self._registered
+        if registered.get(stream.fd) != wanted:
+            if stream.fd in registered:
+                self._selector.modify(stream.fd, wanted, stream)
+            else:
+                self._selector.register(stream.fd, wanted, stream)
+            registered[stream.fd] = wanted
 
     def _drain_wakeups(self):
         try:
@@ -173,21 +213,20 @@ class Sender:
             self._shut(stream)
 
     def _flush(self, stream):
-        with self._guard:
-            pending = bytes(stream.buffer)
-        if pending:
-            try:
-                sent = stream.sock.send(pending)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                self._shut(stream)
-                return
-            with self._guard:
-                del stream.buffer[:sent]
-            if sent:
-                stream.last_sent = time.monotonic()
-        if stream.closing and not stream.buffer:
+        failed = False
+        with self._guard:  # one writer at a time: send() may write directly too
+            if stream.buffer:
+                try:
+                    sent = stream.sock.send(stream.buffer)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    sent, failed = 0, True
+                if sent:
+                    del stream.buffer[:sent]
+                    stream.last_sent = time.monotonic()
+            done = stream.closing and not stream.buffer
+        if failed or done:
             self._shut(stream)
 
     def _shut(self, stream):

@@ -103,8 +103,7 @@ def subscribe(push, state, bucket=None, collection=None):
         stream = push.sender.prepare(sock, head + f"retry: {RETRY_MS}\n\n".encode())
 
         def send(event):
-            data = sse_bytes(event.action, event.body(), event.position(single))
-            return push.sender.send(stream, data)
+            return push.sender.send(stream, event.encoded(single, sse_of))
 
         subscriber = Subscriber(scope, userid, send, lambda: push.sender.close(stream))
         stream.on_closed = lambda: push.hub.unsubscribe(subscriber)
@@ -126,6 +125,10 @@ def authorization_from_query(environ):
         if name == "_auth":
             environ["HTTP_AUTHORIZATION"] = value
             return
+
+
+def sse_of(event, single_list):
+    return sse_bytes(event.action, event.body(), event.position(single_list))
 
 
 class StreamingGateway(wsgi.Gateway_10):
