@@ -8,6 +8,7 @@ import json
 import os
 import queue
 import socket
+import sys
 import threading
 import time
 
@@ -16,6 +17,8 @@ import requests
 import sseclient
 from conftest import ALICE, BOB, Api, assert_status
 from test_live_files import wait_for, write_by_hand
+
+from kintofs.web.streams import SPARE_FILES
 
 pytestmark = pytest.mark.daemon
 
@@ -370,3 +373,40 @@ def test_an_idle_stream_gets_heartbeat_comments(start_server):
     assert received == b"retry: 3000\n\n" + b": heartbeat\n\n" * 2
     response.raw._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)
     response.close()
+
+
+def test_past_the_streams_its_files_allow_a_stream_gets_503_and_requests_go_on(start_server):
+    # A daemon allowed 400 open files holds 400 - SPARE_FILES streams; one
+    # more would have made accept() fail for every request.
+    limited = [
+        sys.executable,
+        "-c",
+        "import resource, runpy, sys; "
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (400, 400)); "
+        "sys.argv = ['kintofs', *sys.argv[1:]]; "
+        "runpy.run_module('kintofs', run_name='__main__')",
+    ]
+    daemon = start_server(command=limited)
+    api = Api(daemon)
+    assert_status(api.put("/buckets/b"), 201)
+    assert_status(api.put(COLLECTION), 201)
+    allowed = 400 - SPARE_FILES
+    held = [Listener(daemon, f"/events{COLLECTION}") for _ in range(allowed)]
+    try:
+        assert all(stream.response.status_code == 200 for stream in held)
+        refused = api.get(f"/events{COLLECTION}")
+        assert_status(refused, 503)
+        assert refused.headers["Retry-After"] == "30"
+        created = put(api, "r1")
+        for stream in held[:: allowed // 4]:
+            assert changes(stream.take(1)) == [("create", f"{RECORDS}/r1", created)]
+    finally:
+        for stream in held:
+            stream.close()
+
+    def a_stream_again():
+        response = api.get(f"/events{COLLECTION}", stream=True)
+        response.close()  # read by no thread: closes at once
+        return response.status_code == 200
+
+    wait_for(a_stream_again)  # once the sender has seen them go

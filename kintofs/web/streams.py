@@ -20,6 +20,7 @@ holds a socket, never a thread.
 from __future__ import annotations
 
 import logging
+import resource
 
 import bottle
 from cheroot import wsgi
@@ -43,11 +44,25 @@ STREAM_HEADERS = {
 }
 
 
+# File descriptors kept for everything but streams (requests, lists, logs).
+SPARE_FILES = 256
+
+
+def stream_limit():
+    """How many streams fit under the open file limit, with room to spare: past
+    it, accept() would fail and no request at all could be served."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 100_000
+    return max(16, soft - SPARE_FILES)
+
+
 class Push:
     """The hub, the sender, and their place in the service."""
 
     def __init__(self, service):
         self.service = service
+        self.max_streams = stream_limit()
         self.sender = Sender(heartbeat_seconds=service.settings["push_heartbeat_seconds"])
         self.hub = Hub(service.store, service.settings, service.groups_of)
         service.feed.subscribe(self._told)
@@ -81,6 +96,10 @@ def setup(service):
 
 
 def subscribe(push, state, bucket=None, collection=None):
+    if len(push.sender) >= push.max_streams:
+        return errors.service_unavailable(
+            30, "This server holds as many streams as it has files for; try again later."
+        )
     if bucket is not None and state.store.get((), "bucket", bucket) is None:
         return errors.object_not_found("bucket", bucket)
     if collection is not None and (
