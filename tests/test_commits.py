@@ -283,6 +283,7 @@ with records.transaction() as w:
     assert record.json()["data"]["title"] == "committed"
     since = api.get(f"{RECORDS}?_since={etag.strip(chr(34))}").json()["data"]
     assert [r["id"] for r in since] == ["r1"]
+
     def logs():
         names = os.listdir(os.path.join(daemon.data_dir, COMMITS_FOLDER))
         return [name for name in names if name.endswith(".jsonl")]
