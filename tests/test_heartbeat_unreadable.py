@@ -10,10 +10,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import Api, assert_status
+from test_live_files import wait_for
 
 from kintofs.fsstore.store import UNREADABLE_LISTED
 
@@ -26,17 +26,6 @@ def heartbeat(api):
     body = response.json()
     assert body["storage"] is True
     return body
-
-
-def wait_for(check, timeout=10):
-    """Poll ``check()`` until it returns something truthy; return that."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError("the daemon did not notice the change in time")
 
 
 def write_by_hand(path, text):

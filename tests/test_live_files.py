@@ -12,15 +12,15 @@ from kintofs.fsstore.watch import DELETE_GRACE_SECONDS
 RECORDS = "/buckets/b/collections/c/records"
 
 
-def wait_for(check, timeout=10):
-    """Poll ``check()`` until it returns something truthy."""
+def wait_for(check, timeout=10, what="the daemon to notice the change"):
+    """Poll ``check()`` until it returns something truthy; return that."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         result = check()
         if result:
             return result
         time.sleep(0.05)
-    raise AssertionError("the daemon did not notice the change in time")
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def write_by_hand(path, document):

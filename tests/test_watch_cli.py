@@ -22,6 +22,7 @@ from unittest import mock
 
 import conftest
 import pytest
+import test_live_files
 from conftest import ALICE, Api, assert_status
 
 COLLECTION = "/buckets/b/collections/c"
@@ -29,13 +30,7 @@ RECORDS = COLLECTION + "/records"
 
 
 def wait_for(check, timeout=15, what="the expected output"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return test_live_files.wait_for(check, timeout, what)
 
 
 def environment():
