@@ -23,6 +23,7 @@ on one core, the load generator on another.
     python bench/throughput.py                 # 10,000 records, 5 s per scenario
     python bench/throughput.py --quick         # 1,000 records, 2 s per scenario
     python bench/throughput.py --postgresql    # also Kinto on PostgreSQL
+    python bench/throughput.py --read-only     # the read target alone, ceiling and kintofs in turns
 """
 
 import argparse
@@ -1009,6 +1010,8 @@ def run(args):
     if client_cores:
         os.sched_setaffinity(0, client_cores)  # threads started from here inherit it
     sys.setswitchinterval(0.0005)  # a busy client thread must not skew another's timing
+    if args.read_only:
+        return run_read_only(args)
     args.kinto_version = ensure_kinto(args.kinto_venv, args.postgresql)
     workdir = real_disk_workdir(args.workdir)
     results = {"meta": meta(args, workdir, server_cores, client_cores)}
@@ -1022,6 +1025,83 @@ def run(args):
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     report(results, args)
+
+
+# -- --read-only: the read target alone -------------------------------------
+
+
+def run_read_only(args):
+    """The ceiling and kintofs (fsync on) started once each, then measured in
+    turns, --rounds times: on a shared machine the rounds show the noise, and
+    the median ratio is the figure.  Also gives each server's CPU time per
+    request, which other processes disturb less than its rate."""
+    args.kinto_version = None
+    workdir = real_disk_workdir(args.workdir)
+    results = {"meta": meta(args, workdir, PinnedServer.cores, None), "rounds": []}
+    folder = subfolder(workdir, "kintofs")
+    try:
+        loader = start_kintofs(folder, False, PinnedServer)
+        preload(loader, args)
+        loader.stop()
+        servers = {
+            "ceiling": start_ceiling(workdir),
+            "kintofs": start_kintofs(folder, True, PinnedServer),
+        }
+        first_read_seconds(servers["kintofs"], READ_COLLECTION)
+        scenarios = {
+            "ceiling": ("hello", Get("/v1/")),
+            "kintofs": ("read", ReadOne(READ_COLLECTION, args.records)),
+        }
+        try:
+            for _ in range(args.rounds):
+                results["rounds"].append(
+                    {
+                        name: measure(server, *scenarios[name], args)
+                        for name, server in servers.items()
+                    }
+                )
+        finally:
+            for server in servers.values():
+                server.stop()
+    finally:
+        if args.keep:
+            print(f"data and logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report_read_only(results, args)
+
+
+def cpu_per_request_us(figures):
+    return figures["server_cpu_pct"] / 100 * figures["seconds"] / max(1, figures["ok"]) * 1e6
+
+
+def report_read_only(results, args):
+    print(
+        f"\nread one record vs the bare ceiling, {args.connections} connections, "
+        f"{args.duration:g} s per run (cpu µs: the server's CPU time per request)"
+    )
+    header = (
+        f"{'round':>5} {'ceiling/s':>10} {'cpu µs':>7} {'read/s':>8} {'cpu µs':>7} "
+        f"{'ratio':>6} {'others':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    ratios = []
+    for number, run in enumerate(results["rounds"]):
+        ceiling, read = run["ceiling"], run["kintofs"]
+        ratios.append(read["rate_per_s"] / ceiling["rate_per_s"])
+        print(
+            f"{number:>5} {ceiling['rate_per_s']:>10.1f} {cpu_per_request_us(ceiling):>7.0f} "
+            f"{read['rate_per_s']:>8.1f} {cpu_per_request_us(read):>7.0f} {ratios[-1]:>6.3f} "
+            f"{read['others_cpu_pct']:>5.0f}%"
+        )
+    ratio = statistics.median(ratios)
+    results["median_ratio"] = ratio
+    met = "met" if ratio >= 0.45 else "NOT MET"
+    print(f"median ratio {ratio:.3f}: read one record >= 45% of the ceiling {met}")
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"all figures in {args.json}")
 
 
 def measure_all(results, workdir, args):
@@ -1097,6 +1177,12 @@ def parse_args(argv=None):
     parser.add_argument("--json", help="where to write every figure (default: a temp file)")
     parser.add_argument("--workdir", help="parent of the temp data folder (a real disk)")
     parser.add_argument("--keep", action="store_true", help="keep the data and the logs")
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        help="only the read target: the ceiling and kintofs measured in turns (--rounds)",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="turns of --read-only (default: 5)")
     parser.add_argument("--serve-ceiling", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:

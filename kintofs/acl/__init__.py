@@ -15,6 +15,7 @@ from .rules import (
     normalize_acl,
     replace_acl,
     settings_principals,
+    shows_acl,
     visible_acl,
 )
 
@@ -32,5 +33,6 @@ __all__ = [
     "principals_of",
     "replace_acl",
     "settings_principals",
+    "shows_acl",
     "visible_acl",
 ]

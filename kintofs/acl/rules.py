@@ -105,8 +105,13 @@ def merge_acl(acl, requested):
     return normalize_acl(result)
 
 
+def shows_acl(acl, principals):
+    """True if ``principals`` may see the ACL: one of them is a writer."""
+    return not set(acl.get("write", ())).isdisjoint(principals)
+
+
 def visible_acl(acl, principals):
     """What a caller may see of an ACL: all of it if it is a writer, else nothing."""
-    if set(principals) & set(acl.get("write", ())):
+    if shows_acl(acl, principals):
         return normalize_acl(acl)
     return {}

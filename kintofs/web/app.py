@@ -57,6 +57,10 @@ SECURITY_HEADERS = {
 
 CANONICAL_NAMES = {name.lower(): name for name in (*EXPOSED_HEADERS, "WWW-Authenticate")}
 
+# What _with_common_headers adds, worked out once.
+_SECURITY_BY_NAME = [(name.lower(), (name, value)) for name, value in SECURITY_HEADERS.items()]
+_EXPOSE_HEADER = ("Access-Control-Expose-Headers", ", ".join(EXPOSED_HEADERS))
+
 PLURAL_METHODS = "HEAD,GET,POST,DELETE,OPTIONS"
 OBJECT_METHODS = "GET,HEAD,PUT,PATCH,DELETE,OPTIONS"
 
@@ -166,10 +170,15 @@ class RequestState:
         self.method = environ["REQUEST_METHOD"].upper()
         self.extras = {}  # what plugins keep for the rest of the request ("plugin.name" keys)
         self._stored = {}  # path -> stored object or None: see stored()
-        self.query_params = [
-            (name.strip(), value)
-            for name, value in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-        ]
+        query_string = environ.get("QUERY_STRING")
+        self.query_params = (
+            [
+                (name.strip(), value)
+                for name, value in parse_qsl(query_string, keep_blank_values=True)
+            ]
+            if query_string
+            else []
+        )
         ratelimit.refuse_if_blocked(service, environ)
         self.userid = authenticate(environ, service.policies())
         note_userid(environ, self.userid)  # for the access log
@@ -179,6 +188,22 @@ class RequestState:
         if self.userid is None:
             return principals_of(None)
         return principals_of(self.userid, self.service.groups_of(self.userid))
+
+    @cached_property
+    def own_principals(self):
+        """The caller's principals but its groups: known without a membership lookup."""
+        return principals_of(self.userid)
+
+    def grants(self, test):
+        """``test(principals)`` for the caller's principals, trying those
+        without its groups first: most grants name the user itself or
+        everyone, and then the group memberships need not be looked up.
+        ``test`` must never turn False when given more principals (no
+        permission check does)."""
+        if "principals" not in self.__dict__ and self.userid is not None:
+            if test(self.own_principals):
+                return True
+        return test(self.principals)
 
     def stored(self, path):
         """The stored object at ``path`` (``(("bucket", "b"), ...)``), or None.
@@ -484,14 +509,19 @@ class EdgeMiddleware:
     def _with_common_headers(self, environ, headers):
         # Bottle title-cases names ("Etag"); send them as Kinto spells them,
         # since batch sub-responses expose names as JSON keys.
-        headers = [(CANONICAL_NAMES.get(name.lower(), name), value) for name, value in headers]
-        names = {name.lower() for name, _ in headers}
-        extra = [(k, v) for k, v in SECURITY_HEADERS.items() if k.lower() not in names]
-        extra.append(("Access-Control-Expose-Headers", ", ".join(EXPOSED_HEADERS)))
-        origin = self._allowed_origin(environ.get("HTTP_ORIGIN"))
+        result, names = [], set()
+        for name, value in headers:
+            lower = name.lower()
+            names.add(lower)
+            result.append((CANONICAL_NAMES.get(lower, name), value))
+        result += [header for lower, header in _SECURITY_BY_NAME if lower not in names]
+        result.append(_EXPOSE_HEADER)
+        origin = environ.get("HTTP_ORIGIN")
         if origin:
-            extra.append(("Access-Control-Allow-Origin", origin))
-        return list(headers) + extra
+            origin = self._allowed_origin(origin)
+            if origin:
+                result.append(("Access-Control-Allow-Origin", origin))
+        return result
 
     def _allowed_origin(self, origin):
         return allowed_origin(origin, self.settings["cors_origins"])

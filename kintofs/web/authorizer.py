@@ -3,7 +3,9 @@ applied to the objects along one request's path.
 
 The ancestors' ACLs come from the request's own lookup
 (:meth:`RequestState.stored`), so a request reads each of them once however
-many checks it makes.
+many checks it makes.  Each check tries the caller's principals without its
+groups first (:meth:`RequestState.grants`): the group memberships are looked
+up only when those are not enough.
 """
 
 from .. import acl
@@ -30,12 +32,17 @@ class Authorizer:
         granted = acl.settings_principals(
             self.state.settings, self.kind, operation, top_level=not self.parent
         )
-        return bool(granted & set(self.state.principals))
+        if not granted:
+            return False
+        return self.state.grants(lambda principals: not granted.isdisjoint(principals))
 
     def allowed(self, permission, own_acl):
         """May the caller use ``permission`` on an object whose ACL is ``own_acl``?"""
-        return self.settings_allow(permission) or acl.allowed(
-            self.state.principals, self.kind, permission, self.path_acls(own_acl)
+        if self.settings_allow(permission):
+            return True
+        acls = self.path_acls(own_acl)
+        return self.state.grants(
+            lambda principals: acl.allowed(principals, self.kind, permission, acls)
         )
 
     def require(self, permission, own_acl):
@@ -49,9 +56,9 @@ class Authorizer:
             return True
         if not self.parent:
             return False
-        parent_kind = self.parent[-1][0]
-        return acl.allowed(
-            self.state.principals, parent_kind, f"{self.kind}:create", self.path_acls()
+        parent_kind, asked, acls = self.parent[-1][0], f"{self.kind}:create", self.path_acls()
+        return self.state.grants(
+            lambda principals: acl.allowed(principals, parent_kind, asked, acls)
         )
 
     def require_create(self):
@@ -66,7 +73,10 @@ class Authorizer:
             return False
         parent_kind = self.parent[-1][0]
         asked = "list" if permission == "read" else "write"
-        return acl.allowed(self.state.principals, parent_kind, asked, self.path_acls())
+        acls = self.path_acls()
+        return self.state.grants(
+            lambda principals: acl.allowed(principals, parent_kind, asked, acls)
+        )
 
     def visible_ids(self, permission, objects):
         """None if every object is visible, else the ids the caller may see.

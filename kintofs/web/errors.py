@@ -3,9 +3,9 @@
 Views raise these; bottle turns a raised HTTPResponse into the reply.
 """
 
-import json
-
 from bottle import HTTPResponse
+
+from .jsontext import dumps_function
 
 REASONS = {
     400: "Bad Request",
@@ -42,10 +42,14 @@ UNDEFINED = 999
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
+# json.dumps(body, separators=(",", ":")), its encoder made once.
+_encode = dumps_function(separators=(",", ":"))
+
 
 def json_response(status, body, headers=None):
-    text = "" if body is None and status == 304 else json.dumps(body, separators=(",", ":"))
-    return HTTPResponse(text, status, {**JSON_HEADERS, **(headers or {})})
+    # Bytes already (the JSON is ASCII): bottle sends them as they are.
+    data = b"" if body is None and status == 304 else _encode(body).encode("ascii")
+    return HTTPResponse(data, status, {**JSON_HEADERS, **(headers or {})})
 
 
 def http_error(status, errno, *, message=None, details=None, error=None, headers=None):

@@ -51,8 +51,8 @@ class LoginRateLimiter:
 
     def retry_after(self, address):
         """Seconds until ``address`` may log in again; 0 when it may now."""
-        if not self.limit:
-            return 0
+        if not self.limit or not self._failures:
+            return 0  # no failure anywhere (the usual case): no lock to take
         with self._guard:
             now = self.clock()
             failures = self._recent(address, now)

@@ -199,9 +199,13 @@ def check_permissions(permissions, permission_names):
     return permissions
 
 
+_ENVIRON_KEYS = {"If-Match": "HTTP_IF_MATCH", "If-None-Match": "HTTP_IF_NONE_MATCH"}
+
+
 def precondition(environ, header):
     """``None``, ``"*"`` or the integer timestamp in an If-Match / If-None-Match header."""
-    value = environ.get("HTTP_" + header.upper().replace("-", "_"))
+    key = _ENVIRON_KEYS.get(header) or "HTTP_" + header.upper().replace("-", "_")
+    value = environ.get(key)
     if value is None:
         return None
     value = value.strip()

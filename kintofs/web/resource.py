@@ -61,12 +61,39 @@ KINDS = {
 }
 
 
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_YEAR_10000_MS = 253402300800000
+
+
 def http_date(ms):
-    return formatdate(ms / 1000, usegmt=True)
+    """``formatdate(ms / 1000, usegmt=True)``; for whole milliseconds of the
+    years 1970 to 9999 (every timestamp) without its detour through datetime."""
+    if type(ms) is not int or not 0 <= ms < _YEAR_10000_MS:
+        return formatdate(ms / 1000, usegmt=True)
+    year, month, day, hour, minute, second, weekday, _, _ = time.gmtime(ms // 1000)
+    fields = (_WEEKDAYS[weekday], day, _MONTHS[month - 1], year, hour, minute, second)
+    return "%s, %02d %s %04d %02d:%02d:%02d GMT" % fields  # noqa: UP031 (cheaper than f"")
 
 
 def timestamp_headers(ts):
     return {"ETag": f'"{ts}"', "Last-Modified": http_date(ts)}
+
+
+# The method of ResourceView serving each HTTP method (a subclass may override it).
+_PLURAL_HANDLERS = {
+    "GET": "list_objects",
+    "HEAD": "list_objects",
+    "POST": "create",
+    "DELETE": "delete_objects",
+}
+_OBJECT_HANDLERS = {
+    "GET": "read",
+    "HEAD": "read",
+    "PUT": "replace",
+    "PATCH": "patch",
+    "DELETE": "delete",
+}
 
 
 def next_page_url(state, page):
@@ -105,29 +132,18 @@ class ResourceView:
     def plural(self, method):
         req.check_accept(self.state.environ.get("HTTP_ACCEPT"))
         self.check_parent_ids()
-        handler = {
-            "GET": self.list_objects,
-            "HEAD": self.list_objects,
-            "POST": self.create,
-            "DELETE": self.delete_objects,
-        }.get(method)
+        handler = _PLURAL_HANDLERS.get(method)
         if handler is None or method not in self.kind.plural_methods:
             raise errors.method_not_allowed([*self.kind.plural_methods, "OPTIONS"])
-        return handler()
+        return getattr(self, handler)()
 
     def object(self, method, object_id):
         req.check_accept(self.state.environ.get("HTTP_ACCEPT"))
         self.check_parent_ids()
-        handler = {
-            "GET": self.read,
-            "HEAD": self.read,
-            "PUT": self.replace,
-            "PATCH": self.patch,
-            "DELETE": self.delete,
-        }.get(method)
+        handler = _OBJECT_HANDLERS.get(method)
         if handler is None:
             raise errors.method_not_allowed([*self.kind.object_methods, "OPTIONS"])
-        return handler(object_id)
+        return getattr(self, handler)(object_id)
 
     # -- plural endpoint --------------------------------------------------
 
@@ -448,11 +464,22 @@ class ResourceView:
     def _object_response(self, status, data, object_acl, headers=None):
         # Kinto shows the ACL to its writers, counting the principal this
         # caller writes as (for accounts, the account an admin acts for).
-        viewer = [*self.state.principals, self.kind.hooks.writer_principal(self, data["id"])]
-        body = {"permissions": acl.visible_acl(object_acl, viewer), "data": data}
-        return errors.json_response(
-            status, body, {**timestamp_headers(data["last_modified"]), **(headers or {})}
+        writer = self.kind.hooks.writer_principal(self, data["id"])
+        shown = self.state.grants(
+            lambda principals: acl.shows_acl(object_acl, [*principals, writer])
         )
+        body = {"permissions": acl.normalize_acl(object_acl) if shown else {}, "data": data}
+        if headers and "ETag" in headers and "Last-Modified" in headers:
+            # The caller's (a read's) are this object's: the same headers in
+            # the same order, without formatting its date a second time.
+            headers = {
+                "ETag": headers["ETag"],
+                "Last-Modified": headers["Last-Modified"],
+                **headers,
+            }
+        else:
+            headers = {**timestamp_headers(data["last_modified"]), **(headers or {})}
+        return errors.json_response(status, body, headers)
 
     def uri(self, object_id):
         return kinds.uri((*self.parent, (self.kind.name, object_id)))
