@@ -193,7 +193,7 @@ class Hub:
         self._guard = threading.RLock()
         self._cursors = {}  # (parent, kind) -> ts of the last change handled
         self._subscribers = []
-        self._held = []  # heap of (order, Event): multi-list events waiting for earlier commits
+        self._held = []  # heap of (order, id, Event): wide-stream events waiting for earlier commits
         self._released = (self._start, "")  # the order up to which multi-list events went out
         self._actions = {}  # (uri, ts) -> action, told by the change feed before its wake
         self._dirty = {}  # (parent, kind) -> True: lists to read, in the order they changed
