@@ -361,3 +361,10 @@ def test_wrong_account_passwords_are_limited(start_app):
         assert_status(api.as_user(("dave", "right-pw")).get("/"), 200).json()["user"]["id"]
         == "account:dave"
     )
+
+
+def test_a_basic_header_with_non_ascii_bytes_is_anonymous_not_an_error():
+    from kintofs.web.auth import basic_credentials
+
+    assert basic_credentials({"HTTP_AUTHORIZATION": "Basic \u00e9t\u00e9"}) is None
+    assert basic_credentials({"HTTP_AUTHORIZATION": "Basic YWxpY2U6cHc="}) == ("alice", "pw")

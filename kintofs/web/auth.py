@@ -27,7 +27,7 @@ def basic_credentials(environ):
         return None
     try:
         raw = base64.b64decode(encoded.strip(), validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: a non-ASCII header
         return None
     try:
         decoded = raw.decode("utf-8")
