@@ -18,6 +18,8 @@ import socket
 import threading
 import time
 
+from ..waker import Waker
+
 logger = logging.getLogger(__name__)
 
 MAX_BUFFERED_BYTES = 256 * 1024
@@ -68,10 +70,7 @@ class Sender:
 
     def _start(self):
         self._selector = selectors.DefaultSelector()
-        self._wake_reader, self._wake_writer = socket.socketpair()
-        self._wake_reader.setblocking(False)
-        self._wake_writer.setblocking(False)
-        self._selector.register(self._wake_reader, selectors.EVENT_READ, None)
+        self._waker = Waker(self._selector)
         self._thread = threading.Thread(target=self._run, name="kintofs-push", daemon=True)
         self._thread.start()
 
@@ -140,12 +139,8 @@ class Sender:
             self._thread.join(5)
 
     def _wake(self):
-        if self._thread is None:
-            return
-        try:
-            self._wake_writer.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass  # awake already
+        if self._thread is not None:
+            self._waker.wake()
 
     # -- the loop ----------------------------------------------------------
 
@@ -163,7 +158,7 @@ class Sender:
                 self._visit(stream, now)
             for key, mask in self._selector.select(1.0):
                 if key.data is None:
-                    self._drain_wakeups()
+                    self._waker.drain()
                     continue
                 if mask & selectors.EVENT_READ:
                     self._readable(key.data)
@@ -193,13 +188,6 @@ class Sender:
             else:
                 self._selector.register(stream.fd, wanted, stream)
             registered[stream.fd] = wanted
-
-    def _drain_wakeups(self):
-        try:
-            while self._wake_reader.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
 
     def _readable(self, stream):
         """A stream's client sends nothing after its request: data or EOF means it is done."""

@@ -42,6 +42,7 @@ from collections import deque
 from cheroot import wsgi
 from cheroot.makefile import StreamReader
 
+from ..waker import Waker
 from . import errors
 from .app import SECURITY_HEADERS
 
@@ -533,10 +534,7 @@ class RequestGate:
         self._selector = selectors.DefaultSelector()
         self._arrivals = {}  # socket fd -> _Arrival
         self._admitted = deque()  # from other threads, taken by the gate's own
-        self._wake_reader, self._wake_writer = socket.socketpair()
-        self._wake_reader.setblocking(False)
-        self._wake_writer.setblocking(False)
-        self._selector.register(self._wake_reader, selectors.EVENT_READ, None)
+        self._waker = Waker(self._selector)
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="kintofs-gate", daemon=True)
 
@@ -545,7 +543,7 @@ class RequestGate:
 
     def stop(self):
         self._stopping = True
-        self._wake()
+        self._waker.wake()
         self._thread.join(5)
 
     def __len__(self):
@@ -571,13 +569,7 @@ class RequestGate:
         if arrival.finished:
             return
         self._admitted.append(arrival)
-        self._wake()
-
-    def _wake(self):
-        try:
-            self._wake_writer.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass  # already awake (full pipe) or stopping
+        self._waker.wake()
 
     # -- the loop (gate thread) -------------------------------------------
 
@@ -586,7 +578,7 @@ class RequestGate:
         while not self._stopping:
             for key, _ in self._selector.select(SWEEP_SECONDS):
                 if key.data is None:
-                    self._drain_wakeups()
+                    self._waker.drain()
                 else:
                     self._readable(key.data)
             while self._admitted:
@@ -599,13 +591,6 @@ class RequestGate:
             self._drop(arrival)
         while self._admitted:
             self._drop(self._admitted.popleft())
-
-    def _drain_wakeups(self):
-        try:
-            while self._wake_reader.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
 
     def _arrival(self, conn):
         """The arrival of ``conn``'s next request (any thread), or None if its socket failed."""
