@@ -363,7 +363,7 @@ APP_PARTS = {
         ("kintofs.web.resource", "ResourceView", "object"),
         ("kintofs.web.resource", "ResourceView", "read"),
         ("kintofs.web.resource", "ResourceView", "get"),
-        ("kintofs.web.resource", "ResourceView", "check_parent_ids"),
+        ("kintofs.web.resource", "ResourceView", "_check_path_ids"),
         ("kintofs.web.resource", "ResourceView", "_check_preconditions"),
         ("kintofs.web.request", None, "check_accept"),
         ("kintofs.query", None, "parse_fields")],

@@ -23,7 +23,7 @@ the in-process tests on daemons instead, to compare.
 
 Helpers: :func:`basicauth_id`, :func:`basic_auth`, :func:`free_port`,
 :func:`flush`, :func:`file_tree`, :func:`raw_exchange`, :func:`wait_until_listening`,
-:func:`assert_status`, :func:`assert_error`.
+:func:`assert_status`, :func:`assert_error`, :func:`header_set`.
 """
 
 import base64
@@ -342,6 +342,11 @@ def assert_status(response, status):
         f"got {response.status_code}: {response.text[:500]}"
     )
     return response
+
+
+def header_set(response, name):
+    """The comma-separated items of header ``name``, as a set."""
+    return {item.strip() for item in response.headers.get(name, "").split(",") if item.strip()}
 
 
 def assert_error(response, status, errno, message=None):

@@ -7,7 +7,16 @@ import time
 from email.utils import parsedate_to_datetime
 
 import pytest
-from conftest import ALICE, BOB, Api, assert_error, assert_status, basic_auth, basicauth_id
+from conftest import (
+    ALICE,
+    BOB,
+    Api,
+    assert_error,
+    assert_status,
+    basic_auth,
+    basicauth_id,
+    header_set,
+)
 
 CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; "
 MUST_EXPOSE = {
@@ -34,10 +43,6 @@ def redirect(response, location):
     assert_status(response, 307)
     assert response.headers["Location"] == location
     return response
-
-
-def header_set(response, name):
-    return {item.strip() for item in response.headers.get(name, "").split(",") if item.strip()}
 
 
 # -- redirects ----------------------------------------------------------------

@@ -17,17 +17,18 @@ import time
 from email.utils import formatdate
 from fnmatch import fnmatchcase
 from functools import cached_property
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, unquote_to_bytes
 
 import bottle
 
 from ..acl import MembershipIndex, principals_of
 from ..feed import AFTER_COMMIT, ChangeFeed
 from ..fsstore import StorageBusy, StorageFull
+from ..kinds import KINDS as KINDS_INFO
 from . import errors, ratelimit
 from .accesslog import note_userid
 from .auth import authenticate, basicauth_policy
-from .resource import KINDS, ResourceView
+from .resource import EXPOSE_ALL_HEADERS, KINDS, ResourceView
 from .tokens import SingleUseTokens
 
 logger = logging.getLogger("kintofs")
@@ -50,6 +51,9 @@ EXPOSED_HEADERS = (
     "Pragma",
 )
 
+# What Kinto exposes on every response; resource views expose them all.
+BASE_EXPOSED_HEADERS = EXPOSED_HEADERS[:5]
+
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; ",
     "X-Content-Type-Options": "nosniff",
@@ -59,7 +63,8 @@ CANONICAL_NAMES = {name.lower(): name for name in (*EXPOSED_HEADERS, "WWW-Authen
 
 # What _with_common_headers adds, worked out once.
 _SECURITY_BY_NAME = [(name.lower(), (name, value)) for name, value in SECURITY_HEADERS.items()]
-_EXPOSE_HEADER = ("Access-Control-Expose-Headers", ", ".join(EXPOSED_HEADERS))
+_EXPOSE_ALL = ("Access-Control-Expose-Headers", ", ".join(EXPOSED_HEADERS))
+_EXPOSE_BASE = ("Access-Control-Expose-Headers", ", ".join(BASE_EXPOSED_HEADERS))
 
 PLURAL_METHODS = "HEAD,GET,POST,DELETE,OPTIONS"
 OBJECT_METHODS = "GET,HEAD,PUT,PATCH,DELETE,OPTIONS"
@@ -85,7 +90,13 @@ class Service:
         self.validators = []  # callables(state, kind, parent, data, object_id=None)
         # A read-only server may sit on a read-only disk: it only needs to read.
         self.storage_check = store.readable if settings["readonly"] else store.healthy
-        self.heartbeat_checks = {"storage": self.storage_check}
+        # Kinto's storage, permission and cache backends are one store here
+        # (ACLs are files beside the data) and there is no cache to fail.
+        self.heartbeat_checks = {
+            "storage": self.storage_check,
+            "permission": self.storage_check,
+            "cache": lambda: True,
+        }
         # Keys the heartbeat adds without failing (README, "Operating kintofs"):
         # name -> function returning a JSON value that is never false, or None
         # to leave the key out.  Kinto answers 503 only for a false value.
@@ -214,16 +225,24 @@ class RequestState:
         path = tuple(path)
         if path not in self._stored:
             *parent, (kind, object_id) = path
-            self._stored[path] = self.store.get(tuple(parent), kind, object_id)
+            # No object has an id its kind refuses: no folder is looked up for one.
+            possible = all(KINDS_INFO[k].valid_id(i) for k, i in path)
+            self._stored[path] = (
+                self.store.get(tuple(parent), kind, object_id) if possible else None
+            )
         return self._stored[path]
 
     def denied(self):
         if self.userid is None:
-            realms = sum(
-                1 for name in self.settings["auth_policies"] if name in ("basicauth", "account")
+            return errors.unauthorized(
+                [self._challenge(name) for name in self.settings["auth_policies"]]
             )
-            return errors.unauthorized(realms)
         return errors.forbidden()
+
+    def _challenge(self, policy_name):
+        """A policy's ``WWW-Authenticate`` value: Basic, unless it says otherwise."""
+        policy = self.service.auth_policies.get(policy_name)
+        return getattr(policy, "challenge", 'Basic realm="Realm"')
 
     def validate(self, kind, parent, data, object_id=None):
         """Run the validators; ``object_id`` is None when the server will make one up."""
@@ -382,6 +401,27 @@ def refused_origin(environ, settings):
 
 # -- the edge ----------------------------------------------------------------
 
+
+def undecodable_url(environ):
+    """Kinto's 400 for a path, then a querystring, whose bytes are not UTF-8
+    (WSGI gives both as latin-1 strings of the bytes); None when both decode."""
+    try:
+        environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return errors.http_error(400, errors.INVALID_PARAMETERS, message="Invalid URL path.")
+    query = environ.get("QUERY_STRING", "")
+    try:
+        unquote_to_bytes(query.encode("latin-1")).decode("utf-8")
+    except UnicodeError:
+        # Kinto's words, its missing space included.
+        message = (
+            "A request with an incorrect encoding in the querystring wasreceived. "
+            f"Please make sure your requests are encoded in UTF-8: {query}"
+        )
+        return errors.http_error(400, errors.INVALID_PARAMETERS, message=message)
+    return None
+
+
 _OTHER_VERSION = re.compile(r"^/v\d+(/|$)")
 _OBJECT_PATH = re.compile(
     r"^/v1/(accounts/[^/]+|buckets/[^/]+((/groups|/collections)/[^/]+(/records/[^/]+)?)?)$"
@@ -421,6 +461,9 @@ class EdgeMiddleware:
             )
 
     def _early_response(self, environ):
+        undecodable = undecodable_url(environ)
+        if undecodable is not None:
+            return undecodable
         path = environ.get("PATH_INFO", "") or "/"
         method = environ["REQUEST_METHOD"].upper()
         if method == "OPTIONS":
@@ -440,9 +483,18 @@ class EdgeMiddleware:
         if self.settings["trailing_slash_redirect_enabled"]:
             if path == "/v1":
                 return self._redirect(environ, "/v1/", cache=True)
-            if path.endswith("/") and path != "/v1/":
+            if path.endswith("/") and path != "/v1/" and not self._routed(path):
                 return self._redirect(environ, path.rstrip("/"), cache=True)
         return None
+
+    def _routed(self, path):
+        """Is this path, slash included, a route's own (the admin plugin's
+        ``/v1/admin/``)?  Kinto redirects only paths no route serves."""
+        try:  # as a GET: a POST to such a path is its route's 405, not a redirect
+            route, _ = self.app.router.match({"PATH_INFO": path, "REQUEST_METHOD": "GET"})
+        except bottle.HTTPError:
+            return False
+        return route.rule.endswith("/")
 
     def _redirect(self, environ, path, cache):
         location = base_url(environ, self.settings) + quote(path)
@@ -474,19 +526,7 @@ class EdgeMiddleware:
         refused = refused_origin(environ, self.settings)
         if refused is not None:
             return refused
-        from_plugins = [
-            allowed for pattern, allowed in self.preflight_methods if pattern.match(path)
-        ]
-        if from_plugins:
-            methods = from_plugins[0]
-        elif _PLURAL_PATH.match(path):
-            methods = PLURAL_METHODS
-        elif _OBJECT_PATH.match(path):
-            methods = OBJECT_METHODS
-        else:
-            methods = "GET,HEAD,POST,OPTIONS"
-        if self.settings["readonly"]:
-            methods = ",".join(m for m in methods.split(",") if m in ("GET", "HEAD", "OPTIONS"))
+        methods = self.allowed_methods(path)
         if environ["HTTP_ACCESS_CONTROL_REQUEST_METHOD"].upper() not in methods.split(","):
             return errors.invalid_param(
                 "header", "Access-Control-Request-Method", "Method not allowed"
@@ -506,6 +546,24 @@ class EdgeMiddleware:
             },
         )
 
+    def allowed_methods(self, path):
+        """The methods a preflight of ``path`` announces ("GET,HEAD,OPTIONS");
+        also those the OpenAPI document gives a route served for "ANY"."""
+        from_plugins = [
+            allowed for pattern, allowed in self.preflight_methods if pattern.match(path)
+        ]
+        if from_plugins:
+            methods = from_plugins[0]
+        elif _PLURAL_PATH.match(path):
+            methods = PLURAL_METHODS
+        elif _OBJECT_PATH.match(path):
+            methods = OBJECT_METHODS
+        else:
+            methods = "GET,HEAD,POST,OPTIONS"
+        if self.settings["readonly"]:
+            methods = ",".join(m for m in methods.split(",") if m in ("GET", "HEAD", "OPTIONS"))
+        return methods
+
     def _with_common_headers(self, environ, headers):
         # Bottle title-cases names ("Etag"); send them as Kinto spells them,
         # since batch sub-responses expose names as JSON keys.
@@ -515,7 +573,7 @@ class EdgeMiddleware:
             names.add(lower)
             result.append((CANONICAL_NAMES.get(lower, name), value))
         result += [header for lower, header in _SECURITY_BY_NAME if lower not in names]
-        result.append(_EXPOSE_HEADER)
+        result.append(_EXPOSE_ALL if environ.get(EXPOSE_ALL_HEADERS) else _EXPOSE_BASE)
         origin = environ.get("HTTP_ORIGIN")
         if origin:
             origin = self._allowed_origin(origin)

@@ -1,7 +1,9 @@
 """Who is calling: Basic credentials through the configured auth policies.
 
-A policy is a callable ``(username, password) -> user id or None``; the first
-that answers wins (Kinto's multiauth).  Bad or unknown credentials are not an
+A policy is a callable ``(username, password) -> user id or None``, or an
+object whose ``identify_request(environ)`` reads the request itself (and whose
+``challenge`` is its ``WWW-Authenticate`` value); the first that answers wins
+(Kinto's multiauth).  Bad or unknown credentials are not an
 error: the request is simply anonymous.
 
 ``basicauth`` remembers the user ids it computed (:class:`RecentUserids`):
@@ -88,11 +90,21 @@ def basicauth_policy(secret):
 
 
 def authenticate(environ, policies):
+    """The user id given by the first policy that knows the caller, or None.
+
+    A policy with an ``identify_request(environ)`` method reads the request
+    itself (the openid plugin's bearer tokens); the others are called with
+    the Basic credentials, when there are some.
+    """
     credentials = basic_credentials(environ)
-    if credentials is None:
-        return None
     for policy in policies:
-        userid = policy(*credentials)
+        identify_request = getattr(policy, "identify_request", None)
+        if identify_request is not None:
+            userid = identify_request(environ)
+        elif credentials is not None:
+            userid = policy(*credentials)
+        else:
+            continue
         if userid:
             return userid
     return None

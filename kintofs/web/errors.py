@@ -91,13 +91,13 @@ def invalid_object_id():
     return invalid_param("path", None, "Invalid object id")
 
 
-def unauthorized(realms=1):
+def unauthorized(challenges=('Basic realm="Realm"',)):
+    """401, with one ``WWW-Authenticate`` per auth policy, as Kinto sends."""
     response = http_error(
         401, MISSING_AUTH_TOKEN, message="Please authenticate yourself to use this endpoint."
     )
-    # One challenge per Basic-based auth policy, as Kinto sends.
-    for _ in range(realms):
-        response.add_header("WWW-Authenticate", 'Basic realm="Realm"')
+    for challenge in challenges:
+        response.add_header("WWW-Authenticate", challenge)
     return response
 
 

@@ -4,8 +4,10 @@ from ..kinds import KINDS
 from .errors import invalid_param
 
 
-def check_typed_fields(kind, data):
-    """400 errno 107 if a typed field of ``kind`` has the wrong shape."""
+def check_typed_fields(kind, data, with_defaults=True):
+    """400 errno 107 if a typed field of ``kind`` has the wrong shape; with
+    ``with_defaults``, a group gets ``members: []`` (Kinto's schema default,
+    applied only to a body's ``data``: a PUT or POST without one adds none)."""
     for field in KINDS[kind].schema_fields if kind in KINDS else ():
         if field in data:
             check_schema(f"data.{field}", data[field])
@@ -13,8 +15,10 @@ def check_typed_fields(kind, data):
         value = data["cache_expires"]
         if not isinstance(value, int) or isinstance(value, bool):
             raise invalid_param("body", "data.cache_expires", f'"{value}" is not a number')
-    if kind == "group":
-        check_members(data.setdefault("members", []))
+    if kind == "group" and with_defaults:
+        data.setdefault("members", [])
+    if kind == "group" and "members" in data:
+        check_members(data["members"])
 
 
 def check_schema(name, schema):

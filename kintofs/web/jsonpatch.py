@@ -1,8 +1,10 @@
 """``application/json-patch+json`` PATCH bodies (RFC 6902, protocol 6.6 c).
 
-The document patched is ``{"data": ..., "permissions": {perm: {principal: true}}}``:
-each permission is a set keyed by principal, so ``add`` and ``remove`` on
-``/permissions/read/<principal>`` need no value.
+The document patched is ``{"data": ..., "permissions": {perm: {principal: principal}}}``
+(Kinto's): each permission is a set keyed by principal, and an operation on
+``/permissions/read/<principal>`` (or ``write``) always has the principal as
+its value, so ``add`` and ``remove`` need none and a ``move`` or ``copy`` of
+one to ``/data/...`` stores the principal.
 """
 
 import copy
@@ -27,7 +29,7 @@ def apply_json_patch(operations, existing, permission_names, principals):
     document = {
         "data": copy.deepcopy(existing.data),
         "permissions": {
-            name: {p: True for p in own.get(name, [])} for name in set(own) | {"read", "write"}
+            name: {p: p for p in own.get(name, [])} for name in set(own) | {"read", "write"}
         },
     }
     try:
@@ -82,8 +84,9 @@ def _is_permission_member(parts):
 
 def apply_operation(document, operation):
     op, parts = operation["op"], split_pointer(operation["path"])
-    if _is_permission_member(parts) and "value" not in operation:
-        operation = {**operation, "value": True}
+    if _is_permission_member(parts):
+        # Kinto overrides any value given, with the path's last segment as sent.
+        operation = {**operation, "value": operation["path"].split("/")[-1]}
     if op == "test":
         if _get(document, parts) != operation.get("value"):
             raise PatchFailed(f"test failed at {operation['path']}")
@@ -98,7 +101,7 @@ def apply_operation(document, operation):
             _get(document, parts)
         return _add(document, parts, copy.deepcopy(operation["value"]))
     source = split_pointer(operation.get("from", ""))
-    value = copy.deepcopy(_get(document, source))
+    value = copy.deepcopy(_source(document, source))
     if op == "move":
         _remove(document, source)
     return _add(document, parts, value)
@@ -114,6 +117,20 @@ def _get(document, parts):
         else:
             raise PatchFailed(f"no member at /{'/'.join(parts)}")
     return current
+
+
+def _source(document, parts):
+    """The value a ``move`` or ``copy`` takes (the jsonpatch library's words
+    for a missing last member, as Kinto answers them)."""
+    if not parts:
+        return document
+    container = _get(document, parts[:-1])
+    key = parts[-1]
+    if isinstance(container, dict) and key not in container:
+        raise PatchFailed(repr(key))
+    if isinstance(container, list) and not (key.isdigit() and int(key) < len(container)):
+        raise PatchFailed("list index out of range")
+    return _get(document, parts)
 
 
 def _add(document, parts, value):

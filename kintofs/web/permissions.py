@@ -13,7 +13,7 @@ from .. import query
 from ..acl.listing import permission_entries
 from . import errors
 from . import request as req
-from .resource import next_page_url, timestamp_headers
+from .resource import EXPOSE_ALL_HEADERS, next_page_url, timestamp_headers
 
 METHODS = ("HEAD", "GET")
 FIELDS = ("uri", "resource_name", "bucket_id", "collection_id", "group_id", "record_id")
@@ -38,6 +38,7 @@ def add_routes(service):
     def permissions(current):
         if current.method not in METHODS:
             raise errors.method_not_allowed([*METHODS, "OPTIONS"])
+        current.environ[EXPOSE_ALL_HEADERS] = True  # a list, as Kinto's
         req.check_accept(current.environ.get("HTTP_ACCEPT"))
         allowed = set(settings.get("permissions_read_principals") or ())
         if not allowed & set(current.principals):
@@ -60,7 +61,7 @@ def add_routes(service):
             headers["Next-Page"] = next_page_url(current, page)
         return errors.json_response(200, {"data": page.objects}, headers)
 
-    service.add_route("/v1/permissions", "ANY", permissions)
+    service.add_route("/v1/permissions", "ANY", permissions, preflight="HEAD,GET,OPTIONS")
 
 
 def _parse_query(params):

@@ -5,6 +5,7 @@ ids, typed fields); :class:`ResourceView` implements Kinto's method
 semantics once (protocol sections 6, 7, 9.5).
 """
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -96,6 +97,12 @@ _OBJECT_HANDLERS = {
 }
 
 
+# Set in the environ by the views of objects and lists: their responses (the
+# edge's job) expose every header a client reads (README, "Differences from
+# Kinto"); other responses expose Kinto's base set.
+EXPOSE_ALL_HEADERS = "kintofs.expose_all_headers"
+
+
 def next_page_url(state, page):
     """The ``Next-Page`` URL: this request's URL with the next ``_limit``/``_token``."""
     # Kinto updates a dict: _limit and _token stay where the client put them.
@@ -131,18 +138,20 @@ class ResourceView:
 
     def plural(self, method):
         req.check_accept(self.state.environ.get("HTTP_ACCEPT"))
-        self.check_parent_ids()
         handler = _PLURAL_HANDLERS.get(method)
         if handler is None or method not in self.kind.plural_methods:
             raise errors.method_not_allowed([*self.kind.plural_methods, "OPTIONS"])
+        self.state.environ[EXPOSE_ALL_HEADERS] = True
+        self._check_path_ids(plural=True)
         return getattr(self, handler)()
 
     def object(self, method, object_id):
         req.check_accept(self.state.environ.get("HTTP_ACCEPT"))
-        self.check_parent_ids()
         handler = _OBJECT_HANDLERS.get(method)
         if handler is None:
             raise errors.method_not_allowed([*self.kind.object_methods, "OPTIONS"])
+        self.state.environ[EXPOSE_ALL_HEADERS] = True
+        self._check_path_ids(plural=False)
         return getattr(self, handler)(object_id)
 
     # -- plural endpoint --------------------------------------------------
@@ -174,6 +183,7 @@ class ResourceView:
         self.kind.hooks.before_create(self)
         body = self._body(("application/json",))
         data, permissions = req.envelope(body, self.kind.permissions)
+        data_sent = data is not None
         data = dict(data or {})
         object_id = data.get("id")
         if "id" in data and not self.kind.valid_id(object_id):
@@ -201,6 +211,7 @@ class ResourceView:
                 {},
                 requested_ts=data.get("last_modified"),
                 generated_id=generated,
+                with_defaults=data_sent,
             )
 
     def delete_objects(self):
@@ -273,6 +284,7 @@ class ResourceView:
                 list_timestamp=writer.timestamp,
             )
             data, permissions = req.envelope(body, self.kind.permissions)
+            data_sent = data is not None
             if data is None:
                 data = _without_meta(existing.data) if existing else {}
             self.check_body_id(data, object_id)
@@ -287,6 +299,7 @@ class ResourceView:
                 new_acl,
                 requested_ts=data.get("last_modified"),
                 current=existing,
+                with_defaults=data_sent,
             )
 
     def patch(self, object_id):
@@ -378,6 +391,62 @@ class ResourceView:
                     raise self.state.denied()
                 raise errors.parent_not_found(parent_kind, parent_id)
 
+    def _check_path_ids(self, plural):
+        """Kinto's 404 for a parent id no object can have, and when it comes.
+
+        Kinto checks the path's ids before permissions where it loads the
+        target first (writes on an object, POST on a plural); elsewhere it
+        authorizes first, then answers 404 errno 111 naming the first bad id.
+        """
+        invalid = next(((k, i) for k, i in self.parent if not kinds.KINDS[k].valid_id(i)), None)
+        if invalid is None:
+            return
+        method = self.state.method
+        if method not in (("POST",) if plural else ("PUT", "PATCH", "DELETE")):
+            permission = "write" if method == "DELETE" else "read"
+            if plural:
+                allowed = (
+                    self.authorizer.list_allowed(permission)
+                    or self._shared_by_pattern(permission)
+                    or self.authorizer.create_allowed()
+                )
+            else:
+                allowed = self.authorizer.allowed(permission, {})
+            if not allowed:
+                raise self.state.denied()
+        raise errors.parent_not_found(*invalid)
+
+    def _shared_by_pattern(self, permission):
+        """Does an object that Kinto's shared-objects lookup finds grant ``permission``?
+
+        That lookup takes the list's path as a pattern where each ``*`` is
+        one or more characters, so ``/buckets/*/collections`` is allowed to
+        whoever may read some bucket or collection (then answered 404), and
+        ``/buckets/be*/groups`` only to who may read one under ``be…``.
+        """
+        pattern = (*self.parent, (self.kind.name, "*"))
+        principals = self.state.principals
+
+        def found(path):
+            holder, wanted = pattern[len(path)]
+            if "*" in wanted:
+                matches = re.compile(re.escape(wanted).replace(r"\*", "[^/]+")).fullmatch
+                candidates = [
+                    (object_id, stored)
+                    for object_id, stored in self.store.list(path, holder).objects().items()
+                    if matches(object_id)
+                ]
+            else:
+                stored = self.state.stored((*path, (holder, wanted)))
+                candidates = [(wanted, stored)] if stored is not None else []
+            return any(
+                acl.allowed(principals, self.kind.name, permission, {holder: stored.acl})
+                or (len(path) + 1 < len(pattern) and found((*path, (holder, object_id))))
+                for object_id, stored in candidates
+            )
+
+        return found(())
+
     def check_object_id(self, object_id):
         if not self.kind.valid_id(object_id):
             raise errors.invalid_object_id()
@@ -443,13 +512,17 @@ class ResourceView:
         requested_ts=None,
         current=None,
         generated_id=False,
+        with_defaults=True,
     ):
-        """Validate, stamp and store one object; the response for it."""
+        """Validate, stamp and store one object; the response for it.
+
+        ``with_defaults``: whether the body had ``data`` (Kinto fills
+        schema defaults only then)."""
         data = _without_meta(data)
         data = self.kind.hooks.prepare_data(
             self, None if generated_id else object_id, data, current
         )
-        self.kind.check_fields(self.kind.name, data)
+        self.kind.check_fields(self.kind.name, data, with_defaults)
         # Kinto validates a POST without id before it makes one up.
         self.state.validate(
             self.kind.name, self.parent, data, object_id=None if generated_id else object_id
@@ -551,7 +624,7 @@ class ResourceView:
         for name, value in self.state.query_params:
             if name == "last_modified":
                 try:
-                    return int(value.strip('"'))
+                    return _timestamp_or_none(int(value.strip('"')))
                 except ValueError:
                     return None
         return None
@@ -662,7 +735,11 @@ def _without_meta(data):
 
 
 def _timestamp_or_none(value):
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """A requested timestamp, or None (the server's own) for one before 1970 or
+    after 9999: no HTTP date carries it, so stored it would fail its list's answers."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _YEAR_10000_MS:
+        return value
+    return None
 
 
 class _Transaction:

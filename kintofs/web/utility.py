@@ -9,11 +9,32 @@ from email.utils import formatdate
 import bottle
 
 from .. import __version__
-from . import errors
+from . import errors, openapi
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_TIMEOUT_SECONDS = 10
+
+SOURCE_URL = "https://github.com/kintofs/kintofs"
+
+# Kinto's contribute.json (a fixed file, no setting in it), about kintofs;
+# no chat channel, so without Kinto's "irc" and "irc-contacts".
+CONTRIBUTE = {
+    "name": "kintofs",
+    "description": "A self-hosted daemon that speaks the Kinto HTTP API v1 and keeps "
+    "every object as a plain JSON file.",
+    "repository": {
+        "url": SOURCE_URL,
+        "license": "Apache License (2.0)",
+        "tests": f"{SOURCE_URL}/actions",
+    },
+    "participate": {
+        "home": f"{SOURCE_URL}/blob/main/CONTRIBUTING.md",
+        "docs": f"{SOURCE_URL}#readme",
+    },
+    "bugs": {"list": f"{SOURCE_URL}/issues", "report": f"{SOURCE_URL}/issues/new"},
+    "keywords": ["JSON", "Python", "Kinto", "REST", "API", "Files"],
+}
 
 
 def add_routes(service, state):
@@ -80,6 +101,10 @@ def add_routes(service, state):
     def lbheartbeat():
         return errors.json_response(200, {})
 
+    @app.route("/v1/contribute.json", ["GET", "HEAD"])
+    def contribute():
+        return errors.json_response(200, CONTRIBUTE)
+
     @app.route("/v1/__version__", ["GET", "HEAD"])
     def version():
         return errors.json_response(
@@ -87,23 +112,11 @@ def add_routes(service, state):
             {
                 "name": "kintofs",
                 "version": __version__,
-                "source": "https://github.com/kintofs/kintofs",
+                "source": SOURCE_URL,
                 "commit": "unknown",
             },
         )
 
     @app.route("/v1/__api__", ["GET", "HEAD"])
     def api():
-        return errors.json_response(
-            200,
-            {
-                "swagger": "2.0",
-                "info": {"title": "kinto", "version": "1.23"},
-                "host": bottle.request.environ.get("HTTP_HOST", ""),
-                "basePath": "/v1",
-                "schemes": [bottle.request.environ.get("wsgi.url_scheme", "http")],
-                "securityDefinitions": {"basicauth": {"type": "basic"}},
-                "tags": [],
-                "paths": {},
-            },
-        )
+        return errors.json_response(200, openapi.document(service, bottle.request.environ))
