@@ -44,7 +44,7 @@ DEFAULT_CONFIG_FILE = "kintofs.toml"
 ENV_PREFIX = "KINTOFS_"
 
 KNOWN_PLUGINS = frozenset(
-    {"flush", "default_bucket", "accounts", "history", "attachment", "changes"}
+    {"flush", "default_bucket", "accounts", "history", "attachment", "changes", "admin", "openid"}
 )
 KNOWN_AUTH_POLICIES = frozenset({"basicauth", "account"})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -98,6 +98,8 @@ DEFAULTS: dict[str, Any] = {
     "default_bucket_hmac_secret": "",
     "experimental_collection_schema_validation": False,
     "readonly": False,
+    # Admin plugin: the folder of a Kinto Admin build (index.html, VERSION)
+    "admin_assets_path": "",
     # History plugin (Kinto's history.* settings)
     "history_exclude_resources": [],
     "history_exclude_user_ids": [],
@@ -106,34 +108,11 @@ DEFAULTS: dict[str, Any] = {
     "history_auto_trim_user_ids": [],
     # Attachment plugin (Kinto's attachment.* settings)
     "attachment_base_url": "",
-    "attachment_extensions": [
-        "pdf",
-        "rtf",
-        "odf",
-        "ods",
-        "gnumeric",
-        "abw",
-        "doc",
-        "docx",
-        "xls",
-        "xlsx",
-        "txt",
-        "jpg",
-        "jpe",
-        "jpeg",
-        "png",
-        "gif",
-        "svg",
-        "bmp",
-        "tiff",
-        "csv",
-        "ini",
-        "json",
-        "plist",
-        "xml",
-        "yaml",
-        "yml",
-    ],
+    # Kinto's expression of groups and extensions ("default", "images+pdf"),
+    # the entries joined with "+"; plugins/attachment.py has the groups.
+    "attachment_extensions": ["default"],
+    # Kinto's ".ext:type;.ext:type" overrides of the uploaded file's type.
+    "attachment_mimetypes": "",
     "attachment_max_size_bytes": 10485760,
     "attachment_keep_old_files": False,
     # Changes plugin (Kinto's changes.* settings)
@@ -153,6 +132,8 @@ DEFAULTS: dict[str, Any] = {
     "access_log": "-",
     # Telling others about changes (kintofs/push/webhooks.py, push/command.py)
     "webhooks": [],
+    # OpenID Connect providers (Kinto's multiauth.policy.<name>.*; plugins/openid.py)
+    "openid_providers": [],
     "change_command": "",
     "change_command_delay_seconds": 2,
     "push_heartbeat_seconds": 20,
@@ -163,9 +144,31 @@ _EXPLICIT_TYPES: dict[str, type] = {"userid_hmac_secret": str}
 
 # Settings that are lists of tables (``[[webhooks]]`` in kintofs.toml, a JSON
 # array of objects in the environment): key -> {field: required}.  Every field
-# is a string; an optional one left out is None in the loaded settings.
+# is a string unless TABLE_FIELD_TYPES says otherwise; an optional one left out
+# is None in the loaded settings.
 TABLE_LISTS: dict[str, dict[str, bool]] = {
     "webhooks": {"url": True, "secret": True, "bucket": False, "collection": False},
+    "openid_providers": {
+        "name": True,
+        "issuer": True,
+        "client_id": True,
+        "client_secret": False,
+        "header_type": False,
+        "userid_field": False,
+        "verification_ttl_seconds": False,
+        "state_ttl_seconds": False,
+        "state_length": False,
+        "allowed_scopes": False,
+        "trusted_callback_urls": False,
+    },
+}
+# Fields of those tables that are not strings: (key, field) -> int or list (of strings).
+TABLE_FIELD_TYPES: dict[tuple[str, str], type] = {
+    ("openid_providers", "verification_ttl_seconds"): int,
+    ("openid_providers", "state_ttl_seconds"): int,
+    ("openid_providers", "state_length"): int,
+    ("openid_providers", "allowed_scopes"): list,
+    ("openid_providers", "trusted_callback_urls"): list,
 }
 
 
@@ -229,6 +232,14 @@ def _is_known_key(key: str) -> bool:
     return key in DEFAULTS or GENERIC_PRINCIPALS_RE.match(key) is not None
 
 
+def _has_type(value: Any, kind: type) -> bool:
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is list:
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    return isinstance(value, kind)
+
+
 def _check_tables(key: str, value: Any, source: str) -> list[dict[str, str | None]]:
     """A list of tables (see TABLE_LISTS), each with every field (None if left out)."""
     fields = TABLE_LISTS[key]
@@ -257,10 +268,11 @@ def _check_tables(key: str, value: Any, source: str) -> list[dict[str, str | Non
         for name, required in fields.items():
             if required and name not in table:
                 raise _fail(key, source, f"{where}: {name} is missing")
-            if name in table and not isinstance(table[name], str):
+            kind = TABLE_FIELD_TYPES.get((key, name), str)
+            if name in table and not _has_type(table[name], kind):
                 # The value is not echoed: it may be a secret.
                 got = type(table[name]).__name__
-                raise _fail(key, source, f"{where}: {name}: expected a string, got {got}")
+                raise _fail(key, source, f"{where}: {name}: expected {_type_name(kind)}, got {got}")
         tables.append({name: table.get(name) for name in fields})
     return tables
 
@@ -270,14 +282,9 @@ def _check_native(key: str, value: Any, source: str) -> Any:
     if key in TABLE_LISTS:
         return _check_tables(key, value, source)
     kind = _expected_type(key)
-    if kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif kind is list:
-        ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
-        if ok:
-            value = list(value)
-    else:
-        ok = isinstance(value, kind)
+    ok = _has_type(value, kind)
+    if ok and kind is list:
+        value = list(value)
     if not ok:
         hint = ""
         if kind is list and isinstance(value, str):
@@ -429,7 +436,11 @@ def _validate(settings: Settings, sources: dict[str, str]) -> None:
     if not settings["data_dir"].strip():
         raise fail("data_dir", "must not be empty")
 
-    for key, known in (("plugins", KNOWN_PLUGINS), ("auth_policies", KNOWN_AUTH_POLICIES)):
+    providers = {table["name"] for table in settings["openid_providers"]}
+    if providers and "openid" not in settings["plugins"]:
+        raise fail("openid_providers", 'needs the "openid" plugin: add it to plugins')
+    policies = KNOWN_AUTH_POLICIES | providers
+    for key, known in (("plugins", KNOWN_PLUGINS), ("auth_policies", policies)):
         unknown = [name for name in settings[key] if name not in known]
         if unknown:
             raise fail(key, f"unknown {unknown[0]!r} (known: {', '.join(sorted(known))})")

@@ -336,7 +336,7 @@ def test_wrong_types_in_file(tmp_path, line):
         ("storage_max_fetch_size", 0),
         ("max_request_body_bytes", 0),
         ("max_json_depth", 0),
-        ("plugins", ["flush", "admin"]),
+        ("plugins", ["flush", "signer"]),
         ("auth_policies", ["openid"]),
         ("log_level", "verbose"),
         ("http_scheme", "ftp"),

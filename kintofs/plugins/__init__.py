@@ -8,7 +8,16 @@ docs/plugins.md.
 
 import importlib
 
-AVAILABLE = ("flush", "history", "accounts", "default_bucket", "attachment", "changes")
+AVAILABLE = (
+    "flush",
+    "history",
+    "accounts",
+    "default_bucket",
+    "attachment",
+    "changes",
+    "admin",
+    "openid",
+)
 
 
 def setup_plugins(service, names):

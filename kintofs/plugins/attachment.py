@@ -23,6 +23,7 @@ import re
 import bottle
 
 from .. import __version__, acl
+from ..config import ConfigError
 from ..feed import IN_COMMIT
 from ..fsstore import blobs
 from ..web import errors
@@ -48,8 +49,29 @@ def upload_limit(settings):
     )
 
 
-# Kinto's per-extension overrides of the client's content type.
+# Kinto's per-extension overrides of the client's content type, before
+# those of the attachment_mimetypes setting.
 MIMETYPE_OVERRIDES = {"pem": "application/x-pem-file", "geojson": "application/geojson"}
+
+# kinto-attachment's groups of extensions (utils.py), for attachment_extensions.
+EXTENSION_GROUPS = {
+    "documents": tuple("pdf rtf odf ods gnumeric abw doc docx xls xlsx".split()),
+    "text": ("txt",),
+    "images": tuple("jpg jpe jpeg png gif svg bmp tiff".split()),
+    "audio": tuple("wav mp3 aac ogg oga flac".split()),
+    "video": tuple("mpeg 3gp avi divx dvr flv mp4 wmv".split()),
+    "data": tuple("csv ini json plist xml yaml yml".split()),
+    "scripts": tuple("js php pl py rb sh".split()),
+    "archives": tuple("gz bz2 zip tar tgz txz 7z".split()),
+    "executables": tuple("so exe dll".split()),
+}
+EXTENSION_GROUPS["default"] = (
+    EXTENSION_GROUPS["documents"]
+    + EXTENSION_GROUPS["text"]
+    + EXTENSION_GROUPS["images"]
+    + EXTENSION_GROUPS["data"]
+)
+EXTENSION_GROUPS["any"] = ()  # adds nothing: only an empty set means "any"
 
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]{0,126}/[A-Za-z0-9][\w.+-]{0,126}$")
 
@@ -58,6 +80,7 @@ FILES_ROUTE = "/v1/attachments/<bucket>/<collection>/<record>"
 
 
 def setup(service):
+    rules = FileRules.from_settings(service.settings)
     service.add_capability(
         "attachments",
         lambda state: {
@@ -75,7 +98,7 @@ def setup(service):
     def attachment(state, bucket, collection, record):
         view = record_view(state, bucket, collection)
         if state.method == "POST":
-            return Upload(view, record).run()
+            return Upload(view, record, rules).run()
         if state.method == "DELETE":
             return remove(view, record)
         raise errors.method_not_allowed(["POST", "DELETE", "OPTIONS"])
@@ -102,6 +125,52 @@ def attached_files(settings, records):
     return blobs.AttachedFiles(records, keep_old_versions=settings["attachment_keep_old_files"])
 
 
+class FileRules:
+    """What an uploaded file may be called, and the types some names get."""
+
+    def __init__(self, extensions, mimetypes):
+        self.extensions = extensions  # lower-case, no dot; empty: any name
+        self.mimetypes = mimetypes  # extension -> media type
+
+    @classmethod
+    def from_settings(cls, settings):
+        return cls(
+            resolve_extensions("+".join(settings["attachment_extensions"])),
+            {**MIMETYPE_OVERRIDES, **parse_mimetypes(settings["attachment_mimetypes"])},
+        )
+
+    def allows(self, filename):
+        return not self.extensions or _extension(filename) in self.extensions
+
+
+def resolve_extensions(expression):
+    """kinto-attachment's reading of ``"images+pdf"``: each ``+`` part is a
+    group, or else extensions separated by spaces."""
+    found = set()
+    for part in expression.split("+"):
+        if part in EXTENSION_GROUPS:
+            found.update(EXTENSION_GROUPS[part])
+        else:
+            found.update(word.lower() for word in part.split())
+    return found
+
+
+def parse_mimetypes(text):
+    """Kinto's ``.ext:type;.ext:type``, as {"ext": "type"}; a bad entry stops the daemon
+    (Kinto would answer 500 to every upload)."""
+    found = {}
+    for entry in filter(None, (entry.strip() for entry in text.split(";"))):
+        extension, _, mimetype = entry.partition(":")
+        if not (extension.startswith(".") and len(extension) > 1 and _MEDIA_TYPE.match(mimetype)):
+            raise ConfigError(
+                f"attachment_mimetypes: {entry!r} is not .<extension>:<media type> "
+                '(e.g. ".ftl:application/vnd.fluent;.db:application/vnd.sqlite3")',
+                key="attachment_mimetypes",
+            )
+        found[extension[1:].lower()] = mimetype
+    return found
+
+
 def location_of(view, record_id):
     """The file's URL relative to the capability's ``base_url``."""
     return "/".join([*(object_id for _, object_id in view.parent), record_id])
@@ -113,8 +182,8 @@ def location_of(view, record_id):
 class Upload:
     """One ``POST .../attachment``: authorize, stream the form, write the record."""
 
-    def __init__(self, view, record_id):
-        self.view, self.record_id = view, record_id
+    def __init__(self, view, record_id, rules):
+        self.view, self.record_id, self.rules = view, record_id, rules
         self.state, self.settings = view.state, view.settings
         self.max_size = self.settings["attachment_max_size_bytes"]
         self.files = attached_files(self.settings, view.object_list())
@@ -214,8 +283,7 @@ class Upload:
         upload, part = self.file, self.part
         if upload is None or part is None:
             raise _posted_data_error("Attachment missing.")
-        extension = _extension(part.filename)
-        if extension not in {e.lower() for e in self.settings["attachment_extensions"]}:
+        if not self.rules.allows(part.filename):
             raise errors.invalid_param("body", None, "File extension is not allowed.")
         if upload.too_large:
             raise errors.invalid_param(
@@ -227,7 +295,7 @@ class Upload:
             "filename": part.filename,
             "hash": upload.sha256,
             "location": location_of(self.view, self.record_id),
-            "mimetype": _mimetype(part.content_type, part.filename, extension),
+            "mimetype": self._mimetype(part.content_type, _extension(part.filename)),
             "size": upload.size,
         }
 
@@ -240,6 +308,16 @@ class Upload:
                 raise _posted_data_error(f"body: {name} is not valid JSON ({error})") from None
         data, permissions = req.envelope(body, self.view.kind.permissions)
         return dict(data or {}), permissions
+
+    def _mimetype(self, sent, extension):
+        """Kinto's choice: the per-extension override, else the part's type, else a guess."""
+        if extension in self.rules.mimetypes:
+            return self.rules.mimetypes[extension]
+        sent = (sent or "").split(";")[0].strip()
+        if _MEDIA_TYPE.match(sent):
+            return sent.lower()
+        guessed, _ = mimetypes.guess_type("x." + extension)
+        return guessed or "application/octet-stream"
 
     # writing
 
@@ -290,19 +368,8 @@ class _FieldSink:
 
 
 def _extension(filename):
-    _, dot, extension = filename.rpartition(".")
-    return extension.lower() if dot else ""
-
-
-def _mimetype(sent, filename, extension):
-    """Kinto's choice: the per-extension override, else the part's type, else a guess."""
-    if extension in MIMETYPE_OVERRIDES:
-        return MIMETYPE_OVERRIDES[extension]
-    sent = (sent or "").split(";")[0].strip()
-    if _MEDIA_TYPE.match(sent):
-        return sent.lower()
-    guessed, _ = mimetypes.guess_type("x." + extension)
-    return guessed or "application/octet-stream"
+    """As kinto-attachment reads it (os.path.splitext): ".bashrc" has none."""
+    return os.path.splitext(filename)[1].lstrip(".").lower()
 
 
 def _posted_data_error(message):
