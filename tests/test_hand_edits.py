@@ -391,6 +391,36 @@ def test_tar_x_of_a_backup_while_stopped(collection, tmp_path, start_server):
     assert Collection(start_server(data_dir)).etag() == etag
 
 
+def restart_after_a_killed_append(collection, start_server, after_the_kill=lambda: None):
+    """A journal whose last line was cut short, the list idle for longer than
+    the restore rule's slack before (a kill mid-append): the restart serves
+    every record as it was, since no program but kintofs wrote the journal."""
+    served = {rid: collection.create(rid, "before the kill") for rid in ("r1", "r2")}
+    before = collection.etag()
+    collection.daemon.stop()
+    time.sleep(APPEND_SLACK_MS / 1000 + 0.5)
+    with open(collection.path("_journal.jsonl"), "ab") as journal:
+        journal.write(b'{"ts": 1, "op": "put", "id": "r3", "ha')  # a kill mid-write
+    after_the_kill()
+    again = Collection(start_server(collection.daemon.data_dir))
+    assert {rid: again.served(rid)[0] for rid in served} == served
+    assert again.etag() == before
+
+
+def test_a_torn_journal_line_is_a_crash_not_a_restore(collection, start_server):
+    restart_after_a_killed_append(collection, start_server)
+
+
+def test_a_torn_journal_line_cut_by_check_repair_is_no_restore(collection, start_server):
+    def repair():
+        command = ["check", "--repair", "--data-dir", collection.daemon.data_dir]
+        assert "cut the torn last line" in run(sys.executable, "-m", "kintofs", *command)
+        clean = run(sys.executable, "-m", "kintofs", *command[:1], *command[2:])
+        assert "0 damaged, 0 leftovers" in clean
+
+    restart_after_a_killed_append(collection, start_server, repair)
+
+
 def test_git_checkout_of_a_journal_alone_takes_nothing_back(collection, start_server):
     data_dir = collection.daemon.data_dir
     collection.create("r1", "old")

@@ -801,7 +801,12 @@ class FileList(ObjectList):
             # last wrote it is an older copy put back, whose files all agree
             # with it.  Every object becomes a new revision, so that pollers
             # see what the restore brought back and the ETag moves forward.
-            restored = served is NOTHING_SERVED and rewritten_by_others(entries, identity)
+            # A last line without its newline is a crash's (whose ctime is
+            # the killed append's), never a restore's.
+            torn = identity is not None and identity[1] > end
+            restored = (
+                served is NOTHING_SERVED and not torn and rewritten_by_others(entries, identity)
+            )
             if restored:
                 logger.warning(
                     "%s: the journal was put back by another program: every object is a "

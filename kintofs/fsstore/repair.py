@@ -26,7 +26,7 @@ import uuid
 
 from .atomic import read_json, remove_quietly, write_bytes, write_json
 from .base import ParentNotFound, StorageBusy
-from .journal import cut_torn_tail, encode, stamped
+from .journal import cut_torn_tail, encode, parse_line, stamped
 from .layout import CONTAINERS, JOURNAL_NAME, ListFolder, quarantine_folder, valid_id_for
 from .listing import FileList
 from .locks import locked
@@ -149,6 +149,13 @@ def _remove(finding, root):
 def _cut_torn_tail(finding, root):
     with open(finding.path, "rb+") as f:
         cut_torn_tail(f)
+        # The cut changes the file's ctime: an "init" line (it changes no
+        # timestamp) records when, or the next load takes the journal for a
+        # restore by another program (journal.rewritten_by_others).
+        f.seek(0)
+        times = [entry["ts"] for entry in map(parse_line, f.read().splitlines()) if entry]
+        if times:
+            f.write(encode(stamped([{"ts": max(times), "op": "init"}])))
         os.fsync(f.fileno())
     return "cut the torn last line"
 
