@@ -4,6 +4,7 @@
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -392,7 +393,12 @@ def test_backup_under_write_load_restores_to_a_clean_directory(start_server, tmp
         if uri not in before:
             assert _content(data) in writers.sent[uri], uri
     assert len(found) > len(before), "no write of the background writers is in the backup"
-    assert "journal repaired" not in restored.logs()
+    # The files agree with their journals: the only repairs are the new
+    # revisions of lists last written more than the restore rule's 5 s before
+    # the restore, which the daemon takes for restored (as they are).
+    logs = restored.logs()
+    put_back = set(re.findall(r"(\S+): the journal was put back by another program", logs))
+    assert set(re.findall(r"(\S+): journal repaired", logs)) <= put_back
 
 
 def _content(data):

@@ -523,7 +523,10 @@ def test_pagination_under_concurrent_writes_loses_and_repeats_nothing(api, recor
         response = assert_status(api.get(RECORDS, params=params), 200)
         seen += [obj["id"] for obj in response.json()["data"]]
         while "Next-Page" in response.headers:
-            time.sleep(0.01)
+            # At least one write between two pages, however busy the machine.
+            written, deadline = len(writes), time.monotonic() + 10
+            while len(writes) == written and time.monotonic() < deadline:
+                time.sleep(0.005)
             response = assert_status(api.get(response.headers["Next-Page"]), 200)
             seen += [obj["id"] for obj in response.json()["data"]]
     finally:
