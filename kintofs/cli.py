@@ -7,7 +7,7 @@ import shutil
 import sys
 import zipimport
 
-from . import __version__, accounts_cli, watch_cli
+from . import __version__, accounts_cli, mirror, watch_cli
 from .config import ConfigError, load_settings
 from .init_cmd import add_init_parser, run_init
 from .ops_cli import add_commands as add_operator_commands
@@ -35,6 +35,7 @@ def main(argv=None):
     add_operator_commands(commands)  # check, backup, restore
     accounts_cli.add_parser(commands)
     watch_cli.add_parser(commands)
+    mirror.add_parsers(commands)  # push, pull
     args = parser.parse_args(argv)
     args.prog = prog  # for the hints that name a command to run
     if args.command != "serve":
@@ -70,6 +71,8 @@ def run_command(args):
         return run_init(args)
     if args.command == "watch":
         return watch_cli.run(args)
+    if args.command in ("push", "pull"):
+        return mirror.run(args)
     return accounts_cli.run(args)
 
 

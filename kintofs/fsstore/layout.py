@@ -101,6 +101,16 @@ def webhooks_lock_path(root):
     return os.path.join(root, WEBHOOKS_FOLDER, LOCK_NAME)
 
 
+# kintofs push/pull (kintofs/mirror), at the root: "_mirror/<key>.json" holds
+# what the last run copied, per server and account, and "<key>.json.lock" is
+# flocked by the run in progress.  Not a list either; a backup copies it.
+MIRROR_FOLDER = "_mirror"
+
+
+def mirror_state_path(root, key):
+    return os.path.join(root, MIRROR_FOLDER, key + DATA_SUFFIX)
+
+
 def secret_file(name):
     """``_<name>``: a secret generated once, at the root (``_userid_hmac_secret``)."""
     return f"_{name}"
