@@ -97,6 +97,10 @@ class Server:
         self.name, self.port = name, port
         self.url = f"http://127.0.0.1:{port}/v1"
         self.log = open(log_path, "wb")
+        # As installed (pip compiles at install): with bytecode caches, which the
+        # first start writes where the environment says not to.
+        env = dict(os.environ if env is None else env)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.session = requests.Session()
         self.session.auth = AUTH
