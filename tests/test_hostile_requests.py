@@ -83,6 +83,17 @@ def test_like_against_long_runs_of_one_letter_answers_at_once(collection):
     assert like(collection, "*a" * 201 + "*b") == ["hit300"]
 
 
+@pytest.mark.skipif(bool(REFERENCE_URL), reason="a regex like Kinto's would hang the worker")
+def test_a_path_of_many_stars_against_a_long_bucket_id_answers_at_once(api):
+    """`*` in a parent id matches the buckets shared with the caller (as
+    Kinto's lookup does); 40 stars against a 200-letter id is no backtracking."""
+    long_id = "a" * 200
+    assert_status(api.put(f"/buckets/{long_id}"), 201)
+    path = "/buckets/" + "a*" * 40 + "b/collections"
+    assert_error(call(api, "GET", path), 403, 121)  # no bucket matches: not readable
+    assert_error(call(api, "GET", "/buckets/" + "a*" * 40 + "/collections"), 404, 111)
+
+
 @pytest.mark.parametrize(
     "pattern, expected",
     [

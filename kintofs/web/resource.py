@@ -5,7 +5,6 @@ ids, typed fields); :class:`ResourceView` implements Kinto's method
 semantics once (protocol sections 6, 7, 9.5).
 """
 
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -430,7 +429,7 @@ class ResourceView:
         def found(path):
             holder, wanted = pattern[len(path)]
             if "*" in wanted:
-                matches = re.compile(re.escape(wanted).replace(r"\*", "[^/]+")).fullmatch
+                matches = ids.wildcard_matcher(wanted)
                 candidates = [
                     (object_id, stored)
                     for object_id, stored in self.store.list(path, holder).objects().items()
