@@ -90,9 +90,10 @@ class LocalSide:
     def write(self, path, kind, changes, source, current):
         """Apply ``changes`` (``[(id, object)]``, a tombstone to delete); returns failures.
 
-        ``source`` gives the attached files of records (``fetch_attachment``);
-        ``current`` holds this side's version of each id, to keep a file
-        that did not change.
+        ``source`` gives the attached files of records (``fetch_attachment``).
+        ``current`` (this side's version of the ids the plan compared) is not
+        needed here: the store answers for every id, compared or not, whether
+        its file is already the one to keep (:meth:`_has_same_file`).
         """
         for start in range(0, len(changes), LOCAL_WRITES_PER_COMMIT):
             self._write_some(path, kind, changes[start : start + LOCAL_WRITES_PER_COMMIT], source)
