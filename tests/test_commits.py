@@ -481,7 +481,9 @@ def test_a_failed_fsync_fails_every_line_it_cut_and_none_after(tmp_path, monkeyp
 
     def commit(name):
         try:
-            log.done(log.append(f'{{"ops":[],"{name}":1}}\n'.encode()))
+            ticket = log.write(f'{{"ops":[],"{name}":1}}\n'.encode())
+            log.wait_durable(ticket)
+            log.done(ticket.segment)
             outcomes[name] = "durable"
         except OSError as error:
             outcomes[name] = error.errno

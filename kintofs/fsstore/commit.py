@@ -9,15 +9,24 @@ which only the commit's own thread sees.  When the commit ends:
    needs disk space happens first, and a full disk fails here, changing
    nothing;
 2. one line holding every write is appended to this process's commit log,
-   ``_commits/<random>.jsonl``, and fsynced.  This is the commit point.
-   Commits of other threads that reach this step while an fsync is in
-   flight share the next one (group commit);
-3. the temp files are renamed into place and the lists' journal lines
-   appended, with no fsync of their own, and the indexes take the writes;
-4. the lists' locks are released.
+   ``_commits/<random>.jsonl``.  The lists are handed over: the next commit
+   of another thread may take them now, and sees these writes (they wait in
+   the list's logged overlay); readers do not see them yet;
+3. the line is fsynced.  This is the commit point.  Commits of other threads
+   that reach this step while an fsync is in flight share the next one
+   (group commit), those of the same list included;
+4. in the order of their log lines, per list, the temp files are renamed
+   into place and the lists' journal lines appended, with no fsync of their
+   own, and the indexes take the writes (readers see them from here on);
+5. the list is left: once no commit of this process holds or still applies
+   to it, its ``flock`` is released.
 
-Before 2 a failure, or an abort of a batch, leaves nothing but temp files,
-which are removed.  From 2 on the commit is durable: if the process dies
+A commit that read the overlay of one handed over to it depends on it: if
+the earlier line is lost (its fsync failed, and the log was cut back), the
+later commit fails too, before or at its own fsync (:meth:`CommitLog.write`).
+
+Before 3 a failure, or an abort of a batch, leaves nothing but temp files,
+which are removed.  From 3 on the commit is durable: if the process dies
 before 3 is over, or the machine loses power before the files reach the disk,
 the next process that opens the data directory replays the log into the
 files (:func:`recover`).  Once a log is long enough, a checkpoint syncs the
@@ -27,7 +36,8 @@ A log belongs to its process for as long as it lives (an ``flock`` on it);
 recovery only reads logs whose lock it can take, the logs of dead processes.
 
 A commit with no log (lists outside a store, as ``kintofs check`` uses them)
-writes every file durably in step 3 instead, one list after the other.
+writes every file durably in step 4 instead, one list after the other, and
+hands nothing over.
 """
 
 import ctypes
@@ -109,20 +119,20 @@ class Commit:
     def __init__(self, log):
         self.log = log
         self.ops = []
-        self.lists = []  # FileLists joined, in order (their locks are held until the end)
+        self.lists = []  # FileLists joined, in order (held until the commit is applied)
         self.created_folders = []  # container folders made for new objects (undone on abort)
         self.after_commit = []  # callbacks once durable and unlocked (errors are logged)
         self.after_undo = []  # callbacks when undone (in reverse order)
         self.aborted = False
-        self._release = []
+        self._holds = []  # what listing.py's hold() gave, one per list
 
     # -- for listing.py -------------------------------------------------
 
-    def join(self, object_list, acquire):
-        """Hold ``object_list`` for the rest of the commit; ``acquire()`` locks it
-        and returns the function that unlocks it."""
+    def join(self, object_list, hold):
+        """Hold ``object_list`` for the rest of the commit; ``hold()`` locks it
+        and returns its hold (listing.py's _Hold)."""
         if object_list not in self.lists:
-            self._release.append(acquire(wait_briefly=bool(self.lists)))
+            self._holds.append(hold(wait_briefly=bool(self.lists)))
             self.lists.append(object_list)
 
     def savepoint(self):
@@ -167,10 +177,8 @@ class Commit:
             else:
                 self._undo()
         finally:
-            for object_list in self.lists:
-                object_list._end_pending()
-            for release in reversed(self._release):
-                release()
+            for hold in reversed(self._holds):
+                hold.leave()  # (those left already are skipped)
             if self.log is not None:
                 self.log.ended(self)
         _run_all(self.after_commit)  # emptied by _undo when undone
@@ -188,40 +196,64 @@ class Commit:
     def _commit(self):
         if not self.ops:
             return
-        durable_files = self.log is None
+        if self.log is None:
+            self._commit_without_log()
+            return
         try:
             _date_file_ops(self.ops)
             for op in self.ops:
-                op.object_list._stage_op(op, durable=durable_files)
-            segment = self.log.append(self._log_line()) if self.log else None
+                op.object_list._stage_op(op, durable=False)
+            earlier = [ticket for hold in self._holds for ticket in hold.earlier]
+            ticket = self.log.write(self._log_line(), after=earlier)
+            for hold in self._holds:
+                hold.hand_over(self, ticket, self._ops_of(hold.object_list))
+            self.log.wait_durable(ticket)
         except BaseException as error:
             self._undo()
             _raise_storage_error(error)
+        applied = False
         try:
-            applied = self._apply(durable_files)
+            applied = self._apply(durable_files=False)
         finally:
-            if segment is not None:
-                self.log.done(segment, applied)
+            self.log.done(ticket.segment, applied)
+
+    def _commit_without_log(self):
+        try:
+            _date_file_ops(self.ops)
+            for op in self.ops:
+                op.object_list._stage_op(op, durable=True)
+        except BaseException as error:
+            self._undo()
+            _raise_storage_error(error)
+        self._apply(durable_files=True)
+
+    def _ops_of(self, object_list):
+        return [op for op in self.ops if op.object_list is object_list]
 
     def _log_line(self):
         ops = [op.logged() for op in self.ops]
         return (json.dumps({"ops": ops}, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
     def _apply(self, durable_files):
-        """Step 3: files, journals, indexes.  The commit is durable already (or,
-        without a log, each list is made durable in turn).  False if a list
-        could not be written: its log must then be kept for recovery."""
+        """Step 4: files, journals, indexes, list by list, each in its turn.  The
+        commit is durable already (or, without a log, each list is made durable
+        in turn).  False if a list could not be written: its log must then be
+        kept for recovery."""
         applied = True
-        for object_list in self.lists:
-            ops = [op for op in self.ops if op.object_list is object_list]
-            if ops:
-                try:
-                    # What the list does once unlocked (remove a trashed folder) goes first.
-                    self.after_commit[:0] = object_list._apply_ops(ops, durable=durable_files)
-                except (OSError, StorageError):
-                    # Durable in the log: answered as done, completed by the next recovery.
-                    logger.exception("%s: a committed write failed", object_list.folder)
-                    applied = False
+        for hold in self._holds:
+            ops = self._ops_of(hold.object_list)
+            if not ops:
+                continue
+            hold.wait_turn()
+            try:
+                # What the list does once unlocked (remove a trashed folder) goes first.
+                self.after_commit[:0] = hold.object_list._apply_ops(ops, durable=durable_files)
+            except (OSError, StorageError):
+                # Durable in the log: answered as done, completed by the next recovery.
+                logger.exception("%s: a committed write failed", hold.object_list.folder)
+                applied = False
+            finally:
+                hold.leave(indexed=True)
         return applied
 
 
@@ -262,11 +294,19 @@ class CommitLog:
         with self._flight_guard:
             return min(self._in_flight.values(), default=None)
 
-    def append(self, line):
-        """Append ``line`` and return once it is durable (with others' lines if
-        they came meanwhile); the returned segment is handed to :meth:`done`."""
+    def write(self, line, after=()):
+        """Append ``line`` to the log, not yet durable; returns its ticket for
+        :meth:`wait_durable` (and, through it, for :meth:`done`).
+
+        ``after``: the tickets of commits whose writes this one may have read
+        before they were durable.  If one of them was cut off the log (its
+        fsync failed), this commit fails too: it may hold what they wrote.
+        """
         with self._guard:
             check_injected_fault()
+            for earlier in after:
+                if earlier.cut:
+                    raise OSError(earlier.failure, os.strerror(earlier.failure))
             segment = self._segment or self._open_segment()
             start = segment.written
             try:
@@ -276,12 +316,58 @@ class CommitLog:
                 raise
             segment.written += len(line)
             segment.in_flight += 1
+            ticket = _Ticket(segment, segment.written)
+            segment.unsynced.append(ticket)
+            return ticket
+
+    def wait_durable(self, ticket):
+        """Return once the line of ``ticket`` is durable, with every line written
+        so far: one thread syncs for all of them (group commit).  A failed fsync
+        cuts the log back to its last good sync and fails every line it cut."""
+        segment = ticket.segment
+        with self._guard:
             try:
-                self._wait_durable(segment, segment.written, segment.cuts)
+                while not ticket.durable:
+                    if ticket.cut:
+                        raise OSError(ticket.failure, os.strerror(ticket.failure))
+                    if segment.syncing:
+                        self._guard.wait()
+                    else:
+                        self._sync(segment)
             except BaseException:
-                segment.in_flight -= 1
+                segment.in_flight -= 1  # (done() is never called for it)
+                self._guard.notify_all()
                 raise
-            return segment
+
+    def _sync(self, segment):
+        """fsync ``segment`` up to what is written now (guard held, released meanwhile)."""
+        segment.syncing, target = True, segment.written
+        self._guard.release()
+        try:
+            if self.fsync:
+                os.fsync(segment.fd)
+        except OSError as error:
+            self._guard.acquire()
+            # Nothing after the last good sync may be replayed: cut it off,
+            # and fail every commit whose line was in it (those written
+            # during this fsync too: the cut removed them).
+            os.truncate(segment.path, segment.synced)
+            for cut in segment.unsynced:
+                cut.cut, cut.failure = True, error.errno
+            segment.unsynced, segment.written = [], segment.synced
+        else:
+            self._guard.acquire()
+            segment.synced = max(segment.synced, target)
+            waiting = []
+            for ticket in segment.unsynced:
+                if ticket.end <= segment.synced:
+                    ticket.durable = True
+                else:
+                    waiting.append(ticket)
+            segment.unsynced = waiting
+        finally:
+            segment.syncing = False
+            self._guard.notify_all()
 
     def done(self, segment, applied=True):
         """The commit of ``segment`` is applied (or could not be: the log is then
@@ -309,36 +395,6 @@ class CommitLog:
                 os.rmdir(self.folder)  # unless other processes' logs are there
             except OSError:
                 pass
-
-    def _wait_durable(self, segment, end, cuts):
-        """fsync up to ``end``: one thread syncs for every line written so far
-        (guard held).  ``cuts``: the log's cuts when the line was written; a
-        later cut removed it, unless a sync had made it durable before."""
-        while segment.synced < end:
-            if segment.cuts != cuts:
-                raise OSError(segment.failure, os.strerror(segment.failure))
-            if segment.syncing:
-                self._guard.wait()
-                continue
-            segment.syncing, target = True, segment.written
-            self._guard.release()
-            try:
-                if self.fsync:
-                    os.fsync(segment.fd)
-            except OSError as error:
-                self._guard.acquire()
-                # Nothing after the last good sync may be replayed: cut it off,
-                # and fail every commit whose line was in it (those written
-                # during this fsync too: the cut removed them).
-                os.truncate(segment.path, segment.synced)
-                segment.cuts, segment.failure = segment.cuts + 1, error.errno
-                segment.written = segment.synced
-                segment.syncing = False
-                self._guard.notify_all()
-                raise
-            self._guard.acquire()
-            segment.synced, segment.syncing = max(segment.synced, target), False
-            self._guard.notify_all()
 
     def _open_segment(self):
         try:
@@ -387,25 +443,26 @@ class CommitLog:
 
 
 class _Segment:
-    __slots__ = (
-        "path",
-        "fd",
-        "written",
-        "synced",
-        "syncing",
-        "in_flight",
-        "cuts",
-        "failure",
-        "keep",
-    )
+    __slots__ = ("path", "fd", "written", "synced", "syncing", "in_flight", "unsynced", "keep")
 
     def __init__(self, path, fd):
         self.path, self.fd = path, fd
         self.written = self.synced = 0
         self.syncing = False
         self.in_flight = 0
-        self.cuts, self.failure = 0, 0  # times a failed fsync cut the log back
+        self.unsynced = []  # tickets of the lines written since the last good sync
         self.keep = False  # a commit could not be applied: recovery must see this log
+
+
+class _Ticket:
+    """One commit's line in a log: where it ends, and what became of it."""
+
+    __slots__ = ("segment", "end", "durable", "cut", "failure")
+
+    def __init__(self, segment, end):
+        self.segment, self.end = segment, end
+        self.durable = self.cut = False
+        self.failure = 0  # the errno of the fsync that cut it
 
 
 # -- recovery ---------------------------------------------------------------------

@@ -21,7 +21,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from contextlib import ExitStack, contextmanager, nullcontext
+from types import MappingProxyType
 from typing import NamedTuple
 
 from . import commit as commits
@@ -58,6 +60,9 @@ COMPACT_SLACK = 1000
 
 # How long a commit that holds lists waits for one more (see FileList._hold).
 LOCK_WAIT_IN_COMMIT_SECONDS = 5
+
+# The logged overlay of a list no commit was handed over to (see FileList._logged).
+NOTHING_LOGGED: Mapping = MappingProxyType({})
 
 # What _read_files says of an object whose data file is not there.
 MISSING = "missing"
@@ -114,7 +119,13 @@ class FileList(ObjectList):
         "_writing",
         "_pending",
         "_pending_ts",
-        "_pending_commit",
+        "_holder",
+        "_holders",
+        "_flock",
+        "_queue",
+        "_turn",
+        "_logged",
+        "_logged_ts",
         "_signatures",
         "_identity",
         "_offset",
@@ -162,9 +173,25 @@ class FileList(ObjectList):
         self.address, self.commit_log = address, commit_log
         self.journal = Journal(folder, fsync=fsync)
         self._guard = threading.RLock()
+        # The write guard is held by the one commit of this process that may
+        # write the list now (_hold); the flock, by the process for as long as
+        # one of its commits holds the list or still applies to it (_holders).
         self._write_guard = threading.Lock()
-        self._writing = False  # a commit of this process holds the list (see _refresh)
-        self._pending = self._pending_ts = self._pending_commit = None  # see _own_pending
+        self._writing = False  # this process holds the flock (see _refresh)
+        self._holder = None  # the commit holding the write guard
+        self._holders = 0  # commits holding the write guard or in the queue
+        self._flock = None  # the ExitStack that holds the flock
+        # Commits handed over (logged, commit.py) and not yet applied, in the
+        # order of their log lines; each applies when it is first (_turn).
+        # Both exist only while the queue is not empty: they cost a list
+        # nothing the rest of the time.
+        self._queue = None  # [(commit, ticket, ops)]
+        self._turn = None  # a Condition of _guard
+        # What those commits wrote: what the next holder sees under its own
+        # writes (id -> Stored or _Gone; replaced, never changed), and their
+        # list timestamp.
+        self._logged, self._logged_ts = NOTHING_LOGGED, None
+        self._pending = self._pending_ts = None  # see _own_pending
         self._signatures = {}  # id -> _signature() after our own last write (the watcher skips those)
         self._cost = 0
         self.accounted = (
@@ -301,26 +328,52 @@ class FileList(ObjectList):
                 raise
 
     def _hold(self, wait_briefly=False):
-        """Lock the list for a commit; returns what unlocks it.  A commit that
-        already holds other lists waits less: two batches taking the same
-        lists in opposite orders fail one of them (503) instead of both hanging."""
+        """Take the list's write guard for the calling thread's commit (and
+        the flock, unless another commit of this process keeps it); returns
+        the :class:`_Hold`.  A commit that already holds other lists waits
+        less: two batches taking the same lists in opposite orders fail one
+        of them (503) instead of both hanging."""
         timeout = LOCK_WAIT_IN_COMMIT_SECONDS if wait_briefly else LOCK_TIMEOUT_SECONDS
         if not self._write_guard.acquire(timeout=timeout):
             raise StorageBusy(f"{self.folder} is being written")
+        try:
+            with self._guard:
+                take_flock = self._holders == 0
+                self._holders += 1
+            if take_flock:
+                self._take_flock(timeout)
+        except BaseException:
+            self._leave()
+            self._write_guard.release()
+            raise
+        with self._guard:
+            self._holder = commits.current()
+            earlier = [ticket for _commit, ticket, _ops in self._queue or ()]
+        return _Hold(self, earlier)
+
+    def _take_flock(self, timeout):
         with ExitStack() as held:
-            held.callback(self._write_guard.release)
             held.enter_context(locked(self.folder, timeout=timeout))
             self._refresh(have_lock=True)
             with self._guard:
-                self._writing = True
-            release = held.pop_all()
+                self._flock, self._writing = held.pop_all(), True
 
-        def unlock():
-            with self._guard:
+    def _leave(self):
+        """One commit less holds the list; the last one releases the flock."""
+        with self._guard:
+            self._holders -= 1
+            if self._holders == 0 and self._flock is not None:
                 self._writing = False
-            release.close()
+                self._flock.close()
+                self._flock = None
 
-        return unlock
+    def _drain(self):
+        """Wait until every commit handed over has applied (the write guard's
+        holder only: nothing joins the queue meanwhile)."""
+        with self._guard:
+            turn = self._turn
+            if turn is not None:
+                turn.wait_for(lambda: not self._queue)
 
     def _ensure_folder(self):
         try:
@@ -340,8 +393,8 @@ class FileList(ObjectList):
 
         The edited content gets a fresh ``last_modified`` and a journal line,
         so pollers see it like any other change.  Returns True if there was
-        such a change; our own writes are already in the index (they hold the
-        lock until it is), so they come back False.
+        such a change; our own writes come back False: the transaction waits
+        for those handed over to it to be in the files and the index.
         """
         if not self.valid_id(object_id) or not os.path.isdir(self.folder):
             return False
@@ -350,6 +403,8 @@ class FileList(ObjectList):
         ):
             return False  # the files are as our own last write left them: two stat() calls
         with self.transaction() as writer:
+            # Compare with the files once our own handed-over commits are in them.
+            self._drain()
             if self._adopted_by_load and object_id in self._adopted_by_load:
                 self._adopted_by_load.discard(object_id)
                 return True  # the load this transaction needed found the edit first
@@ -405,7 +460,7 @@ class FileList(ObjectList):
     @property
     def busy(self):
         """True while a transaction or a load holds the list."""
-        return self._write_guard.locked()
+        return self._holders > 0 or self._write_guard.locked()
 
     def _estimate(self):
         return (
@@ -459,27 +514,37 @@ class FileList(ObjectList):
     # -- commits (commit.py) ----------------------------------------------
 
     def _own_pending(self):
-        """The pending writes of the calling thread's commit, or None."""
-        pending = self._pending
-        if pending is not None and self._pending_commit is commits.current():
-            return pending
-        return None
+        """What the calling thread's commit sees above the index, if it holds the
+        list: the writes handed over to it, under its own pending ones; or None."""
+        holder = self._holder
+        if holder is None or holder is not commits.current():
+            return None
+        if self._pending is None and self._logged:
+            self._pending, self._pending_ts = dict(self._logged), self._logged_ts
+        return self._pending
 
     def _current_timestamp(self):
         """The list timestamp as the holder of the list sees it (pending writes included)."""
-        return self._pending_ts if self._pending is not None else self._timestamp
+        if self._pending is not None:
+            return self._pending_ts
+        return self._logged_ts or self._timestamp
 
     def _pend(self, commit, op):
         """Make ``op`` visible to its commit's thread (caller holds the list)."""
         if op.op == "file":
             return  # the object's attached file is not part of the object
         if self._pending is None:
-            self._pending, self._pending_commit = {}, commit
-        if op.op == "put":
-            self._pending[op.object_id] = Stored(op.data, op.acl)
-        elif op.op in ("delete", "forget"):
-            self._pending[op.object_id] = _Gone(op.ts)
-        self._pending_ts = max(self._pending_ts or self._timestamp or op.ts, op.ts)
+            self._pending, self._pending_ts = dict(self._logged), self._logged_ts
+        self._pending_ts = _overlay(self._pending, self._pending_ts or self._timestamp, op)
+
+    def _relog(self):
+        """The logged overlay of the commits still queued (one was dropped)."""
+        logged, ts = {}, self._timestamp
+        for _commit, _ticket, ops in self._queue:
+            for op in ops:
+                if op.op != "file":
+                    ts = _overlay(logged, ts, op)
+        self._logged, self._logged_ts = logged, ts
 
     def _rebuild_pending(self, commit, ops):
         """The overlay of ``ops`` only (a rolled-back savepoint)."""
@@ -488,7 +553,7 @@ class FileList(ObjectList):
             self._pend(commit, op)
 
     def _end_pending(self):
-        self._pending = self._pending_ts = self._pending_commit = None
+        self._pending = self._pending_ts = None
 
     def _stage_op(self, op, *, durable):
         """Step 1 of a commit: the new files of ``op`` in temp files beside their place."""
@@ -508,6 +573,7 @@ class FileList(ObjectList):
     def _stage_file_op(self, op):
         """An attached file's new version is staged already (by its writer); the
         one it replaces gets its kept name now, while nothing can change it."""
+        self._drain()  # the file as the commits handed over to us leave it
         if op.temps and not os.path.isfile(op.temps[0][0]):
             raise StorageError(f"{op.temps[0][0]}: the staged file is gone")
         current = layout.attachment_path(self.folder, op.object_id)
@@ -518,7 +584,7 @@ class FileList(ObjectList):
             fsync_folder(os.path.dirname(op.temps[0][0]))
 
     def _apply_ops(self, ops, *, durable):
-        """Step 3: ``ops`` (this list's writes of a commit) into the files, the
+        """Step 4: ``ops`` (this list's writes of a commit) into the files, the
         journal and the index.  Returns what to do once the lists are unlocked.
 
         The index takes the writes even if a file or the journal cannot be
@@ -1066,6 +1132,7 @@ class Writer:
         )
         data = dict(data, id=object_id, last_modified=ts)
         if lst.container and current is None:
+            lst._drain()  # a deletion handed over to us moves the old folder away first
             self._make_container_folder(lst.child_folder(object_id))
         data_bytes = dump_json(data)
         acl_bytes = dump_json(acl) if acl_file_bytes is None else acl_file_bytes
@@ -1129,6 +1196,78 @@ class Writer:
         except OSError as error:
             _raise_storage_error(error, self._list.folder)
         self._commit.created_folders.append(folder)
+
+
+class _Hold:
+    """A commit's hold on one list (commit.py): the write guard until the commit
+    hands the list over, then its place in the list's queue until applied."""
+
+    __slots__ = ("object_list", "earlier", "_holding", "_queued", "_left")
+
+    def __init__(self, object_list, earlier):
+        self.object_list = object_list
+        self.earlier = earlier  # tickets of the commits queued when it was taken
+        self._holding, self._queued, self._left = True, None, False
+
+    def hand_over(self, commit, ticket, ops):
+        """The commit's line is in the log: queue its writes here (``ops``, maybe
+        none) to be applied in turn, and let the next commit hold the list."""
+        lst = self.object_list
+        if ops:
+            with lst._guard:
+                if lst._queue is None:
+                    lst._queue, lst._turn = [], threading.Condition(lst._guard)
+                self._queued = (commit, ticket, ops)
+                lst._queue.append(self._queued)
+                if lst._pending is not None:
+                    lst._logged, lst._logged_ts = lst._pending, lst._pending_ts
+        self._release_write_guard()
+        if not ops:
+            self.leave()
+
+    def wait_turn(self):
+        """Until the commits queued before this one have applied."""
+        lst = self.object_list
+        if self._queued is not None:
+            with lst._guard:
+                lst._turn.wait_for(lambda: lst._queue[0] is self._queued)
+
+    def leave(self, indexed=False):
+        """Done with the list: applied (``indexed``), or undone."""
+        if self._left:
+            return
+        self._left = True
+        self._release_write_guard()
+        lst = self.object_list
+        if self._queued is not None:
+            with lst._guard:
+                lst._queue.remove(self._queued)
+                turn = lst._turn
+                if not lst._queue:
+                    lst._queue = lst._turn = None
+                    lst._logged, lst._logged_ts = NOTHING_LOGGED, None
+                elif not indexed:
+                    lst._relog()
+                turn.notify_all()
+        lst._leave()
+
+    def _release_write_guard(self):
+        if self._holding:
+            self._holding = False
+            lst = self.object_list
+            with lst._guard:
+                lst._end_pending()
+                lst._holder = None
+            lst._write_guard.release()
+
+
+def _overlay(overlay, ts, op):
+    """Put ``op`` (not a file op) in ``overlay``; returns the list timestamp after it."""
+    if op.op == "put":
+        overlay[op.object_id] = Stored(op.data, op.acl)
+    elif op.op in ("delete", "forget"):
+        overlay[op.object_id] = _Gone(op.ts)
+    return max(ts or op.ts, op.ts)
 
 
 def _compact(stored):
