@@ -136,7 +136,8 @@ class Server:
         self.log.close()
 
 
-def start_kintofs(workdir, fsync=True, server_class=Server):
+def start_kintofs(workdir, fsync=True, server_class=Server, fsync_delay_ms=0):
+    """``fsync_delay_ms``: every fsync of the daemon that much slower (slow_fsync.py)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KINTOFS_")}
     env.update(
@@ -146,10 +147,13 @@ def start_kintofs(workdir, fsync=True, server_class=Server):
             "KINTOFS_BATCH_MAX_REQUESTS": str(BATCH_SIZE),
         }
     )
+    program = ["-m", "kintofs"]
+    if fsync_delay_ms:
+        slow_fsync = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slow_fsync.py")
+        program = [slow_fsync, str(fsync_delay_ms)]
     command = [
         sys.executable,
-        "-m",
-        "kintofs",
+        *program,
         "serve",
         "--port",
         str(port),

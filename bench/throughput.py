@@ -43,6 +43,7 @@ import time
 from collections import Counter
 from urllib.parse import urlencode
 
+import slow_fsync
 from benchmark import (
     AUTH,
     BATCH_SIZE,
@@ -737,7 +738,7 @@ def run_kintofs(workdir, args):
     loader = start_kintofs(folder, False, PinnedServer)
     preload(loader, args)
     loader.stop()
-    server = start_kintofs(folder, True, PinnedServer)
+    server = start_kintofs(folder, True, PinnedServer, fsync_delay_ms=args.fsync_delay_ms)
     try:
         results = read_scenarios(server, args)
         results.update(write_scenarios(server, args))
@@ -1000,6 +1001,7 @@ def meta(args, workdir, server_cores, client_cores):
         "records": args.records,
         "duration_s": args.duration,
         "connections": args.connections,
+        "fsync_delay_ms": args.fsync_delay_ms,
         "threads": THREADS,
     }
 
@@ -1012,6 +1014,8 @@ def run(args):
     sys.setswitchinterval(0.0005)  # a busy client thread must not skew another's timing
     if args.read_only:
         return run_read_only(args)
+    if args.fsync_delay_ms:
+        slow_fsync.install(args.fsync_delay_ms)  # the micro-benchmark's fsyncs, as kintofs's
     args.kinto_version = ensure_kinto(args.kinto_venv, args.postgresql)
     workdir = real_disk_workdir(args.workdir)
     results = {"meta": meta(args, workdir, server_cores, client_cores)}
@@ -1142,6 +1146,11 @@ def report(results, args):
         f"kintofs vs Kinto {args.kinto_version} (memory): {args.records} records, "
         f"{args.connections} connections, {args.duration:g} s per scenario; "
         "ratio = kintofs / Kinto; ceiling column = the target's reference"
+        + (
+            f"; every fsync {args.fsync_delay_ms:g} ms slower (slow_fsync.py)"
+            if args.fsync_delay_ms
+            else ""
+        )
     )
     print_table(results["rows"], title)
     info = results["meta"]
@@ -1183,6 +1192,13 @@ def parse_args(argv=None):
         help="only the read target: the ceiling and kintofs measured in turns (--rounds)",
     )
     parser.add_argument("--rounds", type=int, default=5, help="turns of --read-only (default: 5)")
+    parser.add_argument(
+        "--fsync-delay-ms",
+        type=float,
+        default=0,
+        help="make every fsync of kintofs and of the micro-benchmark this much slower,"
+        " as on a slow SD card (slow_fsync.py)",
+    )
     parser.add_argument("--serve-ceiling", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
