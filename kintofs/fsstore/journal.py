@@ -77,13 +77,18 @@ def stamped(entries):
     return [*entries[:-1], dict(entries[-1], at=now)]
 
 
-def rewritten_by_others(entries, identity):
-    """True if the journal (its ``entries`` and ``identity``) was changed after
-    the last time kintofs wrote it: a restore, `tar -x`, `git checkout`, a
-    copy to another disk (ctime is set by the kernel; no tool sets it back)."""
-    if not entries or identity is None:
+def last_written(entries):
+    """The latest ``ts`` or ``at`` of ``entries``: when kintofs last wrote them, None if empty."""
+    return max((max(entry["ts"], entry.get("at", 0)) for entry in entries), default=None)
+
+
+def rewritten_by_others(written, identity):
+    """True if the journal (its ``identity``, and the :func:`last_written` of
+    its lines) was changed after the last time kintofs wrote it: a restore,
+    `tar -x`, `git checkout`, a copy to another disk (ctime is set by the
+    kernel; no tool sets it back)."""
+    if written is None or identity is None:
         return False
-    written = max(max(entry["ts"], entry.get("at", 0)) for entry in entries)
     return identity[2] // 1_000_000 > written + APPEND_SLACK_MS
 
 
@@ -108,6 +113,15 @@ def cut_torn_tail(f):
     content = f.read()
     f.truncate(content.rfind(b"\n") + 1)
     f.seek(0, os.SEEK_END)
+
+
+def parse(chunk):
+    """``(entries, length)`` of the complete lines at the start of ``chunk``
+    (a torn last line is left out of both)."""
+    complete = chunk[: chunk.rfind(b"\n") + 1]
+    # A damaged line is skipped here; `kintofs check` reports it.
+    entries = [entry for entry in map(parse_line, complete.splitlines()) if entry is not None]
+    return entries, len(complete)
 
 
 def encode(entries):
@@ -149,10 +163,16 @@ class Journal:
                 chunk = f.read()
         except FileNotFoundError:
             return [], 0
-        complete = chunk[: chunk.rfind(b"\n") + 1]
-        # A damaged line is skipped here; `kintofs check` reports it.
-        entries = [entry for entry in map(parse_line, complete.splitlines()) if entry is not None]
-        return entries, offset + len(complete)
+        entries, length = parse(chunk)
+        return entries, offset + length
+
+    def read_bytes(self):
+        """The whole file as it is (b"" when there is none)."""
+        try:
+            with open(self.path, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return b""
 
     def append(self, entries, *, durable=True):
         """Append ``entries`` (caller holds the list lock), durably unless

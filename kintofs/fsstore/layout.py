@@ -41,6 +41,10 @@ FORMAT = {"format": "kintofs", "version": 1}
 JOURNAL_NAME = "_journal.jsonl"  # in every list folder
 LOCK_NAME = "_lock"  # in every list folder and the root
 
+# A big list's index as its last load or stop left it (fsstore/snapshot.py):
+# derived, checked before use, deletable at any time; backups leave it out.
+SNAPSHOT_NAME = "_index.snapshot"
+
 # Where `kintofs check --repair` moves files it cannot read, for the operator
 # to look at; a name starting with "_" is never an id, so lists ignore it.
 QUARANTINE = "_quarantine"
@@ -126,14 +130,15 @@ def is_never_copied(name):
 
     ``kintofs backup`` and ``kintofs restore`` leave these out: a lock file
     is recreated on first use, a dot name is a leftover or a write in progress,
-    and the commit logs only matter to the files they were written beside.
+    the commit logs only matter to the files they were written beside, and
+    an index snapshot is rebuilt from the files.
     """
-    return name in (LOCK_NAME, COMMITS_FOLDER) or is_dot_name(name)
+    return name in (LOCK_NAME, COMMITS_FOLDER, SNAPSHOT_NAME) or is_dot_name(name)
 
 
 def is_bookkeeping(name):
-    """A list folder's own files (journal, lock) or a leftover: never an object."""
-    return is_dot_name(name) or name in (JOURNAL_NAME, LOCK_NAME)
+    """A list folder's own files (journal, lock, snapshot) or a leftover: never an object."""
+    return is_dot_name(name) or name in (JOURNAL_NAME, LOCK_NAME, SNAPSHOT_NAME)
 
 
 # -- an object's files, in its list's folder ---------------------------------

@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 from . import commit as commits
 from . import layout
+from . import snapshot as snapshots
 from .atomic import (
     dump_json,
     fsync_folder,
@@ -48,7 +49,14 @@ from .base import (
 )
 from .changes import ChangeOrder
 from .commit import Commit, Op
-from .journal import Journal, content_digest, is_timestamp, rewritten_by_others
+from .journal import (
+    Journal,
+    content_digest,
+    is_timestamp,
+    last_written,
+    parse,
+    rewritten_by_others,
+)
 from .layout import TRASH_PREFIX
 from .locks import LOCK_TIMEOUT_SECONDS, locked, locked_for_reading
 
@@ -67,6 +75,11 @@ NOTHING_LOGGED: Mapping = MappingProxyType({})
 # What _read_files says of an object whose data file is not there.
 MISSING = "missing"
 
+# A file changed less than this before a load began may have changed during
+# it: the index snapshot does not vouch for what the load read of it.  Wide
+# enough for file systems that keep times to the second or two (FAT).
+CTIME_MARGIN_NS = 3_000_000_000
+
 # What a list's index costs in resident memory (CPython 3.11, 64-bit), as
 # estimated by FileList.memory_estimate for the store's budget
 # (index_memory_mb).  Fitted to what bench/index_memory.py measures (with
@@ -79,6 +92,8 @@ JSON_BRACE_BYTES = 128  # each "{": one more dict
 PAIR_BYTES = 120  # one (ts, id) pair of the change order, live or stale
 TOMBSTONE_BYTES = 110  # one deleted id besides its pair
 SIGNATURE_BYTES = 100  # one object last written by this process (see _signature)
+# An index snapshot keeps each object's cost: valid only with the same constants.
+COST_MODEL = [OBJECT_BYTES, JSON_COMMA_BYTES, JSON_BRACE_BYTES]
 
 
 def now_ms():
@@ -135,6 +150,7 @@ class FileList(ObjectList):
         "_changes",
         "_timestamp",
         "_loaded",
+        "_snapshot",
         "_adopted_by_load",
         "_vanishing",
         "_unreadable",
@@ -431,19 +447,13 @@ class FileList(ObjectList):
             return on_disk != known
 
     def _signature(self, object_id):
-        """A hash of what stat() says of an object's two files: changes whenever
-        either is rewritten (a hash: one int per object instead of two tuples).
-        With ctime: `cp -a`, `rsync -a`, `tar -x` set mtime back, never ctime."""
-        found = []
-        for path in (self.data_path(object_id), self.acl_path(object_id)):
-            try:
-                status = os.stat(path)
-                found.append(
-                    (status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
-                )
-            except OSError:
-                found.append(None)
-        return hash(tuple(found))
+        """A hash of the :func:`snapshot.signature` of an object's two files:
+        changes whenever either is rewritten (one int per object instead of
+        two lists)."""
+        return _hash_signature(self._file_signature(object_id))
+
+    def _file_signature(self, object_id):
+        return snapshots.signature(self.data_path(object_id), self.acl_path(object_id))
 
     # -- memory -----------------------------------------------------------
 
@@ -479,13 +489,14 @@ class FileList(ObjectList):
             if self.on_cost is not None:
                 self.on_cost(self)
 
-    def _store_object(self, object_id, stored):
-        """Index ``stored`` as the live version of ``object_id`` (caller holds the guard)."""
+    def _store_object(self, object_id, stored, cost=None):
+        """Index ``stored`` as the live version of ``object_id`` (caller holds
+        the guard); ``cost``: its :func:`object_cost`, if known already."""
         previous = self._objects.get(object_id)
         if previous is not None:
             self._object_bytes -= object_cost(previous)
         self._objects[object_id] = stored
-        self._object_bytes += object_cost(stored)
+        self._object_bytes += object_cost(stored) if cost is None else cost
 
     def _indexed_put(self, object_id, stored, ts, signature):
         """The index after a durable put (caller holds the guard)."""
@@ -787,6 +798,8 @@ class FileList(ObjectList):
         self._changes = ChangeOrder()
         self._timestamp = None
         self._loaded = False
+        # A big list's (start of its last load in ns, journal bytes its snapshot stands for).
+        self._snapshot = None
         self._adopted_by_load = None  # ids whose hand edit the last load made a revision
         self._vanishing = set()  # ids served on by the last load, their files missing (see _Served)
         self._unreadable = {}  # id -> the path of its file that did not read at the last look
@@ -858,10 +871,12 @@ class FileList(ObjectList):
         index served already is also compared with what it served (see
         _Served): a journal replaced by an older copy must not take it back.
         """
-        entries, end = self.journal.read(0)
+        started_ns = time.time_ns()
+        journal_bytes = self.journal.read_bytes()
         identity = self.journal.identity()
         with self._guard:
             served = _Served.of(self)
+            parsed = self._parse_journal(journal_bytes)
             # Nothing served to compare with (a list not loaded since start, or
             # dropped from memory): a journal written by others since kintofs
             # last wrote it is an older copy put back, whose files all agree
@@ -869,9 +884,11 @@ class FileList(ObjectList):
             # see what the restore brought back and the ETag moves forward.
             # A last line without its newline is a crash's (whose ctime is
             # the killed append's), never a restore's.
-            torn = identity is not None and identity[1] > end
+            torn = identity is not None and identity[1] > parsed.end
             restored = (
-                served is NOTHING_SERVED and not torn and rewritten_by_others(entries, identity)
+                served is NOTHING_SERVED
+                and not torn
+                and rewritten_by_others(parsed.written, identity)
             )
             if restored:
                 logger.warning(
@@ -880,15 +897,10 @@ class FileList(ObjectList):
                     self.folder,
                 )
             self._reset(identity=identity)
-            self._offset = end
-            self._line_count = len(entries)
-            latest = {}
-            for entry in entries:
-                self._timestamp = (
-                    entry["ts"] if self._timestamp is None else max(self._timestamp, entry["ts"])
-                )
-                if entry["op"] in ("put", "delete") and isinstance(entry.get("id"), str):
-                    latest[entry["id"]] = entry
+            self._offset, self._line_count = parsed.end, parsed.line_count
+            self._timestamp, latest = parsed.timestamp, parsed.latest
+            cached = {} if restored else parsed.cached  # a restore re-stamps every file
+            files_read = 0
             for object_id, entry in latest.items():
                 if entry["op"] == "delete":
                     self._tombstones[object_id] = entry["ts"]
@@ -896,7 +908,14 @@ class FileList(ObjectList):
             repairs = []
             on_disk, unreadable = set(), set()
             for object_id in self._scan_ids():
-                found = self._read_files(object_id)
+                stored, cost = self._cached_object(object_id, cached)
+                if stored is not None:
+                    # Kept only in agreement with this line (see snapshot.write);
+                    # its ACL bytes are read if a repair needs them.
+                    found = stored, latest[object_id].get("hash"), None
+                else:
+                    found = self._read_files(object_id)
+                    files_read += 1
                 if found is MISSING:
                     continue  # removed since the scan (or a container folder without its data)
                 if found is None:
@@ -913,7 +932,8 @@ class FileList(ObjectList):
                     )
                     ts = stored.data["last_modified"]
                     repairs.append({"ts": ts, "op": "put", "id": object_id, "hash": digest})
-                self._store_object(object_id, stored)
+                    cost = None
+                self._store_object(object_id, stored, cost)
                 self._tombstones.pop(object_id, None)
             # An unreadable file (an editor half-way through, a bad sector)
             # is not a deletion: it becomes a revision again once it can be
@@ -954,6 +974,49 @@ class FileList(ObjectList):
             self._changes = ChangeOrder(self._current_changes())
             self._loaded = True
             self._recount()
+            if len(self._objects) >= snapshots.MIN_OBJECTS:
+                self._snapshot = (started_ns, parsed.snapshot_end)
+                if parsed.snapshot_end is None or files_read >= snapshots.MIN_OBJECTS:
+                    self._save_snapshot()
+
+    def _parse_journal(self, journal_bytes):
+        """What the journal says (its lines after the snapshot's, on top of the
+        snapshot's parse of the earlier ones, if there is a snapshot for them)."""
+        found = snapshots.read(self.snapshot_path, journal_bytes, COST_MODEL)
+        start = 0 if found is None else found.offset
+        entries, length = parse(journal_bytes[start:])
+        latest = {} if found is None else found.latest
+        timestamp = None if found is None else found.timestamp
+        for entry in entries:
+            timestamp = entry["ts"] if timestamp is None else max(timestamp, entry["ts"])
+            if entry["op"] != "init":
+                latest[entry["id"]] = entry
+        if found is None:
+            return _Parsed(length, len(entries), timestamp, latest, last_written(entries), {}, None)
+        written = max(
+            (time for time in (found.written, last_written(entries)) if time is not None),
+            default=None,
+        )
+        cached = found.objects
+        for entry in entries:
+            cached.pop(entry.get("id"), None)  # written since: read from the files
+        return _Parsed(
+            start + length,
+            found.line_count + len(entries),
+            timestamp,
+            latest,
+            written,
+            cached,
+            found.offset,
+        )
+
+    def _cached_object(self, object_id, cached):
+        """``(Stored, its cost)`` of an object from the snapshot, if its files
+        are still the ones the snapshot saw; else ``(None, None)``."""
+        found = cached.pop(object_id, None)
+        if found is None or found[0] != self._file_signature(object_id):
+            return None, None
+        return found[1], found[2]
 
     def _serve_on(self, object_id, stored):
         """Serve ``stored`` on while its files are missing or being written (see _Served)."""
@@ -971,6 +1034,8 @@ class FileList(ObjectList):
         the list can vouch for (``fresh``: a new one in any case); returns the
         object and its files' digest."""
         current = stored.data.get("last_modified")
+        if acl_bytes is None:  # an object from the snapshot
+            acl_bytes = _read_if_there(self.acl_path(object_id)) or b""
         if (
             not fresh
             and is_timestamp(current)
@@ -1098,6 +1163,61 @@ class FileList(ObjectList):
         identity = self.journal.identity()
         with self._guard:
             self._identity, self._offset, self._line_count = identity, identity[1], len(entries)
+        if self._loaded and self._snapshot is not None:
+            self._save_snapshot()  # the old one stands for a journal that is gone
+
+    # -- the index snapshot (snapshot.py; caller holds the lock) -----------
+
+    @property
+    def snapshot_path(self):
+        return os.path.join(self.folder, layout.SNAPSHOT_NAME)
+
+    def save_snapshot(self):
+        """Bring a big list's index snapshot up to date, when the daemon
+        stops; False if the list is busy or not worth one (small, unchanged)."""
+        if self._snapshot is None and self._loaded and len(self._objects) >= snapshots.MIN_OBJECTS:
+            self._snapshot = (0, None)  # grown by writes: only those are vouched for
+        if self._snapshot is None or self._snapshot[1] == self._offset or self._holders:
+            return False
+        if not self._write_guard.acquire(timeout=1):
+            return False
+        try:
+            with locked(self.folder, timeout=1):
+                self._refresh(have_lock=True)
+                return self._save_snapshot()
+        except (StorageError, OSError) as error:  # busy, or the folder is gone: no stop fails here
+            logger.warning("%s: no index snapshot at the stop: %s", self.folder, error)
+            return False
+        finally:
+            self._write_guard.release()
+
+    def _save_snapshot(self):
+        """Write the snapshot of the index, vouching for each object whose files
+        are known to hold what the index holds: the ones this process last
+        wrote (still with the signature of that write), and the others if
+        nothing changed their files since shortly before the index was loaded."""
+        loaded_ns = self._snapshot[0]
+        with self._guard:
+            objects = list(self._objects.items())
+            doubtful = self._vanishing | self._unreadable.keys()
+            signatures = dict(self._signatures)
+        vouched = {}
+        for object_id, stored in objects:
+            found = self._file_signature(object_id)
+            if found is None or object_id in doubtful:
+                continue
+            mine = signatures.get(object_id)
+            if mine is not None:
+                unchanged = mine == _hash_signature(found)
+            else:
+                unchanged = snapshots.newest_ctime(found) < loaded_ns - CTIME_MARGIN_NS
+            if unchanged:
+                vouched[object_id] = (found, stored, object_cost(stored))
+        end = snapshots.write(self.snapshot_path, self.journal.read_bytes(), vouched, COST_MODEL)
+        if end is None:
+            return False
+        self._snapshot = (loaded_ns, end)
+        return True
 
 
 class Writer:
@@ -1281,6 +1401,24 @@ def _compact(stored):
         for name, members in stored.acl.items()
     }
     return Stored(data, acl)
+
+
+def _hash_signature(found):
+    if found is None:
+        return hash(None)
+    return hash(tuple(part if part is None else tuple(part) for part in found))
+
+
+class _Parsed(NamedTuple):
+    """A journal as a load reads it (FileList._parse_journal)."""
+
+    end: int  # where its complete lines end
+    line_count: int
+    timestamp: int | None  # the list timestamp: its largest ts
+    latest: dict  # id -> its latest put or delete line
+    written: int | None  # see journal.last_written
+    cached: dict  # id -> (signature, Stored): what the snapshot may spare reading
+    snapshot_end: int | None  # the journal bytes its snapshot stood for, None without one
 
 
 class _Gone(NamedTuple):

@@ -129,8 +129,13 @@ class FileSystemStore:
         return nullcontext(current()) if current() is not None else Commit(self.commits)
 
     def close(self):
-        """Checkpoint the commit log (a clean stop leaves none behind)."""
+        """Checkpoint the commit log (a clean stop leaves none behind), and
+        bring the index snapshots of big lists up to date (snapshot.py)."""
         self.commits.close()
+        with self._lists_guard:
+            lists = list(self._lists.values())
+        for object_list in lists:
+            object_list.save_snapshot()
 
     def _recover(self):
         self.replayed = 0  # writes the logs held that the files missed
