@@ -10,7 +10,9 @@ fsync off unless --load-fsync: loading is not what is measured), then times:
   (b) _since poll with few changes:     ?_since=<ETag before 5 updates>
   (c) default-order first page:         ?_limit=50
 
-and prints median and p90 latency per server, with the ratio Kinto / kintofs
+and, before those, the first read of each collection after a restart, with
+the index snapshots deleted and with them kept (fsstore/snapshot.py).  It
+prints median and p90 latency per server, with the ratio Kinto / kintofs
 (above 1: kintofs is faster).  Every request stays on this machine.
 
     python bench/benchmark.py                      # 1k, 10k and 100k records
@@ -31,6 +33,9 @@ import tempfile
 import time
 
 import requests
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from kintofs.fsstore.layout import SNAPSHOT_NAME  # noqa: E402
 
 AUTH = ("bench", "bench-pw")
 BATCH_SIZE = 500
@@ -231,6 +236,12 @@ def first_read_seconds(server, collection):
     return time.monotonic() - started
 
 
+def delete_index_snapshots(data_dir):
+    for folder, _dirs, names in os.walk(data_dir):
+        if SNAPSHOT_NAME in names:
+            os.remove(os.path.join(folder, SNAPSHOT_NAME))
+
+
 def time_query(server, collection, params, count):
     """Median and p90 of `count` sequential GETs (after two warm-ups), in ms."""
     url = f"{server.url}/buckets/bench/collections/{collection}/records"
@@ -274,15 +285,21 @@ def run(args):
                     f"(RSS now {server.rss_mib():.0f} MiB)",
                     flush=True,
                 )
-        servers[0].stop()
-        servers[0] = start_kintofs(workdir, fsync=True)
-        for size in args.sizes:
-            seconds = first_read_seconds(servers[0], f"c{size}")
-            print(
-                f"kintofs restarted with fsync on: first read of {size:>7} records "
-                f"(index load) {seconds:6.2f} s; RSS now {servers[0].rss_mib():.0f} MiB",
-                flush=True,
-            )
+        # Restarted twice: without the index snapshots (each big list's first
+        # read then parses every file and writes its snapshot), then with them.
+        for snapshots in ("deleted", "kept"):
+            servers[0].stop()
+            if snapshots == "deleted":
+                delete_index_snapshots(os.path.join(workdir, "data"))
+            servers[0] = start_kintofs(workdir, fsync=True)
+            for size in args.sizes:
+                seconds = first_read_seconds(servers[0], f"c{size}")
+                print(
+                    f"kintofs restarted with fsync on, index snapshots {snapshots}: first read "
+                    f"of {size:>7} records (index load) {seconds:6.2f} s; "
+                    f"RSS now {servers[0].rss_mib():.0f} MiB",
+                    flush=True,
+                )
         for size in args.sizes:
             collection = f"c{size}"
             measured = servers_for(servers, size, args)

@@ -449,8 +449,8 @@ class FileList(ObjectList):
     def _signature(self, object_id):
         """A hash of the :func:`snapshot.signature` of an object's two files:
         changes whenever either is rewritten (one int per object instead of
-        two lists)."""
-        return _hash_signature(self._file_signature(object_id))
+        a string)."""
+        return hash(self._file_signature(object_id))
 
     def _file_signature(self, object_id):
         return snapshots.signature(self.data_path(object_id), self.acl_path(object_id))
@@ -1208,7 +1208,7 @@ class FileList(ObjectList):
                 continue
             mine = signatures.get(object_id)
             if mine is not None:
-                unchanged = mine == _hash_signature(found)
+                unchanged = mine == hash(found)
             else:
                 unchanged = snapshots.newest_ctime(found) < loaded_ns - CTIME_MARGIN_NS
             if unchanged:
@@ -1401,12 +1401,6 @@ def _compact(stored):
         for name, members in stored.acl.items()
     }
     return Stored(data, acl)
-
-
-def _hash_signature(found):
-    if found is None:
-        return hash(None)
-    return hash(tuple(part if part is None else tuple(part) for part in found))
 
 
 class _Parsed(NamedTuple):

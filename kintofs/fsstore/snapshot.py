@@ -42,9 +42,9 @@ MIN_OBJECTS = 1000
 
 
 def signature(data_path, acl_path):
-    """What stat() says of an object's two files (inode, size, mtime, ctime
-    each, as JSON lists; None for a missing ACL sidecar); None when the data
-    file is missing or either cannot be looked at.  Any write to either
+    """What stat() says of an object's two files: ``"<inode>:<size>:<mtime>:<ctime>"``
+    of each (``-`` for a missing ACL sidecar) in one string; None when the
+    data file is missing or either cannot be looked at.  Any write to either
     changes it, and no tool sets ctime back (`cp -a`, `rsync -a` and `tar -x`
     set only mtime)."""
     found = []
@@ -54,17 +54,17 @@ def signature(data_path, acl_path):
         except FileNotFoundError:
             if not found:
                 return None
-            found.append(None)
+            found.append("-")
             continue
         except OSError:
             return None
-        found.append([status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns])
-    return found
+        found.append(f"{status.st_ino}:{status.st_size}:{status.st_mtime_ns}:{status.st_ctime_ns}")
+    return " ".join(found)
 
 
 def newest_ctime(found):
     """The latest ctime (ns) in a :func:`signature`."""
-    return max(part[3] for part in found if part is not None)
+    return max(int(part.rpartition(":")[2]) for part in found.split() if part != "-")
 
 
 class Snapshot:
