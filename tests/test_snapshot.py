@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sys
+import zlib
 
 import pytest
 
@@ -143,6 +144,21 @@ def test_a_damaged_snapshot_is_ignored_and_written_again(data_dir):
     assert len(opened) == COUNT
     assert objects["r01"]["text"] == "x" * 40
     assert load(data_dir)[2] == [], "the full load wrote a good snapshot"
+
+
+def test_a_snapshot_with_a_right_crc_but_wrong_values_is_ignored(data_dir):
+    path = os.path.join(folder(data_dir), "_index.snapshot")
+    with open(path, "rb") as f:
+        header_line, _, body = f.read().partition(b"\n")
+    header, document = json.loads(header_line), json.loads(body)
+    document["objects"]["r01"][1] = ["not", "an", "object"]
+    body = json.dumps(document).encode()
+    header["crc32"] = zlib.crc32(body)
+    with open(path, "wb") as f:
+        f.write(json.dumps(header).encode() + b"\n" + body)
+    objects, _tombstones, opened = load(data_dir)
+    assert len(opened) == COUNT
+    assert objects["r01"]["n"] == 1
 
 
 def test_a_rewritten_journal_makes_the_snapshot_stale(data_dir):

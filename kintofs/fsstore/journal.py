@@ -124,6 +124,17 @@ def parse(chunk):
     return entries, len(complete)
 
 
+def latest_lines(entries, latest=None, timestamp=None):
+    """``(latest, timestamp)`` once ``entries`` are read on top of ``latest``
+    (id -> its latest put or delete line) and the list ``timestamp``."""
+    latest = {} if latest is None else latest
+    for entry in entries:
+        timestamp = entry["ts"] if timestamp is None else max(timestamp, entry["ts"])
+        if entry["op"] != "init":
+            latest[entry["id"]] = entry
+    return latest, timestamp
+
+
 def encode(entries):
     return b"".join(json.dumps(entry, separators=(",", ":")).encode() + b"\n" for entry in entries)
 

@@ -54,6 +54,7 @@ from .journal import (
     content_digest,
     is_timestamp,
     last_written,
+    latest_lines,
     parse,
     rewritten_by_others,
 )
@@ -985,12 +986,10 @@ class FileList(ObjectList):
         found = snapshots.read(self.snapshot_path, journal_bytes, COST_MODEL)
         start = 0 if found is None else found.offset
         entries, length = parse(journal_bytes[start:])
-        latest = {} if found is None else found.latest
-        timestamp = None if found is None else found.timestamp
-        for entry in entries:
-            timestamp = entry["ts"] if timestamp is None else max(timestamp, entry["ts"])
-            if entry["op"] != "init":
-                latest[entry["id"]] = entry
+        if found is None:
+            latest, timestamp = latest_lines(entries)
+        else:
+            latest, timestamp = latest_lines(entries, found.latest, found.timestamp)
         if found is None:
             return _Parsed(length, len(entries), timestamp, latest, last_written(entries), {}, None)
         written = max(
@@ -1411,7 +1410,7 @@ class _Parsed(NamedTuple):
     timestamp: int | None  # the list timestamp: its largest ts
     latest: dict  # id -> its latest put or delete line
     written: int | None  # see journal.last_written
-    cached: dict  # id -> (signature, Stored): what the snapshot may spare reading
+    cached: dict  # id -> (signature, Stored, cost): what the snapshot may spare reading
     snapshot_end: int | None  # the journal bytes its snapshot stood for, None without one
 
 

@@ -31,7 +31,7 @@ import zlib
 
 from .atomic import write_bytes
 from .base import StorageError, Stored
-from .journal import last_written, parse
+from .journal import is_timestamp, last_written, latest_lines, parse
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,9 @@ def read(path, journal_bytes, cost_model):
             object_id: (found, Stored(data, acls[acl]), cost)
             for object_id, (found, data, acl, cost) in document["objects"].items()
         }
+        if not _well_formed(latest, acls, objects):
+            logger.warning("%s: index snapshot with wrong values, ignored", path)
+            return None
         return Snapshot(
             offset,
             latest,
@@ -141,11 +144,7 @@ def write(path, journal_bytes, objects, cost_model):
     Returns the journal bytes it stands for, None if it could not be written
     (best effort: without a snapshot, a load is only slower)."""
     entries, offset = parse(journal_bytes)
-    latest, timestamp = {}, None
-    for entry in entries:
-        timestamp = entry["ts"] if timestamp is None else max(timestamp, entry["ts"])
-        if entry["op"] != "init":
-            latest[entry["id"]] = entry
+    latest, timestamp = latest_lines(entries)
     acls, acl_index, kept = [], {}, {}
     for object_id, (found, stored, cost) in objects.items():
         entry = latest.get(object_id)
@@ -181,6 +180,19 @@ def write(path, journal_bytes, objects, cost_model):
         logger.warning("%s: index snapshot not written: %s", path, error)
         return None
     return offset
+
+
+def _well_formed(latest, acls, objects):
+    """What the index takes from a snapshot has the types the index needs (a
+    file with a right CRC can still have been written by someone else)."""
+    return (
+        all(e["op"] in ("put", "delete") and is_timestamp(e["ts"]) for e in latest.values())
+        and all(isinstance(acl, dict) for acl in acls)
+        and all(
+            isinstance(found, str) and isinstance(stored.data, dict) and is_timestamp(cost)
+            for found, stored, cost in objects.values()
+        )
+    )
 
 
 def _journal_hash(prefix):
