@@ -345,6 +345,36 @@ def test_another_process_sees_a_compacted_journal(records, root, small_slack):
     assert other.timestamp() == records.timestamp()
 
 
+def test_a_compacted_journal_that_got_the_old_inode_is_read_anew(records, root, small_slack):
+    """File systems hand a freed inode number out again: after compactions by
+    another process, the journal can have the inode we last saw, a larger
+    size and a newer ctime, as if lines had been appended.  Reading on from
+    our old offset would apply a part of another file."""
+    other = new_store(root).list(*RECORDS)
+    for object_id in ("a", "b", "c"):
+        put(records, object_id)
+    assert set(other.objects()) == {"a", "b", "c"}  # loaded up to here
+    journal = records.journal.path
+    known_size = os.path.getsize(journal)
+    seen = journal + ".seen"
+    os.link(journal, seen)  # keeps the inode `other` knows from being freed
+    delete(records, "a")
+    for i in range(40):
+        put(records, "b", {"i": i})
+    put(records, "c", {"i": "last"})
+    assert os.stat(journal).st_ino != os.stat(seen).st_ino, "compacted: a new file"
+    with open(journal, "rb") as f:
+        content = f.read()
+    assert len(content) > known_size
+    with open(seen, "r+b") as f:  # what the inode reused would hold
+        f.truncate(0)
+        f.write(content)
+    os.rename(seen, journal)
+    assert other.objects() == records.objects()
+    assert other.tombstones() == records.tombstones()
+    assert other.get("a") is None and other.get("c").data["i"] == "last"
+
+
 # -- torn journal tails -------------------------------------------------------------
 
 

@@ -124,6 +124,12 @@ def parse(chunk):
     return entries, len(complete)
 
 
+def last_line(data, end=None):
+    """The last complete line of ``data[:end]``, newline included (b"" if none)."""
+    end = len(data) if end is None else end
+    return data[data.rfind(b"\n", 0, max(end - 1, 0)) + 1 : end]
+
+
 def latest_lines(entries, latest=None, timestamp=None):
     """``(latest, timestamp)`` once ``entries`` are read on top of ``latest``
     (id -> its latest put or delete line) and the list ``timestamp``."""
@@ -177,6 +183,28 @@ class Journal:
         entries, length = parse(chunk)
         return entries, offset + length
 
+    def read_on(self, offset, known_last_line):
+        """``(entries, end, last line)`` of the complete lines after ``offset``,
+        or None if the line before it is no longer ``known_last_line``.
+
+        A file that only grew has the same bytes there.  One written anew (a
+        compaction by another process, a restore) may have got the inode and
+        a larger size: it has other bytes there, as line timestamps never repeat.
+        """
+        start = offset - len(known_last_line)
+        if start < 0:
+            return None
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(start)
+                chunk = f.read()
+        except FileNotFoundError:
+            return None
+        if not chunk.startswith(known_last_line):
+            return None
+        entries, length = parse(chunk[len(known_last_line) :])
+        return entries, offset + length, last_line(chunk, len(known_last_line) + length)
+
     def read_bytes(self):
         """The whole file as it is (b"" when there is none)."""
         try:
@@ -187,14 +215,16 @@ class Journal:
 
     def append(self, entries, *, durable=True):
         """Append ``entries`` (caller holds the list lock), durably unless
-        ``durable`` is False (a commit whose log already holds them)."""
+        ``durable`` is False (a commit whose log already holds them); returns
+        the bytes appended."""
         durable = durable and self.fsync
         try:
             check_injected_fault()
             is_new = not os.path.exists(self.path)
             with open(self.path, "ab+") as f:
                 cut_torn_tail(f)
-                f.write(encode(stamped(entries)))
+                written = encode(stamped(entries))
+                f.write(written)
                 f.flush()
                 if durable:
                     os.fsync(f.fileno())
@@ -203,7 +233,11 @@ class Journal:
         except OSError as error:
             raise_if_disk_refused(error)
             raise
+        return written
 
     def rewrite(self, entries):
-        """Replace the whole journal (compaction; caller holds the lock)."""
-        write_bytes(self.path, encode(stamped(entries)), fsync=self.fsync)
+        """Replace the whole journal (compaction; caller holds the lock);
+        returns its bytes."""
+        written = encode(stamped(entries))
+        write_bytes(self.path, written, fsync=self.fsync)
+        return written

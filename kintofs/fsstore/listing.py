@@ -53,6 +53,7 @@ from .journal import (
     Journal,
     content_digest,
     is_timestamp,
+    last_line as journal_last_line,
     last_written,
     latest_lines,
     parse,
@@ -145,6 +146,7 @@ class FileList(ObjectList):
         "_signatures",
         "_identity",
         "_offset",
+        "_last_line",
         "_line_count",
         "_objects",
         "_tombstones",
@@ -611,11 +613,11 @@ class FileList(ObjectList):
                 for folder in folders:
                     fsync_folder(folder)
             lines = [op.journal_line() for op in ops if op.op != "file"]
-            self.journal.append(lines, durable=durable)
+            written = self.journal.append(lines, durable=durable)
         finally:
             self._index_ops(ops)
         with self._guard:
-            self._after_append(lines)
+            self._after_append(lines, written)
         self._compact_if_due()
         return later
 
@@ -792,6 +794,7 @@ class FileList(ObjectList):
     def _reset(self, identity):
         self._identity = identity
         self._offset = 0
+        self._last_line = b""  # the journal's line that ends at _offset (see Journal.read_on)
         self._line_count = 0
         self._objects = {}
         self._object_bytes = 0
@@ -821,8 +824,7 @@ class FileList(ObjectList):
                 # Stat'ed before a write of ours appended (or a torn tail was
                 # cut): nothing new.  Reloading here stalled every request.
                 return
-            if same_file and identity[1] > self._identity[1]:
-                self._read_new_lines(identity)
+            if same_file and identity[1] > self._identity[1] and self._read_new_lines(identity):
                 return
             # Else replaced, or rewritten in place (a newer ctime): reloaded.
         if not os.path.isdir(self.folder):
@@ -838,14 +840,19 @@ class FileList(ObjectList):
                 self._load()
 
     def _read_new_lines(self, identity):
-        """Apply what another process appended since we last looked."""
-        entries, end = self.journal.read(self._offset)
+        """Apply what another process appended since we last looked; False
+        if the file is not the one we read (same inode, new content)."""
+        found = self.journal.read_on(self._offset, self._last_line)
+        if found is None:
+            return False
+        entries, end, self._last_line = found
         for entry in entries:
             self._apply(entry, self._read_object(entry.get("id")) if entry["op"] == "put" else None)
         self._offset = end
         self._identity = identity
         self._line_count += len(entries)
         self._recount()
+        return True
 
     def _apply(self, entry, stored):
         ts = entry["ts"]
@@ -899,6 +906,7 @@ class FileList(ObjectList):
                 )
             self._reset(identity=identity)
             self._offset, self._line_count = parsed.end, parsed.line_count
+            self._last_line = journal_last_line(journal_bytes, parsed.end)
             self._timestamp, latest = parsed.timestamp, parsed.latest
             cached = {} if restored else parsed.cached  # a restore re-stamps every file
             files_read = 0
@@ -1122,13 +1130,14 @@ class FileList(ObjectList):
     def _append(self, entries):
         # We hold the lock and have read every earlier line, so the file now
         # ends exactly after what we know.
-        self.journal.append(entries)
-        self._after_append(entries)
+        self._after_append(entries, self.journal.append(entries))
 
-    def _after_append(self, entries):
-        """Account for lines just appended to the journal (caller holds the lock and the guard)."""
+    def _after_append(self, entries, written):
+        """Account for lines just appended to the journal, ``written`` their
+        bytes (caller holds the lock and the guard)."""
         self._identity = self.journal.identity()
         self._offset = self._identity[1]
+        self._last_line = journal_last_line(written) or self._last_line
         self._line_count += len(entries)
 
     def _compact_if_due(self):
@@ -1154,7 +1163,7 @@ class FileList(ObjectList):
         if self._timestamp is not None and (not entries or entries[-1]["ts"] < self._timestamp):
             entries.append({"ts": self._timestamp, "op": "init"})
         try:
-            self.journal.rewrite(entries)
+            written = self.journal.rewrite(entries)
         except StorageFull:
             # The write that got us here is already durable; compact another time.
             logger.warning("%s: no room to compact the journal now", self.folder)
@@ -1162,6 +1171,7 @@ class FileList(ObjectList):
         identity = self.journal.identity()
         with self._guard:
             self._identity, self._offset, self._line_count = identity, identity[1], len(entries)
+            self._last_line = journal_last_line(written)
         if self._loaded and self._snapshot is not None:
             self._save_snapshot()  # the old one stands for a journal that is gone
 
