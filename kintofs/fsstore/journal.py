@@ -124,10 +124,21 @@ def parse(chunk):
     return entries, len(complete)
 
 
+# Journal.read_on looks this far back for the line it checks (lines are a few
+# hundred bytes at most; a longer one only costs a reload).
+LINE_WINDOW = 4096
+
+
 def last_line(data, end=None):
     """The last complete line of ``data[:end]``, newline included (b"" if none)."""
     end = len(data) if end is None else end
     return data[data.rfind(b"\n", 0, max(end - 1, 0)) + 1 : end]
+
+
+def line_hash(data, end=None):
+    """A hash of the last complete line of ``data[:end]`` (0 if none): what a
+    list keeps of the line it read up to (see Journal.read_on), in 32 bytes."""
+    return hash(last_line(data, end))
 
 
 def latest_lines(entries, latest=None, timestamp=None):
@@ -183,27 +194,29 @@ class Journal:
         entries, length = parse(chunk)
         return entries, offset + length
 
-    def read_on(self, offset, known_last_line):
-        """``(entries, end, last line)`` of the complete lines after ``offset``,
-        or None if the line before it is no longer ``known_last_line``.
+    def read_on(self, offset, known_line_hash):
+        """``(entries, end, its line_hash)`` of the complete lines after
+        ``offset``, or None if the line before it does not have
+        ``known_line_hash`` (the :func:`line_hash` of what was read up to it).
 
-        A file that only grew has the same bytes there.  One written anew (a
+        A file that only grew has the same line there.  One written anew (a
         compaction by another process, a restore) may have got the inode and
-        a larger size: it has other bytes there, as line timestamps never repeat.
+        a larger size: it has another line there, as line timestamps never repeat.
         """
-        start = offset - len(known_last_line)
-        if start < 0:
-            return None
+        start = max(0, offset - LINE_WINDOW)
         try:
             with open(self.path, "rb") as f:
                 f.seek(start)
                 chunk = f.read()
         except FileNotFoundError:
             return None
-        if not chunk.startswith(known_last_line):
+        before = offset - start
+        line = last_line(chunk, before)
+        whole = start == 0 or len(line) < before  # else longer than the window: unknown
+        if len(chunk) < before or not whole or hash(line) != known_line_hash:
             return None
-        entries, length = parse(chunk[len(known_last_line) :])
-        return entries, offset + length, last_line(chunk, len(known_last_line) + length)
+        entries, length = parse(chunk[before:])
+        return entries, offset + length, line_hash(chunk, before + length)
 
     def read_bytes(self):
         """The whole file as it is (b"" when there is none)."""

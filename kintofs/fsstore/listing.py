@@ -53,9 +53,9 @@ from .journal import (
     Journal,
     content_digest,
     is_timestamp,
-    last_line as journal_last_line,
     last_written,
     latest_lines,
+    line_hash,
     parse,
     rewritten_by_others,
 )
@@ -146,7 +146,7 @@ class FileList(ObjectList):
         "_signatures",
         "_identity",
         "_offset",
-        "_last_line",
+        "_last_line_hash",
         "_line_count",
         "_objects",
         "_tombstones",
@@ -794,7 +794,7 @@ class FileList(ObjectList):
     def _reset(self, identity):
         self._identity = identity
         self._offset = 0
-        self._last_line = b""  # the journal's line that ends at _offset (see Journal.read_on)
+        self._last_line_hash = 0  # of the journal's line that ends at _offset (see Journal.read_on)
         self._line_count = 0
         self._objects = {}
         self._object_bytes = 0
@@ -842,10 +842,10 @@ class FileList(ObjectList):
     def _read_new_lines(self, identity):
         """Apply what another process appended since we last looked; False
         if the file is not the one we read (same inode, new content)."""
-        found = self.journal.read_on(self._offset, self._last_line)
+        found = self.journal.read_on(self._offset, self._last_line_hash)
         if found is None:
             return False
-        entries, end, self._last_line = found
+        entries, end, self._last_line_hash = found
         for entry in entries:
             self._apply(entry, self._read_object(entry.get("id")) if entry["op"] == "put" else None)
         self._offset = end
@@ -906,7 +906,7 @@ class FileList(ObjectList):
                 )
             self._reset(identity=identity)
             self._offset, self._line_count = parsed.end, parsed.line_count
-            self._last_line = journal_last_line(journal_bytes, parsed.end)
+            self._last_line_hash = line_hash(journal_bytes, parsed.end)
             self._timestamp, latest = parsed.timestamp, parsed.latest
             cached = {} if restored else parsed.cached  # a restore re-stamps every file
             files_read = 0
@@ -1137,7 +1137,8 @@ class FileList(ObjectList):
         bytes (caller holds the lock and the guard)."""
         self._identity = self.journal.identity()
         self._offset = self._identity[1]
-        self._last_line = journal_last_line(written) or self._last_line
+        if written:
+            self._last_line_hash = line_hash(written)
         self._line_count += len(entries)
 
     def _compact_if_due(self):
@@ -1171,7 +1172,7 @@ class FileList(ObjectList):
         identity = self.journal.identity()
         with self._guard:
             self._identity, self._offset, self._line_count = identity, identity[1], len(entries)
-            self._last_line = journal_last_line(written)
+            self._last_line_hash = line_hash(written)
         if self._loaded and self._snapshot is not None:
             self._save_snapshot()  # the old one stands for a journal that is gone
 
