@@ -400,6 +400,30 @@ def test_a_token_survives_a_change_of_the_page_it_came_from(api, typed):
     assert ids_of(api.get(first.headers["Next-Page"])) == ["null", "obj", "one"]
 
 
+def test_a_sorted_list_follows_writes_between_requests(api, people):
+    # The second request in an order reads a view kept since the first one.
+    assert listed(api, ("_sort", "-n")) == ["dee", "ada", "cy", "bob"]  # missing: first
+    assert_status(api.patch(f"{RECORDS}/bob", json={"data": {"n": 9}}), 200)
+    assert_status(api.delete(f"{RECORDS}/cy"), 200)
+    fill(api, [("eve", {"n": 2})])
+    assert listed(api, ("_sort", "-n")) == ["dee", "bob", "ada", "eve"]
+    assert listed(api, ("_sort", "-n"), ("has_n", "true"), ("_limit", "2")) == ["bob", "ada"]
+
+
+def test_a_batch_lists_its_own_writes_in_a_sorted_order(api, people):
+    assert listed(api, ("_sort", "n")) == ["bob", "cy", "ada", "dee"]
+    requests = [
+        {"method": "PUT", "path": f"{RECORDS}/zed", "body": {"data": {"n": 0}}},
+        {"method": "DELETE", "path": f"{RECORDS}/ada"},
+        {"method": "GET", "path": f"{RECORDS}?_sort=n"},
+    ]
+    response = assert_status(api.post("/batch", json={"requests": requests}), 200)
+    listing = response.json()["responses"][2]
+    assert listing["status"] == 200
+    assert [obj["id"] for obj in listing["body"]["data"]] == ["zed", "bob", "cy", "dee"]
+    assert listed(api, ("_sort", "n")) == ["zed", "bob", "cy", "dee"]
+
+
 @kintofs_only
 def test_paginate_by_caps_the_limit(start_app):
     from conftest import Api

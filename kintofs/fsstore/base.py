@@ -65,6 +65,11 @@ class ObjectList:
         """The list timestamp; a never-written list gets "now", kept from then on."""
         raise NotImplementedError
 
+    def derived(self, key, build, use):
+        """``use(view)`` of a view of the live objects the list keeps current
+        (an index of one sort order), or None where it keeps none."""
+        raise NotImplementedError
+
     def transaction(self):
         """Context manager yielding a writer; the list is locked while it is open."""
         raise NotImplementedError

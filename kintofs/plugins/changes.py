@@ -182,6 +182,9 @@ class Entries:
     def timestamp(self):
         return self.list_timestamp
 
+    def derived(self, key, build, use):
+        return None  # made for one request: no index is worth keeping
+
     def newest_first(self, since=None, until=None):
         for stored in self.newest:
             ts = stored.data["last_modified"]

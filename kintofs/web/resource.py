@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from functools import partial
 from urllib.parse import urlencode
 
 from .. import acl, ids, kinds, query
@@ -167,13 +168,12 @@ class ResourceView:
         q = self._parse_query()
         if q.deprecated_to:
             headers["Alert"] = self.state.to_deprecation_alert()
-        candidates = self._candidates(object_list, q, visible)
         if self.state.method == "HEAD" and self.kind.count_headers:
-            total = str(query.count(candidates, q))
+            total = str(query.count(self._candidates(object_list, q, visible), q))
             return errors.json_response(
                 200, None, {**headers, "Total-Objects": total, "Total-Records": total}
             )
-        page = self._page(candidates, q)
+        page = self._page(object_list, q, visible)
         if page.next_token:
             headers["Next-Page"] = self._next_page_url(page)
         return errors.json_response(200, {"data": page.objects}, headers)
@@ -224,8 +224,7 @@ class ResourceView:
             list_ts = writer.timestamp()
             self._check_preconditions(list_ts, exists=True)
             self._use_delete_token(q)
-            candidates = self._candidates(object_list, q, deletable, include_tombstones=False)
-            page = self._page(candidates, q)
+            page = self._page(object_list, q, deletable, include_tombstones=False)
             deleted = [writer.delete(obj["id"]) for obj in page.objects]
             if page.next_token:
                 self.state.service.delete_tokens.issue(query.token_nonce(page.next_token))
@@ -684,19 +683,43 @@ class ResourceView:
             for object_id, ts in object_list.tombstones().items():
                 yield tombstone(object_id, ts)
 
-    def _page(self, candidates, q):
+    def _page(self, object_list, q, visible, include_tombstones=None):
+        """One page of the list for the query: from the list's index of the
+        query's order when it has one (any other order than newest first,
+        without tombstones), else from all candidates."""
         paginate_by = self.settings.get("paginate_by") or None
         try:
+            candidates = self._in_sort_order(object_list, q, visible, include_tombstones)
+            presorted = candidates is not None or query.in_newest_first_order(q)
+            if candidates is None:
+                candidates = self._candidates(object_list, q, visible, include_tombstones)
             page = query.paginate(
                 candidates,
                 q,
                 paginate_by=paginate_by,
                 max_fetch=self.settings["storage_max_fetch_size"],
-                presorted=query.in_newest_first_order(q),
+                presorted=presorted,
             )
         except query.QueryError as error:
             raise errors.invalid_param(error.location, error.name, error.description) from None
         return page
+
+    def _in_sort_order(self, object_list, q, visible, include_tombstones):
+        """The visible objects after the query's token, in its order, from a
+        sorted index kept by the list (None where there is none to keep)."""
+        if include_tombstones is None:
+            include_tombstones = q.includes_tombstones
+        if q.since is not None or include_tombstones or query.in_newest_first_order(q):
+            return None
+        cursor = query.cursor(q)
+        ordered = object_list.derived(
+            ("sorted", tuple(q.sort)),
+            partial(query.SortedObjects, q.sort),
+            lambda view: view.after(cursor),
+        )
+        if ordered is None or visible is None:
+            return ordered
+        return (data for data in ordered if data["id"] in visible)
 
     def _next_page_url(self, page):
         return next_page_url(self.state, page)
