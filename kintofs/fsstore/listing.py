@@ -73,6 +73,8 @@ LOCK_WAIT_IN_COMMIT_SECONDS = 5
 
 # The logged overlay of a list no commit was handed over to (see FileList._logged).
 NOTHING_LOGGED: Mapping = MappingProxyType({})
+# The ids of a set most lists leave empty (an empty set or frozenset costs 216 bytes).
+NO_IDS: frozenset[str] = frozenset()
 # The views of a list that has none (see FileList.derived).
 NO_DERIVED: Mapping = MappingProxyType({})
 
@@ -139,7 +141,7 @@ class FileList(ObjectList):
         "clock",
         "on_container_deleted",
         "on_cost",
-        "address",
+        "parent",
         "commit_log",
         "journal",
         "_guard",
@@ -186,13 +188,14 @@ class FileList(ObjectList):
         clock=now_ms,
         on_container_deleted=None,
         on_cost=None,
-        address=None,
+        parent=None,
         commit_log=None,
     ):
         """``on_cost(list)`` is called (holding the list's guard) each time
         :attr:`memory_estimate` changes; the store keeps its budget with it.
         ``commit_log`` (commit.py) makes the list's commits durable, and
-        ``address`` is how its lines name the list; without a log, every
+        ``parent`` (the path of ids above it) names the list in its lines
+        (:attr:`address`); without a log, every
         write makes its own files durable."""
         self.folder = folder
         self.kind = kind
@@ -201,7 +204,7 @@ class FileList(ObjectList):
         self.fsync = fsync
         self.clock = clock
         self.on_container_deleted = on_container_deleted or (lambda list_, object_id: None)
-        self.address, self.commit_log = address, commit_log
+        self.parent, self.commit_log = parent, commit_log
         self.journal = Journal(folder, fsync=fsync)
         self._guard = threading.RLock()
         # The write guard is held by the one commit of this process that may
@@ -234,6 +237,12 @@ class FileList(ObjectList):
         self.on_cost = on_cost
 
     # -- where things are -------------------------------------------------
+
+    @property
+    def address(self):
+        """How the commit log names this list (built when a line is written:
+        kept, it cost each list a few hundred bytes)."""
+        return {"parent": [list(pair) for pair in self.parent], "kind": self.kind}
 
     def data_path(self, object_id):
         return layout.data_path(self.folder, self.kind, self.container, object_id)
@@ -862,9 +871,8 @@ class FileList(ObjectList):
         # A big list's (start of its last load in ns, journal bytes its snapshot stands for).
         self._snapshot = None
         self._adopted_by_load = None  # ids whose hand edit the last load made a revision
-        # Ids served on by the last load, their files missing (see _Served):
-        # the shared empty frozenset in nearly every list (a set costs 216 bytes).
-        self._vanishing = frozenset()
+        # Ids served on by the last load, their files missing (see _Served).
+        self._vanishing = NO_IDS
         self._unreadable = {}  # id -> the path of its file that did not read at the last look
         # key -> _Derived, least recently used first (see derived); shared
         # and empty until a view is asked for: most lists never have one.

@@ -105,7 +105,7 @@ class FileSystemStore:
                     clock=self.clock,
                     on_container_deleted=self._forget_below,
                     on_cost=self._cost_changed,
-                    address={"parent": [list(pair) for pair in parent], "kind": kind},
+                    parent=parent,
                     commit_log=self.commits,
                 )
                 found.used_at = now
