@@ -154,16 +154,26 @@ def container_acl_name(kind):
     return f"_{kind}{ACL_SUFFIX}"
 
 
-def data_path(folder, kind, container, object_id):
+def data_name(kind, container, object_id):
+    """An object's data file, relative to its list folder."""
     if container:
-        return os.path.join(folder, object_id, container_data_name(kind))
-    return os.path.join(folder, object_id + DATA_SUFFIX)
+        return os.path.join(object_id, container_data_name(kind))
+    return object_id + DATA_SUFFIX
+
+
+def acl_name(kind, container, object_id):
+    """An object's ACL sidecar, relative to its list folder."""
+    if container:
+        return os.path.join(object_id, container_acl_name(kind))
+    return object_id + ACL_SUFFIX
+
+
+def data_path(folder, kind, container, object_id):
+    return os.path.join(folder, data_name(kind, container, object_id))
 
 
 def acl_path(folder, kind, container, object_id):
-    if container:
-        return os.path.join(folder, object_id, container_acl_name(kind))
-    return os.path.join(folder, object_id + ACL_SUFFIX)
+    return os.path.join(folder, acl_name(kind, container, object_id))
 
 
 def id_with_suffix(name, suffix, valid_id):

@@ -516,8 +516,16 @@ class FileList(ObjectList):
         a string)."""
         return hash(self._file_signature(object_id))
 
-    def _file_signature(self, object_id):
-        return snapshots.signature(self.data_path(object_id), self.acl_path(object_id))
+    def _file_signature(self, object_id, folder_fd=None):
+        """:func:`snapshot.signature`; ``folder_fd``: an open fd of the list's
+        folder (see :func:`_opened_folder`), for the many stats of a load."""
+        if folder_fd is None:
+            return snapshots.signature(self.data_path(object_id), self.acl_path(object_id))
+        return snapshots.signature(
+            layout.data_name(self.kind, self.container, object_id),
+            layout.acl_name(self.kind, self.container, object_id),
+            dir_fd=folder_fd,
+        )
 
     # -- memory -----------------------------------------------------------
 
@@ -952,7 +960,7 @@ class FileList(ObjectList):
         started_ns = time.time_ns()
         journal_bytes = self.journal.read_bytes()
         identity = self.journal.identity()
-        with self._guard:
+        with self._guard, _opened_folder(self.folder) as folder_fd:
             served = _Served.of(self)
             parsed = self._parse_journal(journal_bytes)
             # Nothing served to compare with (a list not loaded since start, or
@@ -987,7 +995,7 @@ class FileList(ObjectList):
             repairs = []
             on_disk, unreadable = set(), set()
             for object_id in self._scan_ids():
-                stored, cost = self._cached_object(object_id, cached)
+                stored, cost = self._cached_object(object_id, cached, folder_fd)
                 if stored is not None:
                     # Kept only in agreement with this line (see snapshot.write);
                     # its ACL bytes are read if a repair needs them.
@@ -1090,11 +1098,11 @@ class FileList(ObjectList):
             found.offset,
         )
 
-    def _cached_object(self, object_id, cached):
+    def _cached_object(self, object_id, cached, folder_fd):
         """``(Stored, its cost)`` of an object from the snapshot, if its files
         are still the ones the snapshot saw; else ``(None, None)``."""
         found = cached.pop(object_id, None)
-        if found is None or found[0] != self._file_signature(object_id):
+        if found is None or found[0] != self._file_signature(object_id, folder_fd):
             return None, None
         return found[1], found[2]
 
@@ -1285,8 +1293,10 @@ class FileList(ObjectList):
             doubtful = self._vanishing | self._unreadable.keys()
             signatures = dict(self._signatures)
         vouched = {}
+        with _opened_folder(self.folder) as folder_fd:
+            found_by_id = {oid: self._file_signature(oid, folder_fd) for oid, _ in objects}
         for object_id, stored in objects:
-            found = self._file_signature(object_id)
+            found = found_by_id[object_id]
             if found is None or object_id in doubtful:
                 continue
             mine = signatures.get(object_id)
@@ -1301,6 +1311,24 @@ class FileList(ObjectList):
             return False
         self._snapshot = (loaded_ns, end)
         return True
+
+
+@contextmanager
+def _opened_folder(path):
+    """An open fd of the folder ``path`` for stat(dir_fd=...), closed after
+    use; None where it cannot be opened or the system has no dir_fd stat."""
+    if os.stat not in os.supports_dir_fd:
+        yield None
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield None
+        return
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 class _Derived:
