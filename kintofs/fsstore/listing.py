@@ -1294,18 +1294,17 @@ class FileList(ObjectList):
             signatures = dict(self._signatures)
         vouched = {}
         with _opened_folder(self.folder) as folder_fd:
-            found_by_id = {oid: self._file_signature(oid, folder_fd) for oid, _ in objects}
-        for object_id, stored in objects:
-            found = found_by_id[object_id]
-            if found is None or object_id in doubtful:
-                continue
-            mine = signatures.get(object_id)
-            if mine is not None:
-                unchanged = mine == hash(found)
-            else:
-                unchanged = snapshots.newest_ctime(found) < loaded_ns - CTIME_MARGIN_NS
-            if unchanged:
-                vouched[object_id] = (found, stored, object_cost(stored))
+            for object_id, stored in objects:
+                found = self._file_signature(object_id, folder_fd)
+                if found is None or object_id in doubtful:
+                    continue
+                mine = signatures.get(object_id)
+                if mine is not None:
+                    unchanged = mine == hash(found)
+                else:
+                    unchanged = snapshots.newest_ctime(found) < loaded_ns - CTIME_MARGIN_NS
+                if unchanged:
+                    vouched[object_id] = (found, stored, object_cost(stored))
         end = snapshots.write(self.snapshot_path, self.journal.read_bytes(), vouched, COST_MODEL)
         if end is None:
             return False
