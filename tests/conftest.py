@@ -42,6 +42,7 @@ import requests
 from wsgi_transport import wsgi_session
 
 from kintofs.config import load_settings
+from kintofs.fsstore import FileSystemStore
 from kintofs.server import build_app, start_watcher
 from kintofs.web.accesslog import LOGGER_NAME as ACCESS_LOGGER
 from kintofs.web.accesslog import with_access_log
@@ -413,3 +414,13 @@ def start_app(tmp_path):
     yield start
     for app in started:
         app.stop()
+
+
+def store_with_collection(path):
+    """A store on ``path`` holding bucket ``b`` and its collection ``c`` (no fsync)."""
+    store = FileSystemStore(path, fsync=False)
+    with store.list((), "bucket").transaction() as writer:
+        writer.put("b", {}, {})
+    with store.list((("bucket", "b"),), "collection").transaction() as writer:
+        writer.put("c", {}, {})
+    return store

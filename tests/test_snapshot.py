@@ -15,6 +15,7 @@ import sys
 import zlib
 
 import pytest
+from conftest import store_with_collection
 
 from kintofs.fsstore import FileSystemStore, listing, snapshot
 from kintofs.fsstore.backup import backup
@@ -54,15 +55,6 @@ def data_dir(tmp_path):
                 writer.put(f"r{i:02d}", {"n": i, "text": "x" * 40}, {"write": ["alice"]})
     store.close()  # a clean stop writes the snapshot of the big list
     return path
-
-
-def store_with_collection(path):
-    store = FileSystemStore(path, fsync=False)
-    with store.list((), "bucket").transaction() as writer:
-        writer.put("b", {}, {})
-    with store.list(RECORDS[:1], "collection").transaction() as writer:
-        writer.put("c", {}, {})
-    return store
 
 
 def records_list():

@@ -8,6 +8,8 @@ of the list's live objects done from scratch.
 import random
 import threading
 
+from conftest import store_with_collection
+
 from kintofs import query
 from kintofs.fsstore import FileSystemStore, listing
 
@@ -21,15 +23,6 @@ SORTS = [
     [("id", -1)],
 ]
 VALUES = [None, 0, 1, 2.5, -3, "", "a", "b", "ab", True, False, [1], ["a", 2], {"k": 1}]
-
-
-def new_store(path):
-    store = FileSystemStore(path, fsync=False)
-    with store.list((), "bucket").transaction() as writer:
-        writer.put("b", {}, {})
-    with store.list(RECORDS[:1], "collection").transaction() as writer:
-        writer.put("c", {}, {})
-    return store
 
 
 def random_record(rng):
@@ -72,7 +65,7 @@ def assert_views_match(records, sorts=SORTS):
 
 def test_a_view_follows_every_write_and_delete(tmp_path):
     rng = random.Random(7)
-    records = new_store(tmp_path / "data").list(RECORDS, "record")
+    records = store_with_collection(tmp_path / "data").list(RECORDS, "record")
     write_randomly(records, rng, 40)
     for _ in range(60):
         assert_views_match(records)  # six sorts, more than a list keeps: some are rebuilt
@@ -82,7 +75,7 @@ def test_a_view_follows_every_write_and_delete(tmp_path):
 
 def test_a_view_resumes_after_a_cursor(tmp_path):
     rng = random.Random(8)
-    records = new_store(tmp_path / "data").list(RECORDS, "record")
+    records = store_with_collection(tmp_path / "data").list(RECORDS, "record")
     write_randomly(records, rng, 80)
     for sort in SORTS:
         everything = query.sort_objects([s.data for s in records.live()], sort)
@@ -94,7 +87,7 @@ def test_a_view_resumes_after_a_cursor(tmp_path):
 def test_many_changes_between_two_uses_rebuild_the_view(tmp_path, monkeypatch):
     monkeypatch.setattr(listing, "DERIVED_REBUILD_SLACK", 2)
     rng = random.Random(9)
-    records = new_store(tmp_path / "data").list(RECORDS, "record")
+    records = store_with_collection(tmp_path / "data").list(RECORDS, "record")
     write_randomly(records, rng, 100, ids=200)
     sort = SORTS[0]
     built = []
@@ -117,7 +110,7 @@ def test_many_changes_between_two_uses_rebuild_the_view(tmp_path, monkeypatch):
 
 def test_writes_of_another_store_reach_the_view(tmp_path):
     rng = random.Random(10)
-    mine = new_store(tmp_path / "data").list(RECORDS, "record")
+    mine = store_with_collection(tmp_path / "data").list(RECORDS, "record")
     theirs = FileSystemStore(tmp_path / "data", fsync=False).list(RECORDS, "record")
     write_randomly(mine, rng, 30)
     assert_views_match(mine, SORTS[:2])
@@ -129,7 +122,7 @@ def test_writes_of_another_store_reach_the_view(tmp_path):
 def test_a_journal_rewritten_under_the_view_rebuilds_it(tmp_path, monkeypatch):
     monkeypatch.setattr(listing, "COMPACT_SLACK", 5)
     rng = random.Random(11)
-    mine = new_store(tmp_path / "data").list(RECORDS, "record")
+    mine = store_with_collection(tmp_path / "data").list(RECORDS, "record")
     write_randomly(mine, rng, 30, ids=10)
     assert_views_match(mine, SORTS[:2])
     theirs = FileSystemStore(tmp_path / "data", fsync=False).list(RECORDS, "record")
@@ -140,7 +133,7 @@ def test_a_journal_rewritten_under_the_view_rebuilds_it(tmp_path, monkeypatch):
 
 
 def test_a_view_read_while_writers_write_is_always_one_sorted_list(tmp_path):
-    records = new_store(tmp_path / "data").list(RECORDS, "record")
+    records = store_with_collection(tmp_path / "data").list(RECORDS, "record")
     write_randomly(records, random.Random(12), 50)
     sort = SORTS[0]
     key = query._order_key(query._total_order(sort))
@@ -175,7 +168,7 @@ def test_a_view_read_while_writers_write_is_always_one_sorted_list(tmp_path):
 
 
 def test_a_commit_that_wrote_the_list_reads_without_the_view(tmp_path):
-    store = new_store(tmp_path / "data")
+    store = store_with_collection(tmp_path / "data")
     records = store.list(RECORDS, "record")
     write_randomly(records, random.Random(13), 20)
     assert viewed(records, SORTS[0]) is not None
@@ -186,7 +179,7 @@ def test_a_commit_that_wrote_the_list_reads_without_the_view(tmp_path):
 
 
 def test_a_view_counts_in_the_memory_estimate(tmp_path):
-    records = new_store(tmp_path / "data").list(RECORDS, "record")
+    records = store_with_collection(tmp_path / "data").list(RECORDS, "record")
     write_randomly(records, random.Random(14), 50, ids=1000)
     before = records.memory_estimate
     viewed(records, SORTS[0])
