@@ -767,8 +767,9 @@ class SortedObjects:
                 # Keys are unique (the order ends with the id): one place.
                 index = bisect.bisect_left(ordered, key(previous), key=key)
                 if index == len(ordered) or ordered[index] is not previous:
-                    index = ordered.index(previous)  # not reached unless a key changed in place
-                del ordered[index]
+                    index = _position(ordered, previous.data["id"])  # a key changed in place
+                if index is not None:
+                    del ordered[index]
             if current is not None:
                 bisect.insort(ordered, current, key=key)
 
@@ -781,6 +782,11 @@ class SortedObjects:
         else:
             start = bisect.bisect_right(self._sorted, self._order_key(cursor), key=self._key)
         return (stored.data for stored in self._sorted[start:])
+
+
+def _position(ordered, object_id):
+    """Where the object ``object_id`` is in ``ordered``, found by walking (None if absent)."""
+    return next((i for i, stored in enumerate(ordered) if stored.data["id"] == object_id), None)
 
 
 # ---------------------------------------------------------------- pagination

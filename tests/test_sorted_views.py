@@ -11,7 +11,7 @@ import threading
 from conftest import store_with_collection
 
 from kintofs import query
-from kintofs.fsstore import FileSystemStore, listing
+from kintofs.fsstore import FileSystemStore, Stored, listing
 
 RECORDS = (("bucket", "b"), ("collection", "c"))
 SORTS = [
@@ -193,3 +193,15 @@ def test_a_view_counts_in_the_memory_estimate(tmp_path):
     assert records.memory_estimate == (
         before + views * (listing.DERIVED_BYTES + listing.DERIVED_ENTRY_BYTES * size)
     )
+
+
+def test_an_object_whose_key_changed_in_place_is_still_moved():
+    # Not done by the store (its objects are replaced, never changed), but a
+    # view must never fail a request on it: it finds the object by walking.
+    objects = [Stored({"id": f"r{i}", "n": i}, {}) for i in range(5)]
+    view = query.SortedObjects([("n", 1)], objects)
+    objects[1].data["n"] = 9
+    view.update([(objects[1], Stored({"id": "r1", "n": 10}, {}))])
+    assert [data["id"] for data in view.after()] == ["r0", "r2", "r3", "r4", "r1"]
+    view.update([(Stored({"id": "gone", "n": 0}, {}), None)])  # not in the view: nothing to move
+    assert len(view) == 5

@@ -688,6 +688,8 @@ class ResourceView:
         query's order when it has one (any other order than newest first,
         without tombstones), else from all candidates."""
         paginate_by = self.settings.get("paginate_by") or None
+        if include_tombstones is None:
+            include_tombstones = q.includes_tombstones
         try:
             candidates = self._in_sort_order(object_list, q, visible, include_tombstones)
             presorted = candidates is not None or query.in_newest_first_order(q)
@@ -707,8 +709,6 @@ class ResourceView:
     def _in_sort_order(self, object_list, q, visible, include_tombstones):
         """The visible objects after the query's token, in its order, from a
         sorted index kept by the list (None where there is none to keep)."""
-        if include_tombstones is None:
-            include_tombstones = q.includes_tombstones
         if q.since is not None or include_tombstones or query.in_newest_first_order(q):
             return None
         cursor = query.cursor(q)
