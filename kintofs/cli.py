@@ -7,11 +7,8 @@ import shutil
 import sys
 import zipimport
 
-from . import __version__, accounts_cli, mirror, watch_cli
+from . import __version__
 from .config import ConfigError, load_settings
-from .init_cmd import add_init_parser, run_init
-from .ops_cli import add_commands as add_operator_commands
-from .ops_cli import run as run_operator_command
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,12 +28,12 @@ def main(argv=None):
     serve.add_argument("--bind", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8888)")
     serve.add_argument("--data-dir", help="data folder (default ./data)")
-    add_init_parser(commands)
-    add_operator_commands(commands)  # check, backup, restore
-    accounts_cli.add_parser(commands)
-    watch_cli.add_parser(commands)
-    mirror.add_parsers(commands)  # push, pull
-    args = parser.parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] != ["serve"]:
+        # The daemon does without the other commands' code: what it imports
+        # stays in its memory as long as it runs.
+        add_other_commands(commands)
+    args = parser.parse_args(arguments)
     args.prog = prog  # for the hints that name a command to run
     if args.command != "serve":
         try:
@@ -64,11 +61,23 @@ def main(argv=None):
         return 2
 
 
+def add_other_commands(commands):
+    from . import accounts_cli, init_cmd, mirror, ops_cli, watch_cli
+
+    init_cmd.add_init_parser(commands)
+    ops_cli.add_commands(commands)  # check, backup, restore
+    accounts_cli.add_parser(commands)
+    watch_cli.add_parser(commands)
+    mirror.add_parsers(commands)  # push, pull
+
+
 def run_command(args):
+    from . import accounts_cli, init_cmd, mirror, ops_cli, watch_cli
+
     if args.command in ("check", "backup", "restore"):
-        return run_operator_command(args)
+        return ops_cli.run(args)
     if args.command == "init":
-        return run_init(args)
+        return init_cmd.run_init(args)
     if args.command == "watch":
         return watch_cli.run(args)
     if args.command in ("push", "pull"):

@@ -11,9 +11,7 @@ import threading
 from .fsstore import FileSystemStore
 from .fsstore.watch import FileWatcher
 from .plugins import setup_plugins
-from .plugins.attachment import upload_limit
 from .push.command import start_change_command
-from .push.webhooks import start_webhooks
 from .web.accesslog import with_access_log
 from .web.app import Service, create_app
 from .web.gate import GatedServer, Limits
@@ -49,6 +47,14 @@ def build_app(settings):
     setup_plugins(service, settings["plugins"])
     setup_push(service)
     return create_app(service), service
+
+
+def start_webhooks(service):
+    """Deliver the ``webhooks`` setting's hooks (push/webhooks.py).  Imported
+    only where hooks are set: urllib.request would stay in every daemon's memory."""
+    from .push.webhooks import start_webhooks as start
+
+    return start(service)
 
 
 def start_watcher(service):
@@ -103,6 +109,8 @@ def buffered_body_limit(settings):
     """
     limit = settings["max_request_body_bytes"]
     if "attachment" in settings["plugins"] and settings["attachment_max_size_bytes"]:
+        from .plugins.attachment import upload_limit  # the plugin's code only where it is on
+
         limit = max(limit, upload_limit(settings))
     return limit
 
@@ -153,7 +161,7 @@ def serve(settings):
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     watcher = start_watcher(service) if settings["watch_files"] else None
-    webhooks = start_webhooks(service)  # push/webhooks.py
+    webhooks = start_webhooks(service) if settings["webhooks"] else None
     change_command = start_change_command(service)  # push/command.py
     sweeper = DeadCommitsSweeper(service.store).start()
     host, port = server.bind_addr[:2]
@@ -166,7 +174,8 @@ def serve(settings):
     for thread in stopping:
         thread.join()  # until the requests in flight have their responses
     sweeper.stop()
-    webhooks.stop()
+    if webhooks:
+        webhooks.stop()
     change_command.stop()  # runs for the last changes, if any
     service.push.stop()
     if watcher:

@@ -198,6 +198,50 @@ def test_the_estimate_is_close_to_what_a_list_takes(tmp_path):
     assert 1.0 < float(ratio) < 1.6
 
 
+# -- what an idle daemon imports ----------------------------------------------
+
+
+# Code an idle daemon with the default settings never runs: each import would
+# stay in its memory for as long as it serves.
+NOT_IMPORTED_BY_SERVE = (
+    "kintofs.mirror",  # the other commands
+    "kintofs.accounts_cli",
+    "kintofs.init_cmd",
+    "kintofs.ops_cli",
+    "kintofs.watch_cli",
+    "kintofs.push.webhooks",  # no hooks are set
+    "urllib.request",
+    "kintofs.plugins.attachment",  # the plugin is off
+    "kintofs.web.openapi",  # until /__api__ is asked
+)
+
+STARTS_SERVING = """
+import os, sys
+from kintofs import cli, server
+from kintofs.config import load_settings
+try:
+    cli.main(["serve", "--help"])
+except SystemExit:
+    pass
+settings = load_settings(os.devnull, overrides={"data_dir": sys.argv[1]}, environ={})
+app, service = server.build_app(settings)
+server.buffered_body_limit(settings)
+server.start_watcher(service).stop()
+print(" ".join(sorted(sys.modules)))
+"""
+
+
+def test_serving_imports_no_code_it_does_not_run(tmp_path):
+    loaded = subprocess.run(
+        [sys.executable, "-c", STARTS_SERVING, str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "kintofs.server" in loaded
+    assert [name for name in NOT_IMPORTED_BY_SERVE if name in loaded] == []
+
+
 # -- the file watcher --------------------------------------------------------
 
 

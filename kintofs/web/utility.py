@@ -9,7 +9,7 @@ from email.utils import formatdate
 import bottle
 
 from .. import __version__
-from . import errors, openapi
+from . import errors
 
 logger = logging.getLogger(__name__)
 
@@ -119,4 +119,6 @@ def add_routes(service, state):
 
     @app.route("/v1/__api__", ["GET", "HEAD"])
     def api():
+        from . import openapi  # only here: the daemon keeps what it imports for its whole life
+
         return errors.json_response(200, openapi.document(service, bottle.request.environ))
