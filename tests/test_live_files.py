@@ -5,9 +5,9 @@ import os
 import time
 
 import pytest
-from conftest import ALICE, BOB, Api, assert_status
+from conftest import ALICE, BOB, Api, assert_status, store_with_collection
 
-from kintofs.fsstore.watch import DELETE_GRACE_SECONDS
+from kintofs.fsstore.watch import DELETE_GRACE_SECONDS, FileWatcher
 
 RECORDS = "/buckets/b/collections/c/records"
 
@@ -111,6 +111,51 @@ def test_our_own_writes_are_not_adopted_twice(live):
         lines = [json.loads(line) for line in f]
     ours = [line["id"] for line in lines if line["op"] == "put" and line["id"] != "probe"]
     assert ours == [f"o{n}" for n in range(5)]
+
+
+def test_an_atomic_save_named_like_another_process_temp_file_is_adopted(live):
+    # The watcher skips the renames of this daemon's own temp files, known by
+    # its process id in their names; another process's (pid 1 is never the
+    # daemon) are an edit like any other.
+    api, records = live
+    before = assert_status(api.put(RECORDS + "/r3", json={"data": {"n": 1}}), 201).json()["data"]
+    temp = os.path.join(records, ".tmp-1-0")
+    write_by_hand(temp, dict(before, n=2))
+    os.replace(temp, os.path.join(records, "r3.json"))
+    after = wait_for(lambda: (d := api.get(RECORDS + "/r3").json()["data"])["n"] == 2 and d)
+    assert after["last_modified"] > before["last_modified"]
+
+
+def test_the_watcher_hears_nothing_of_our_own_writes(tmp_path):
+    # Each put closes and renames temp files and closes a journal and the
+    # commit log: none of it may reach the handler (each event would cost
+    # more CPU than the write).  (A delete's removals are heard: nothing in
+    # them says whose they are.)  An edit by hand after them proves that
+    # every event before it was delivered.
+    store = store_with_collection(str(tmp_path / "data"))
+    records = store.list((("bucket", "b"), ("collection", "c")), "record")
+    with records.transaction() as writer:  # makes the records folder and the commit log
+        writer.put("r0", {"n": 0}, {"write": ["alice"]})
+    heard = []
+
+    class Listening(FileWatcher):
+        def on_any_event(self, event):
+            heard.append(os.path.basename(event.src_path))
+            super().on_any_event(event)
+
+    watcher = Listening(store).start()
+    try:
+        for n in range(1, 11):
+            with records.transaction() as writer:
+                writer.put(f"r{n}", {"n": n}, {"write": ["alice"]})
+        with records.transaction() as writer:
+            writer.put("r1", {"n": "updated"}, {"write": ["alice"]})
+        write_by_hand(os.path.join(records.folder, "probe.json"), {"by": "hand"})
+        wait_for(lambda: "probe.json" in heard, what="the watcher to hear the edit")
+        assert set(heard) == {"probe.json"}
+        wait_for(lambda: records.get("probe"), what="the edit to be adopted")
+    finally:
+        watcher.stop()
 
 
 def test_a_group_edited_by_hand_changes_memberships(live):

@@ -80,7 +80,7 @@ def write_temp(path, content, *, fsync=True):
     """``content`` in a new temp file beside ``path``, to be renamed over it; its name."""
     try:
         check_injected_fault()
-        fd, temp_path = new_temp_file(os.path.dirname(path), TEMP_PREFIX)
+        fd, temp_path = new_temp_file(os.path.dirname(path))
         try:
             view = memoryview(content)
             while view:
@@ -101,15 +101,21 @@ def write_temp(path, content, *, fsync=True):
 _temp_numbers = itertools.count()
 
 
-def new_temp_file(folder, prefix):
+def own_temp_prefix():
+    """How this process's temp files are named: ``.tmp-<pid>-``, then a counter."""
+    return f"{TEMP_PREFIX}{os.getpid()}-"
+
+
+def new_temp_file(folder):
     """A new empty file in ``folder``, owner-only, opened for writing: (fd, path).
 
     Named by process id and a counter: unique among the living processes,
-    and half the cost of tempfile.mkstemp's random names (a record write
-    makes two).  A name left by a dead process is skipped."""
-    pid = os.getpid()
+    half the cost of tempfile.mkstemp's random names (a record write makes
+    two), and the file watcher knows this process's own renames by it.  A
+    name left by a dead process with the same id is skipped."""
+    prefix = own_temp_prefix()
     while True:
-        temp_path = os.path.join(folder, f"{prefix}{pid}-{next(_temp_numbers)}")
+        temp_path = os.path.join(folder, f"{prefix}{next(_temp_numbers)}")
         try:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
             return os.open(temp_path, flags, 0o600), temp_path

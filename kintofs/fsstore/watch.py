@@ -5,8 +5,10 @@ a records folder, or delete a file.  The watcher maps each file event to the
 object it concerns and asks that object's list to adopt the change
 (:meth:`FileList.adopt_edit`): a fresh ``last_modified``, a journal line,
 an index that agrees.  Events are gathered for a moment first, because
-editors write a file in several steps and our own atomic writes also
-produce events (those are recognised as already known and cost one read).
+editors write a file in several steps.  The events of our own writes
+stop where they are read from the kernel (see _OnceWatchGroup.on_event);
+those that get through (a delete's removals) are recognised as already
+known with two stat() calls.
 
 A file that vanishes is not deleted yet: many editors save by moving the
 file away and writing a new one, seconds later if the disk is slow (vim's
@@ -38,6 +40,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+from .atomic import own_temp_prefix
 from .layout import object_of
 
 try:  # Linux (watchdog 7's inotify classes; other backends never register twice)
@@ -107,6 +110,7 @@ def _can_register_once(observer):
     fields = getattr(InotifyWatchGroup, "__dataclass_fields__", {})
     return (
         callable(getattr(InotifyWatchGroup, "_add_callback", None))
+        and callable(getattr(InotifyWatchGroup, "_build_event_source_path", None))
         and "_active_callbacks_by_path" in fields
         and callable(getattr(InotifyEmitter, "get_event_mask_from_filter", None))
         and getattr(observer, "_emitter_class", None) is InotifyEmitter
@@ -119,6 +123,43 @@ if InotifyWatchGroup is not None:
         def _add_callback(self, path):
             if path not in self._active_callbacks_by_path:  # already watched: nothing to add
                 super()._add_callback(path)
+
+        # Each write of ours makes ten kernel events: its two temp files'
+        # creation, closing and rename (from, to), the closing of its list's
+        # journal and of the commit log.  None is a change the handler would
+        # act on (the renames are ours, and known), but each would cross
+        # three watchdog threads as one or two event objects: 0.5 ms of CPU
+        # per create, as much as the write itself.  So they stop here, where
+        # the kernel's events are read.  Another process's renames go on: its
+        # temp files carry its own process id.
+        def __post_init__(self):
+            self._own_temp_prefix = os.fsencode(own_temp_prefix())
+            self._own_renames = set()  # cookies: the rename's "to" follows its "from"
+            super().__post_init__()  # starts watching
+
+        def on_event(self, event):
+            if not event.is_directory and self._ignorable(event):
+                return
+            super().on_event(event)
+
+        def _ignorable(self, event):
+            if event.is_create:
+                return True  # a file's creation: not in EVENTS (its closing or rename is)
+            if event.is_close_write:
+                return not self._of_an_object(event)  # temp file, journal, commit log
+            if event.is_moved_from and event.name.startswith(self._own_temp_prefix):
+                if len(self._own_renames) > 1000:  # "to"s never seen: renamed out of the watch
+                    self._own_renames.clear()
+                self._own_renames.add(event.cookie)
+                return True
+            if event.is_moved_to and event.cookie in self._own_renames:
+                self._own_renames.discard(event.cookie)
+                return True
+            return False
+
+        def _of_an_object(self, event):
+            path = self._build_event_source_path(event)
+            return path is not None and object_of(os.fsdecode(self.path), os.fsdecode(path))
 
     class _OnceEmitter(InotifyEmitter):
         def on_thread_start(self):  # watchdog 7.1's, with our watch group
