@@ -41,7 +41,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from .atomic import own_temp_prefix
-from .layout import object_of
+from .layout import is_bookkeeping, object_of
 
 try:  # Linux (watchdog 7's inotify classes; other backends never register twice)
     from watchdog.observers.inotify import InotifyEmitter, InotifyObserver, InotifyWatchGroup
@@ -145,8 +145,8 @@ if InotifyWatchGroup is not None:
         def _ignorable(self, event):
             if event.is_create:
                 return True  # a file's creation: not in EVENTS (its closing or rename is)
-            if event.is_close_write:
-                return not self._of_an_object(event)  # temp file, journal, commit log
+            if event.is_close_write:  # temp file, journal (by name), commit log
+                return is_bookkeeping(os.fsdecode(event.name)) or not self._of_an_object(event)
             if event.is_moved_from and event.name.startswith(self._own_temp_prefix):
                 if len(self._own_renames) > 1000:  # "to"s never seen: renamed out of the watch
                     self._own_renames.clear()
