@@ -84,7 +84,7 @@ class Op:
     acl_bytes: bytes = b""
     digest: str | None = None
     temps: list = field(default_factory=list)  # (temp path, final path), staged in step 1
-    write_acl: bool = True  # "put": False leaves the ACL sidecar as a person made it
+    write_acl: bool = True  # "put": False leaves the ACL sidecar as it is (holding ``acl_bytes``)
     keep_old: bool = False  # "file": keep the file it replaces or removes ...
     kept: str | None = None  # ... there (named from its content in step 1)
 

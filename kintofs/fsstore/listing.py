@@ -1397,7 +1397,15 @@ class Writer:
         acl_bytes = dump_json(acl) if acl_file_bytes is None else acl_file_bytes
         digest = content_digest(data_bytes, acl_bytes)
         op = Op(lst, "put", ts, object_id, data, acl, data_bytes, acl_bytes, digest)
-        op.write_acl = acl_file_bytes is None
+        # An update that keeps the permissions leaves the sidecar alone when it
+        # holds them already: on ext4 a rename over a file costs 0.2 ms, as
+        # much as the rest of the write.  (Commits handed over to us and not
+        # yet in the files would show in ``current``.)
+        op.write_acl = acl_file_bytes is None and not (
+            current is not None
+            and current.acl == acl
+            and _holds(lst.acl_path(object_id), acl_bytes)
+        )
         self._add(op)
         return data
 
@@ -1645,6 +1653,15 @@ def _disagrees(entry, stored, digest):
         return True
     expected = entry.get("hash")
     return isinstance(expected, str) and expected != digest
+
+
+def _holds(path, content):
+    """True if the file at ``path`` holds exactly ``content`` (False if it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(content) + 1) == content
+    except OSError:
+        return False
 
 
 def _read_if_there(path):
