@@ -265,7 +265,12 @@ class CommitLog:
         self.folder = os.path.join(root, COMMITS_FOLDER)
         self.fsync = fsync
         self.clock = clock
+        # Two conditions of one lock: a line is durable (every waiter may
+        # be), and a segment has no commit in flight (only a checkpoint or
+        # close waits for it: waking every committer at each commit's end
+        # would cost each a thread switch).
         self._guard = threading.Condition()
+        self._idle = threading.Condition(self._guard)
         self._segment = None
         self._in_flight = {}  # commit -> the clock when it began: its writes' lowest ts
         self._flight_guard = threading.Lock()
@@ -336,7 +341,7 @@ class CommitLog:
                         self._sync(segment)
             except BaseException:
                 segment.in_flight -= 1  # (done() is never called for it)
-                self._guard.notify_all()
+                self._idle.notify_all()
                 raise
 
     def _sync(self, segment):
@@ -375,12 +380,13 @@ class CommitLog:
         with self._guard:
             segment.keep = segment.keep or not applied
             segment.in_flight -= 1
-            self._guard.notify_all()
+            if not segment.in_flight:
+                self._idle.notify_all()
             if segment is not self._segment or segment.written < CHECKPOINT_BYTES:
                 return
             self._segment = None  # later commits go to a new log
             while segment.in_flight:
-                self._guard.wait()
+                self._idle.wait()
         self._checkpoint(segment)
 
     def close(self):
@@ -388,7 +394,7 @@ class CommitLog:
         with self._guard:
             segment, self._segment = self._segment, None
             while segment is not None and segment.in_flight:
-                self._guard.wait()
+                self._idle.wait()
         if segment is not None:
             self._checkpoint(segment)
             try:

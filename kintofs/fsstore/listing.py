@@ -219,8 +219,8 @@ class FileList(ObjectList):
         # order of their log lines; each applies when it is first (_turn).
         # Both exist only while the queue is not empty: they cost a list
         # nothing the rest of the time.
-        self._queue = None  # [(commit, ticket, ops)]
-        self._turn = None  # a Condition of _guard
+        self._queue = None  # [(commit, ticket, ops, its own Condition of _guard)]
+        self._turn = None  # a Condition of _guard: the queue is empty (_drain)
         # What those commits wrote: what the next holder sees under its own
         # writes (id -> Stored or _Gone; replaced, never changed), and their
         # list timestamp.
@@ -428,7 +428,7 @@ class FileList(ObjectList):
             raise
         with self._guard:
             self._holder = commits.current()
-            earlier = [ticket for _commit, ticket, _ops in self._queue or ()]
+            earlier = [ticket for _commit, ticket, _ops, _wake in self._queue or ()]
         return _Hold(self, earlier)
 
     def _take_flock(self, timeout):
@@ -628,7 +628,7 @@ class FileList(ObjectList):
     def _relog(self):
         """The logged overlay of the commits still queued (one was dropped)."""
         logged, ts = {}, self._timestamp
-        for _commit, _ticket, ops in self._queue:
+        for _commit, _ticket, ops, _wake in self._queue:
             for op in ops:
                 if op.op != "file":
                     ts = _overlay(logged, ts, op)
@@ -1484,7 +1484,7 @@ class _Hold:
             with lst._guard:
                 if lst._queue is None:
                     lst._queue, lst._turn = [], threading.Condition(lst._guard)
-                self._queued = (commit, ticket, ops)
+                self._queued = (commit, ticket, ops, threading.Condition(lst._guard))
                 lst._queue.append(self._queued)
                 if lst._pending is not None:
                     lst._logged, lst._logged_ts = lst._pending, lst._pending_ts
@@ -1497,7 +1497,8 @@ class _Hold:
         lst = self.object_list
         if self._queued is not None:
             with lst._guard:
-                lst._turn.wait_for(lambda: lst._queue[0] is self._queued)
+                while lst._queue[0] is not self._queued:
+                    self._queued[3].wait()
 
     def leave(self, indexed=False):
         """Done with the list: applied (``indexed``), or undone."""
@@ -1509,13 +1510,16 @@ class _Hold:
         if self._queued is not None:
             with lst._guard:
                 lst._queue.remove(self._queued)
-                turn = lst._turn
                 if not lst._queue:
+                    lst._turn.notify_all()
                     lst._queue = lst._turn = None
                     lst._logged, lst._logged_ts = NOTHING_LOGGED, None
-                elif not indexed:
-                    lst._relog()
-                turn.notify_all()
+                else:
+                    if not indexed:
+                        lst._relog()
+                    # Only the first may go on: waking every commit queued
+                    # would cost each of them a thread switch per commit.
+                    lst._queue[0][3].notify()
         lst._leave()
 
     def _release_write_guard(self):
