@@ -70,6 +70,9 @@ class FileSystemStore:
         self.max_lists = max_lists
         self.recent_seconds = RECENT_SECONDS
         self._lists = collections.OrderedDict()  # folder -> FileList, least recently used first
+        # (parent, kind) -> folder of the lists in _lists: a read asks for
+        # three lists, and building and checking their paths was a tenth of it.
+        self._folders = {}
         self._memory = 0  # sum of the lists' ``accounted``
         self._lists_guard = threading.RLock()
         os.makedirs(self.root, mode=0o700, exist_ok=True)
@@ -91,7 +94,7 @@ class FileSystemStore:
     def list(self, parent, kind):
         """The :class:`FileList` of ``kind`` objects under ``parent``."""
         parent = tuple(parent)
-        folder = self.folder_of(parent, kind)
+        folder = self._folders.get((parent, kind)) or self.folder_of(parent, kind)
         now = time.monotonic()
         with self._lists_guard:
             found = self._lists.get(folder)
@@ -110,6 +113,7 @@ class FileSystemStore:
                 )
                 found.used_at = now
                 self._lists[folder] = found
+                self._folders[parent, kind] = folder
                 self._cost_changed(found)
             else:
                 found.used_at = now
@@ -227,6 +231,7 @@ class FileSystemStore:
     def _drop(self, folder):
         """Forget the list of ``folder`` (caller holds the guard)."""
         dropped = self._lists.pop(folder)
+        self._folders.pop((dropped.parent, dropped.kind), None)
         self._memory -= dropped.accounted
         dropped.accounted = 0
 
