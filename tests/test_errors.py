@@ -57,6 +57,20 @@ def test_invalid_json(tree):
     assert {"location": "body", "name": "", "description": "Required"} in body["details"]
 
 
+@pytest.mark.parametrize("escape", [r"\ud800", r"\uDFFF", r"x\udc00y", r"\ud83d", r"\ude00\ud83d"])
+def test_a_lone_surrogate_is_invalid_json(tree, escape):
+    # Python decodes it, UTF-8 cannot store it: refused, in any case of hex digits.
+    body = invalid(send(tree, "PUT", RECORD, '{"data": {"a": "' + escape + '"}}'))
+    assert "surrogate" in body["message"]
+
+
+def test_a_surrogate_pair_is_a_character(tree):
+    response = send(tree, "PUT", RECORD, r'{"data": {"a": "\ud83d\ude00", "b": "\\ud800"}}')
+    assert response.status_code in (200, 201), response.text
+    assert response.json()["data"]["a"] == "\U0001f600"
+    assert response.json()["data"]["b"] == "\\ud800"
+
+
 @pytest.mark.parametrize("raw", ['"x"', "null", "12", "true"])
 def test_json_scalar_body(tree, raw):
     body = invalid(send(tree, "PUT", RECORD, raw))

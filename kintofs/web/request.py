@@ -87,7 +87,8 @@ def parse_json(raw, max_depth):
     try:
         text = raw.decode("utf-8")
         value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-        _check_encodable(value)
+        if _SURROGATE_ESCAPE.search(text):
+            _check_encodable(value)
     except (UnicodeError, ValueError) as error:
         raise invalid(
             [
@@ -122,6 +123,11 @@ def _finite_float(text):
     if math.isinf(number):
         raise ValueError("Number too big to be stored in double")
     return number
+
+
+# A lone surrogate can only come from a \uD800-\uDFFF escape (UTF-8 cannot
+# hold one): without such an escape the body need not be encoded again.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _check_encodable(value):
