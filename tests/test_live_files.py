@@ -115,8 +115,8 @@ def test_our_own_writes_are_not_adopted_twice(live):
 
 def test_an_atomic_save_named_like_another_process_temp_file_is_adopted(live):
     # The watcher skips the renames of this daemon's own temp files, known by
-    # its process id in their names; another process's (pid 1 is never the
-    # daemon) are an edit like any other.
+    # the process id and token in their names; another process's are an edit
+    # like any other.
     api, records = live
     before = assert_status(api.put(RECORDS + "/r3", json={"data": {"n": 1}}), 201).json()["data"]
     temp = os.path.join(records, ".tmp-1-0")

@@ -99,20 +99,22 @@ def write_temp(path, content, *, fsync=True):
 
 
 _temp_numbers = itertools.count()
+# With the process id: two daemons in separate containers may both be pid 1.
+_PROCESS_TOKEN = os.urandom(3).hex()
 
 
 def own_temp_prefix():
-    """How this process's temp files are named: ``.tmp-<pid>-``, then a counter."""
-    return f"{TEMP_PREFIX}{os.getpid()}-"
+    """How this process's temp files are named: ``.tmp-<pid>.<token>-``, then a counter."""
+    return f"{TEMP_PREFIX}{os.getpid()}.{_PROCESS_TOKEN}-"
 
 
 def new_temp_file(folder):
     """A new empty file in ``folder``, owner-only, opened for writing: (fd, path).
 
-    Named by process id and a counter: unique among the living processes,
-    half the cost of tempfile.mkstemp's random names (a record write makes
-    two), and the file watcher knows this process's own renames by it.  A
-    name left by a dead process with the same id is skipped."""
+    Named by process id, a token drawn at start and a counter: unique among
+    the living processes, half the cost of tempfile.mkstemp's random names (a
+    record write makes two), and the file watcher knows this process's own
+    renames by it.  A name left by a dead process is skipped."""
     prefix = own_temp_prefix()
     while True:
         temp_path = os.path.join(folder, f"{prefix}{next(_temp_numbers)}")

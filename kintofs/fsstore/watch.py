@@ -131,7 +131,7 @@ if InotifyWatchGroup is not None:
         # three watchdog threads as one or two event objects: 0.5 ms of CPU
         # per create, as much as the write itself.  So they stop here, where
         # the kernel's events are read.  Another process's renames go on: its
-        # temp files carry its own process id.
+        # temp files carry its own process id and token (atomic.py).
         def __post_init__(self):
             self._own_temp_prefix = os.fsencode(own_temp_prefix())
             self._own_renames = set()  # cookies: the rename's "to" follows its "from"
