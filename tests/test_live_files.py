@@ -78,6 +78,18 @@ def test_a_file_added_by_hand_becomes_a_record(live):
     assert isinstance(record["last_modified"], int)
 
 
+def test_a_file_moved_in_from_outside_the_data_directory_becomes_a_record(live):
+    # watchdog reports a rename whose "from" it did not watch as a creation.
+    api, records = live
+    outside = os.path.join(os.path.dirname(api.daemon.data_dir), "from-elsewhere.json")
+    write_by_hand(outside, {"title": "moved in"})
+    os.rename(outside, os.path.join(records, "moved1.json"))
+    record = wait_for(
+        lambda: (r := api.get(RECORDS + "/moved1")).status_code == 200 and r.json()["data"]
+    )
+    assert record["title"] == "moved in"
+
+
 def test_a_file_deleted_by_hand_leaves_a_tombstone(live):
     api, records = live
     created = assert_status(api.put(RECORDS + "/gone", json={"data": {}}), 201).json()["data"]

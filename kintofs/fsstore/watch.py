@@ -34,6 +34,7 @@ from watchdog.events import (
     DirDeletedEvent,
     DirMovedEvent,
     FileClosedEvent,
+    FileCreatedEvent,
     FileDeletedEvent,
     FileMovedEvent,
     FileSystemEventHandler,
@@ -66,14 +67,16 @@ DELETE_GRACE_SECONDS = 5.0
 # place ends with "closed", an atomic save with "moved", removals with
 # "deleted", and a deleted bucket or collection folder with the last two.
 # A new folder's "created" is there to walk it (what a recursive watch asks
-# of the kernel anyway: watchdog needs it to watch the new folder).  Not
-# "created" for files: a file's creation is followed by its "closed" or
-# "moved", and watchdog's own walk of a new folder reports what it finds as
-# "created" events only, before the folders inside are all watched.
+# of the kernel anyway: watchdog needs it to watch the new folder).  A file's
+# "created" is how watchdog reports a file moved in from outside the data
+# directory (a rename whose "from" it never saw); the kernel's own creation
+# of a file is dropped as it is read (_OnceWatchGroup): its "closed" or
+# "moved" follows.
 EVENTS = [
     FileClosedEvent,
     FileMovedEvent,
     FileDeletedEvent,
+    FileCreatedEvent,
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
@@ -144,7 +147,7 @@ if InotifyWatchGroup is not None:
 
         def _ignorable(self, event):
             if event.is_create:
-                return True  # a file's creation: not in EVENTS (its closing or rename is)
+                return True  # a file's creation: its closing or rename follows
             if event.is_close_write:  # temp file, journal (by name), commit log
                 return is_bookkeeping(os.fsdecode(event.name)) or not self._of_an_object(event)
             if event.is_moved_from and event.name.startswith(self._own_temp_prefix):
