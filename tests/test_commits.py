@@ -196,6 +196,40 @@ with store.list((("bucket", "b"),), "collection").transaction() as w:
     assert [n for n in os.listdir(root / COMMITS_FOLDER) if n.endswith(".jsonl")] == []
 
 
+def test_an_update_that_kept_its_acl_sidecar_is_replayed_after_a_kill(tmp_path):
+    # The log line of such an update says the sidecar is left as it is
+    # (acl_file: false): replaying it must write the data file only, and
+    # the journal's hash must be that of the files.
+    root = tmp_path / "data"
+    script = f"""
+import os, signal
+from kintofs.fsstore import FileSystemStore, listing
+store = FileSystemStore({str(root)!r}, fsync=True)
+with store.list((), "bucket").transaction() as w:
+    w.put("b", {{"v": 1}}, {{"write": ["alice"]}})
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+listing.FileList._apply_ops = killed  # dies right after the commit point
+with store.list((), "bucket").transaction() as w:
+    w.put("b", {{"v": 2}}, {{"write": ["alice"]}})
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    (log,) = [n for n in os.listdir(root / COMMITS_FOLDER) if n.endswith(".jsonl")]
+    with open(root / COMMITS_FOLDER / log) as f:
+        first, update = [json.loads(text) for text in f]
+    assert "acl_file" not in first["ops"][0] and update["ops"][0]["acl_file"] is False
+    sidecar = root / "buckets" / "b" / "_bucket.acl"
+    written = os.stat(sidecar).st_ino
+
+    store = FileSystemStore(root, fsync=True)
+    bucket = store.get((), "bucket", "b")
+    assert bucket.data["v"] == 2 and bucket.acl == {"write": ["alice"]}
+    assert os.stat(sidecar).st_ino == written
+    store.close()
+    assert verify(str(root)).findings == []
+
+
 ATTACHED_FILE_SCRIPT = """
 import io, os, signal, sys
 from kintofs.fsstore import FileSystemStore, listing
